@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The project's test command (README's second command; .ci/run runs exactly this).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo test --release (x86-64-v3: AVX2/FMA)"
+cargo test --release --all-targets
+cargo test --release --doc
+echo "== kernels on a baseline x86-64 target (no AVX2/FMA)"
+RUSTFLAGS="-C target-cpu=x86-64" CARGO_TARGET_DIR=target/baseline cargo test --release --test kernels

@@ -1,0 +1,1 @@
+//! The grouped-connection op (consolidator branches).

@@ -1,0 +1,150 @@
+//! Linear layer: `y = x·Wᵀ + b` for `x: [.., I]`, `W: [O, I]`, `b: [O]`, `y: [.., O]`.
+//!
+//! Forward: one GEMM with `W` read through its transpose view (no copy), the bias written first
+//! and accumulated into (`β = 1`).
+//!
+//! Backward, with the rows of `x` flattened to `R = Π(leading dims)`:
+//! - `dx = dy·W` (`[R, O]·[O, I]`),
+//! - `dW = dyᵀ·x` (`[O, R]·[R, I]`) — skipped entirely when `W` is frozen: this is where a
+//!   parameter-efficient method saves the weight-gradient GEMM,
+//! - `db = Σ_rows dy`.
+
+use crate::autograd::Var;
+use crate::kernels::{elementwise, gemm, MatRef};
+use crate::{Error, Result, Tensor};
+
+impl<'t> Var<'t> {
+    /// `x·Wᵀ + b`: see the module docs.
+    pub fn linear(&self, w: &Var<'t>, b: Option<&Var<'t>>) -> Result<Var<'t>> {
+        let [o, i] = w.value().dims::<2>("linear (weight)")?;
+        let (rows, xi) = self.value().rows_cols();
+        if self.value().rank() == 0 || xi != i {
+            return Err(Error::ShapeMismatch {
+                op: "linear",
+                expected: vec![usize::MAX, i],
+                got: self.shape().to_vec(),
+            });
+        }
+        if let Some(b) = b {
+            b.value().expect_shape("linear (bias)", &[o])?;
+        }
+        let y = linear_forward(self.value(), w.value(), b.map(|b| b.value()));
+        let mut inputs = vec![self, w];
+        inputs.extend(b);
+        let (x, wv) = (self.value().clone(), w.value().clone());
+        let (xn, wn, bn) = (self.node(), w.node(), b.and_then(|b| b.node()));
+        self.tape().op("linear", y, &inputs, move |dy, g| {
+            let dyd = dy.data();
+            g.add_with(xn, || {
+                let mut dx = vec![0.0; rows * i];
+                gemm(
+                    1.0,
+                    MatRef::new(dyd, rows, o),
+                    MatRef::new(wv.data(), o, i),
+                    0.0,
+                    &mut dx,
+                    i,
+                );
+                Ok(Tensor::from_parts(x.shape().to_vec(), dx))
+            })?;
+            g.add_with(wn, || {
+                let mut dw = vec![0.0; o * i];
+                gemm(
+                    1.0,
+                    MatRef::new(dyd, rows, o).t(),
+                    MatRef::new(x.data(), rows, i),
+                    0.0,
+                    &mut dw,
+                    i,
+                );
+                Ok(Tensor::from_parts(vec![o, i], dw))
+            })?;
+            g.add_with(bn, || {
+                let mut db = vec![0.0; o];
+                elementwise::sum_rows_into(dyd, o, &mut db);
+                Ok(Tensor::from_parts(vec![o], db))
+            })
+        })
+    }
+}
+
+/// The forward computation on plain tensors (also used by inference paths).
+pub fn linear_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Tensor {
+    let (o, i) = (w.shape()[0], w.shape()[1]);
+    let (rows, _) = x.rows_cols();
+    let mut y = vec![0.0; rows * o];
+    let beta = match b {
+        Some(b) => {
+            for r in y.chunks_exact_mut(o) {
+                r.copy_from_slice(b.data());
+            }
+            1.0
+        }
+        None => 0.0,
+    };
+    gemm(
+        1.0,
+        MatRef::new(x.data(), rows, i),
+        MatRef::new(w.data(), o, i).t(),
+        beta,
+        &mut y,
+        o,
+    );
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().unwrap() = o;
+    Tensor::from_parts(shape, y)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::autograd::{gradcheck, GradcheckOptions, Tape};
+    use crate::{Param, Tensor};
+    use proptest::prelude::*;
+    use rand::SeedableRng;
+
+    fn rand_t(shape: &[usize], seed: u64) -> Tensor {
+        Tensor::randn(shape, 1.0, &mut rand::rngs::StdRng::seed_from_u64(seed))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn linear_gradcheck(b in 1usize..3, t in 1usize..5, i in 1usize..9, o in 1usize..9, bias in any::<bool>(), seed in 0u64..1000) {
+            let x = rand_t(&[b, t, i], seed);
+            let w = rand_t(&[o, i], seed + 1);
+            let bb = rand_t(&[o], seed + 2);
+            let r = gradcheck(|_, v| v[0].linear(&v[1], if bias { Some(&v[2]) } else { None }), &[x, w, bb.clone()], GradcheckOptions::default()).unwrap();
+            // Without a bias the third input gets no gradient; its numeric gradient is 0 too.
+            prop_assert!(r.passed(), "{}", r);
+        }
+    }
+
+    #[test]
+    fn frozen_weight_gets_no_gradient_but_input_does() {
+        let tape = Tape::new();
+        let w = Param::frozen(rand_t(&[4, 3], 1));
+        let b = Param::new(rand_t(&[4], 2));
+        let x = tape.var(rand_t(&[5, 3], 3));
+        let y = x
+            .linear(&tape.param(&w), Some(&tape.param(&b)))
+            .unwrap()
+            .sum()
+            .unwrap();
+        let g = tape.backward(&y).unwrap();
+        assert!(g.param(&w).is_none());
+        assert!(g.param(&b).is_some());
+        assert!(g.get(&x).is_some());
+    }
+
+    #[test]
+    fn shape_errors_are_errors() {
+        let tape = Tape::new();
+        let x = tape.var(Tensor::zeros(&[2, 3]));
+        let w = tape.var(Tensor::zeros(&[4, 5]));
+        let e = x.linear(&w, None).unwrap_err().to_string();
+        assert!(e.contains("linear"), "{e}");
+        let w = tape.var(Tensor::zeros(&[4, 3]));
+        let b = tape.var(Tensor::zeros(&[3]));
+        assert!(x.linear(&w, Some(&b)).is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! The `consolidator bench` workloads (the criterion benches in `benches/` mirror them).

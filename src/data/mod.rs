@@ -1,0 +1,1 @@
+//! Data: IDX (MNIST) and optdigits readers, datasets, batching, the transfer suite.

@@ -1,0 +1,1 @@
+//! Files: safetensors checkpoints (timm key names), JSON, atomic writes.

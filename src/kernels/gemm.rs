@@ -1,0 +1,266 @@
+//! General matrix multiply: `C = α·A·B + β·C`, on top of `matrixmultiply::sgemm`.
+//!
+//! Operands are [`MatRef`]s: a slice plus row and column strides, so a transposed operand is just
+//! a view (`W.t()` for `x·Wᵀ` with `W: [out, in]`): no transpose copy, ever. The output is
+//! row-major with a leading dimension. Work is split by output rows (or columns, when the output
+//! is short and wide) across [`crate::par::threads`] workers; every output value is computed by one
+//! worker with the same reduction order, so results do not depend on the thread count.
+//!
+//! [`gemm_naive`] is the slow twin: a triple loop accumulating in `f64`, the test oracle.
+
+use crate::par;
+
+/// A read-only matrix view: element `(r, c)` is `data[r * rs + c * cs]`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A contiguous row-major `rows × cols` matrix.
+    pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        MatRef {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
+    }
+    /// A strided view.
+    pub fn strided(data: &'a [f32], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
+        MatRef {
+            data,
+            rows,
+            cols,
+            rs,
+            cs,
+        }
+    }
+    /// The transpose, as a view.
+    pub fn t(self) -> Self {
+        MatRef {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+    /// Element `(r, c)`.
+    #[inline]
+    pub fn at(&self, r: usize, c: usize) -> f32 {
+        self.data[r * self.rs + c * self.cs]
+    }
+    /// Panics (an engine invariant, not a user error) if the view reaches past its slice.
+    fn check(&self, what: &str) {
+        if self.rows > 0 && self.cols > 0 {
+            let last = (self.rows - 1) * self.rs + (self.cols - 1) * self.cs;
+            assert!(
+                last < self.data.len(),
+                "gemm: operand {what} view {self:?} exceeds its slice"
+            );
+        }
+    }
+    /// The sub-view of rows `r0..r0 + n`.
+    fn rows_range(self, r0: usize, n: usize) -> Self {
+        let off = if n == 0 { 0 } else { r0 * self.rs };
+        MatRef {
+            data: &self.data[off.min(self.data.len())..],
+            rows: n,
+            ..self
+        }
+    }
+    /// The sub-view of columns `c0..c0 + n`.
+    fn cols_range(self, c0: usize, n: usize) -> Self {
+        let off = if n == 0 { 0 } else { c0 * self.cs };
+        MatRef {
+            data: &self.data[off.min(self.data.len())..],
+            cols: n,
+            ..self
+        }
+    }
+}
+
+/// Below this many multiply-adds a product runs on one thread.
+const PAR_MIN_MACS: usize = 1 << 18;
+
+/// `C[m×n] = α·A[m×k]·B[k×n] + β·C`, `C` row-major with leading dimension `ldc`.
+///
+/// With `β = 0` the old contents of `C` are ignored (NaN included), as in BLAS.
+pub fn gemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], ldc: usize) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(
+        b.rows, k,
+        "gemm: inner dimensions {}x{} · {}x{}",
+        a.rows, a.cols, b.rows, b.cols
+    );
+    assert!(ldc >= n, "gemm: ldc {ldc} < n {n}");
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        c.len() >= (m - 1) * ldc + n,
+        "gemm: C slice too short for {m}x{n} (ldc {ldc})"
+    );
+    a.check("A");
+    b.check("B");
+    let threads = par::threads();
+    if threads <= 1 || m * k * n < PAR_MIN_MACS {
+        gemm_serial(alpha, a, b, beta, c, ldc);
+        return;
+    }
+    // Split the larger output dimension; keep chunks big enough to amortise packing.
+    if m >= n || m >= 64 * threads {
+        let rows = par::row_chunk(m, 16);
+        par::for_each_chunk_mut(&mut c[..(m - 1) * ldc + n], rows * ldc, |i, cc| {
+            let r0 = i * rows;
+            let nr = rows.min(m - r0);
+            gemm_serial(alpha, a.rows_range(r0, nr), b, beta, cc, ldc);
+        });
+    } else {
+        let cols = par::row_chunk(n, 16);
+        let chunks = n.div_ceil(cols);
+        let cptr = SendPtr(c.as_mut_ptr());
+        let clen = c.len();
+        let run = |j: usize| {
+            let c0 = j * cols;
+            let nc = cols.min(n - c0);
+            // SAFETY: chunks write disjoint column ranges [c0, c0 + nc) of C; each reaches at most
+            // index (m-1)*ldc + c0 + nc - 1 < clen, checked above.
+            let cc = unsafe { std::slice::from_raw_parts_mut(cptr.get().add(c0), clen - c0) };
+            gemm_serial(alpha, a, b.cols_range(c0, nc), beta, cc, ldc);
+        };
+        #[cfg(feature = "rayon")]
+        {
+            use rayon::prelude::*;
+            (0..chunks).into_par_iter().for_each(run);
+        }
+        #[cfg(not(feature = "rayon"))]
+        (0..chunks).for_each(run);
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: used only to hand disjoint output regions to worker threads.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// One-thread product through matrixmultiply (its AVX2/FMA kernel is chosen at run time).
+fn gemm_serial(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], ldc: usize) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        // matrixmultiply handles k = 0, but keep β = 0 semantics explicit.
+        for r in 0..m {
+            for v in &mut c[r * ldc..r * ldc + n] {
+                *v = if beta == 0.0 { 0.0 } else { beta * *v };
+            }
+        }
+        return;
+    }
+    // SAFETY: the views were bounds-checked in `gemm` (`MatRef::check`, C length), so every
+    // address matrixmultiply forms from these pointers and strides lies inside the slices.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            alpha,
+            a.data.as_ptr(),
+            a.rs as isize,
+            a.cs as isize,
+            b.data.as_ptr(),
+            b.rs as isize,
+            b.cs as isize,
+            beta,
+            c.as_mut_ptr(),
+            ldc as isize,
+            1,
+        );
+    }
+}
+
+/// Batched product: for `i in 0..batch`, `C_i = α·A_i·B_i + β·C_i`, where operand `i` starts
+/// `i·stride` elements after operand 0. Batches run in parallel, each on one thread.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_batched(
+    batch: usize,
+    alpha: f32,
+    a: MatRef,
+    stride_a: usize,
+    b: MatRef,
+    stride_b: usize,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+    stride_c: usize,
+) {
+    let (m, n) = (a.rows, b.cols);
+    if batch == 0 || m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        stride_c >= (m - 1) * ldc + n,
+        "gemm_batched: output batches overlap"
+    );
+    assert!(
+        c.len() >= (batch - 1) * stride_c + (m - 1) * ldc + n,
+        "gemm_batched: C too short"
+    );
+    let at = |i: usize| MatRef {
+        data: &a.data[(i * stride_a).min(a.data.len())..],
+        ..a
+    };
+    let bt = |i: usize| MatRef {
+        data: &b.data[(i * stride_b).min(b.data.len())..],
+        ..b
+    };
+    for i in 0..batch {
+        at(i).check("A_i");
+        bt(i).check("B_i");
+    }
+    let used = (batch - 1) * stride_c + (m - 1) * ldc + n;
+    let c = &mut c[..used];
+    if par::threads() <= 1 {
+        for (i, cc) in c.chunks_mut(stride_c).enumerate() {
+            gemm_serial(alpha, at(i), bt(i), beta, cc, ldc);
+        }
+    } else {
+        par::for_each_chunk_mut(c, stride_c, |i, cc| {
+            gemm_serial(alpha, at(i), bt(i), beta, cc, ldc)
+        });
+    }
+}
+
+/// The oracle: a triple loop with `f64` accumulation.
+pub fn gemm_naive(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], ldc: usize) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(b.rows, k);
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = 0.0f64;
+            for p in 0..k {
+                acc += a.at(i, p) as f64 * b.at(p, j) as f64;
+            }
+            let old = if beta == 0.0 {
+                0.0
+            } else {
+                beta as f64 * c[i * ldc + j] as f64
+            };
+            c[i * ldc + j] = (alpha as f64 * acc + old) as f32;
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Grouped connection kernels (the consolidator's branches).
