@@ -16,6 +16,7 @@ mod error;
 pub mod io;
 pub mod kernels;
 pub mod par;
+pub mod reparam;
 pub mod tensor;
 
 pub use autograd::{Param, ParamId};
