@@ -15,7 +15,10 @@ pub mod data;
 mod error;
 pub mod io;
 pub mod kernels;
+pub mod nn;
+pub mod optim;
 pub mod par;
+pub mod peft;
 pub mod reparam;
 pub mod tensor;
 

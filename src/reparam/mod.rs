@@ -8,3 +8,6 @@ pub mod affine;
 pub use affine::{
     branch_from_f32, Affine, BlockDiagonal, Dense, LowRank, Pattern, ScaleShift, Sparse,
 };
+pub mod stage;
+
+pub use stage::{consolidate, fingerprint, merge, LayerDelta, Merged, TaskDelta};

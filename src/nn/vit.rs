@@ -1,0 +1,341 @@
+//! The Vision Transformer, as timm builds it (`VisionTransformer` with class token, absolute
+//! position embedding added after the class token is prepended, pre-norm blocks, final norm).
+
+use super::layers::{Attention, LayerNorm, Linear, Mlp, PatchEmbed};
+use super::Module;
+use crate::autograd::{Tape, Var};
+use crate::peft::Adapter;
+use crate::{Error, Param, Result, Tensor};
+use rand::SeedableRng;
+
+/// How the token sequence becomes one vector per image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pool {
+    /// The class token after the final norm (timm `global_pool='token'`).
+    Token,
+    /// Mean of the patch tokens, then `fc_norm` (timm `global_pool='avg'`: no final `norm`).
+    Avg,
+}
+
+/// A ViT configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VitConfig {
+    pub img_size: (usize, usize),
+    pub patch_size: (usize, usize),
+    pub in_chans: usize,
+    pub embed_dim: usize,
+    pub depth: usize,
+    pub num_heads: usize,
+    /// Hidden width of the MLP (timm: `embed_dim · mlp_ratio`).
+    pub mlp_hidden: usize,
+    pub num_classes: usize,
+    pub pool: Pool,
+    /// Stochastic depth of the last block (linearly ramped from 0 over the blocks).
+    pub drop_path_rate: f32,
+}
+
+impl VitConfig {
+    /// Names of the built-in presets.
+    pub const PRESETS: [&'static str; 5] =
+        ["vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224", "vit_mnist_tiny", "vit_mnist_small"];
+
+    /// A preset: timm's three ViTs at 224, and this project's 28×28 grayscale models.
+    pub fn preset(name: &str) -> Result<Self> {
+        let timm = |dim, heads| VitConfig {
+            img_size: (224, 224),
+            patch_size: (16, 16),
+            in_chans: 3,
+            embed_dim: dim,
+            depth: 12,
+            num_heads: heads,
+            mlp_hidden: dim * 4,
+            num_classes: 1000,
+            pool: Pool::Token,
+            drop_path_rate: 0.0,
+        };
+        let mnist = |dim, depth, heads| VitConfig {
+            img_size: (28, 28),
+            patch_size: (4, 4),
+            in_chans: 1,
+            embed_dim: dim,
+            depth,
+            num_heads: heads,
+            mlp_hidden: dim * 4,
+            num_classes: 10,
+            pool: Pool::Token,
+            drop_path_rate: 0.0,
+        };
+        Ok(match name {
+            "vit_tiny_patch16_224" => timm(192, 3),
+            "vit_small_patch16_224" => timm(384, 6),
+            "vit_base_patch16_224" => timm(768, 12),
+            // 7×7 patches of 4×4 pixels: 50 tokens.
+            "vit_mnist_tiny" => mnist(64, 4, 4),
+            "vit_mnist_small" => mnist(96, 6, 4),
+            _ => return Err(Error::invalid("VitConfig::preset", format!("unknown preset `{name}`; known: {}", Self::PRESETS.join(", ")))),
+        })
+    }
+
+    /// Patches along (height, width).
+    pub fn grid(&self) -> (usize, usize) {
+        (self.img_size.0 / self.patch_size.0, self.img_size.1 / self.patch_size.1)
+    }
+    /// Tokens per image (patches + class token).
+    pub fn tokens(&self) -> usize {
+        let (gh, gw) = self.grid();
+        gh * gw + 1
+    }
+    /// Checks that the numbers fit together.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::invalid("VitConfig", m));
+        if self.patch_size.0 == 0 || self.patch_size.1 == 0 || self.img_size.0 % self.patch_size.0 != 0 || self.img_size.1 % self.patch_size.1 != 0 {
+            return bad(format!("image {:?} is not a whole number of patches {:?}", self.img_size, self.patch_size));
+        }
+        if self.embed_dim == 0 || self.num_heads == 0 || self.embed_dim % self.num_heads != 0 {
+            return bad(format!("embed_dim {} must be a positive multiple of num_heads {}", self.embed_dim, self.num_heads));
+        }
+        if self.in_chans == 0 || self.depth == 0 || self.mlp_hidden == 0 || self.num_classes == 0 {
+            return bad("in_chans, depth, mlp_hidden and num_classes must be positive".into());
+        }
+        if !(0.0..1.0).contains(&self.drop_path_rate) {
+            return bad(format!("drop_path_rate {} must be in [0, 1)", self.drop_path_rate));
+        }
+        Ok(())
+    }
+}
+
+/// A pre-norm transformer block: `x + DP(attn(norm1(x)))`, then `x + DP(mlp(norm2(x)))`.
+/// Optional attachments: an AdaptFormer adapter beside the MLP, VPT-deep prompt tokens.
+#[derive(Clone, Debug)]
+pub struct Block {
+    pub norm1: LayerNorm,
+    pub attn: Attention,
+    pub norm2: LayerNorm,
+    pub mlp: Mlp,
+    pub drop_path: f32,
+    pub adapter: Option<Adapter>,
+    /// VPT-deep prompts `[P, C]`, inserted after the class token for this block only.
+    pub prompts: Option<Param>,
+}
+
+impl Block {
+    /// Forward `[B, T, C] → [B, T, C]`.
+    pub fn forward<'t>(&self, tape: &'t Tape, x: &Var<'t>) -> Result<Var<'t>> {
+        let (x, n_prompts) = match &self.prompts {
+            None => (x.clone(), 0),
+            Some(p) => {
+                let [b, _, c] = x.value().dims::<3>("block")?;
+                let n = p.shape()[0];
+                let prompts = tape.param(p).reshape(&[1, n, c])?.broadcast_to(&[b, n, c])?;
+                let t = x.shape()[1];
+                (Var::concat(&[&x.narrow(1, 0, 1)?, &prompts, &x.narrow(1, 1, t - 1)?], 1)?, n)
+            }
+        };
+        let h = self.attn.forward(tape, &self.norm1.forward(tape, &x)?)?;
+        let x = x.add(&h.drop_path(self.drop_path)?)?;
+        let n2 = self.norm2.forward(tape, &x)?;
+        let mut h = self.mlp.forward(tape, &n2)?;
+        if let Some(a) = &self.adapter {
+            h = h.add(&a.forward(tape, &n2)?)?;
+        }
+        let x = x.add(&h.drop_path(self.drop_path)?)?;
+        if n_prompts == 0 {
+            return Ok(x);
+        }
+        let t = x.shape()[1];
+        Var::concat(&[&x.narrow(1, 0, 1)?, &x.narrow(1, 1 + n_prompts, t - 1 - n_prompts)?], 1)
+    }
+}
+
+impl Module for Block {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Param)) {
+        self.norm1.visit(&format!("{prefix}norm1."), f);
+        self.attn.visit(&format!("{prefix}attn."), f);
+        self.norm2.visit(&format!("{prefix}norm2."), f);
+        self.mlp.visit(&format!("{prefix}mlp."), f);
+        if let Some(a) = &self.adapter {
+            a.visit(&format!("{prefix}adapter."), f);
+        }
+        if let Some(p) = &self.prompts {
+            f(&format!("{prefix}prompts"), p);
+        }
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Param)) {
+        self.norm1.visit_mut(&format!("{prefix}norm1."), f);
+        self.attn.visit_mut(&format!("{prefix}attn."), f);
+        self.norm2.visit_mut(&format!("{prefix}norm2."), f);
+        self.mlp.visit_mut(&format!("{prefix}mlp."), f);
+        if let Some(a) = &mut self.adapter {
+            a.visit_mut(&format!("{prefix}adapter."), f);
+        }
+        if let Some(p) = &mut self.prompts {
+            f(&format!("{prefix}prompts"), p);
+        }
+    }
+}
+
+/// The Vision Transformer. Field paths are timm's state-dict keys.
+#[derive(Clone, Debug)]
+pub struct VisionTransformer {
+    pub config: VitConfig,
+    pub patch_embed: PatchEmbed,
+    pub cls_token: Param,
+    pub pos_embed: Param,
+    pub blocks: Vec<Block>,
+    /// Final norm (token pooling) …
+    pub norm: Option<LayerNorm>,
+    /// … or the norm after mean pooling (`global_pool='avg'`).
+    pub fc_norm: Option<LayerNorm>,
+    pub head: Linear,
+}
+
+impl VisionTransformer {
+    /// A randomly initialised model (timm's scheme: truncated normal 0.02 for weights, pos_embed
+    /// and cls token std 0.02 / 1e-6, zero biases, unit LayerNorms).
+    pub fn new(cfg: &VitConfig, seed: u64) -> Result<Self> {
+        cfg.validate()?;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let c = cfg.embed_dim;
+        let blocks = (0..cfg.depth)
+            .map(|i| Block {
+                norm1: LayerNorm::new(c),
+                attn: Attention { qkv: Linear::new(c, 3 * c, true, &mut rng), proj: Linear::new(c, c, true, &mut rng), heads: cfg.num_heads },
+                norm2: LayerNorm::new(c),
+                mlp: Mlp { fc1: Linear::new(c, cfg.mlp_hidden, true, &mut rng), fc2: Linear::new(cfg.mlp_hidden, c, true, &mut rng) },
+                drop_path: if cfg.depth > 1 { cfg.drop_path_rate * i as f32 / (cfg.depth - 1) as f32 } else { cfg.drop_path_rate },
+                adapter: None,
+                prompts: None,
+            })
+            .collect();
+        Ok(VisionTransformer {
+            patch_embed: PatchEmbed::new(cfg.in_chans, c, cfg.patch_size, &mut rng),
+            cls_token: Param::new(Tensor::randn(&[1, 1, c], 1e-6, &mut rng)),
+            pos_embed: Param::new(Tensor::trunc_normal(&[1, cfg.tokens(), c], 0.02, &mut rng)),
+            blocks,
+            norm: (cfg.pool == Pool::Token).then(|| LayerNorm::new(c)),
+            fc_norm: (cfg.pool == Pool::Avg).then(|| LayerNorm::new(c)),
+            head: Linear::new(c, cfg.num_classes, true, &mut rng),
+            config: cfg.clone(),
+        })
+    }
+
+    /// Checks an image batch against the model: `[B, C, H, W]` with the model's C, H, W.
+    pub fn check_images(&self, shape: &[usize]) -> Result<()> {
+        let c = &self.config;
+        if shape.len() != 4 || shape[1] != c.in_chans || (shape[2], shape[3]) != c.img_size {
+            return Err(Error::invalid(
+                "vit forward",
+                format!(
+                    "images must be [B, {}, {}, {}] for this model, got {shape:?} (resize the data or load the checkpoint at that image size)",
+                    c.in_chans, c.img_size.0, c.img_size.1
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Token features before pooling: `[B, C, H, W] → [B, T, E]` (after the final norm, if any).
+    pub fn forward_features<'t>(&self, tape: &'t Tape, images: &Var<'t>) -> Result<Var<'t>> {
+        self.check_images(images.shape())?;
+        let b = images.shape()[0];
+        let e = self.config.embed_dim;
+        let x = self.patch_embed.forward(tape, images)?;
+        let cls = tape.param(&self.cls_token).broadcast_to(&[b, 1, e])?;
+        let mut x = Var::concat(&[&cls, &x], 1)?.add(&tape.param(&self.pos_embed))?;
+        for blk in &self.blocks {
+            x = blk.forward(tape, &x)?;
+        }
+        match &self.norm {
+            Some(n) => n.forward(tape, &x),
+            None => Ok(x),
+        }
+    }
+
+    /// The pooled representation `[B, E]` that the head reads.
+    pub fn forward_pooled<'t>(&self, tape: &'t Tape, images: &Var<'t>) -> Result<Var<'t>> {
+        let x = self.forward_features(tape, images)?;
+        let [b, t, e] = x.value().dims::<3>("vit pool")?;
+        let pooled = match self.config.pool {
+            Pool::Token => x.narrow(1, 0, 1)?.reshape(&[b, e])?,
+            Pool::Avg => x.narrow(1, 1, t - 1)?.mean_dim(1)?,
+        };
+        match &self.fc_norm {
+            Some(n) => n.forward(tape, &pooled),
+            None => Ok(pooled),
+        }
+    }
+
+    /// Logits `[B, num_classes]`.
+    pub fn forward<'t>(&self, tape: &'t Tape, images: &Var<'t>) -> Result<Var<'t>> {
+        self.head.forward(tape, &self.forward_pooled(tape, images)?)
+    }
+
+    /// Inference on a batch of images: logits, with no tape recording.
+    pub fn predict(&self, images: &Tensor) -> Result<Tensor> {
+        let tape = Tape::inference();
+        Ok(self.forward(&tape, &tape.constant(images.clone()))?.value().clone())
+    }
+
+    /// Replaces the head with a fresh one for `num_classes` classes (truncated normal 0.02 / zero).
+    pub fn reset_head(&mut self, num_classes: usize, seed: u64) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        self.head = Linear::new(self.config.embed_dim, num_classes, true, &mut rng);
+        self.config.num_classes = num_classes;
+    }
+
+    /// The four FC layers of every block, with their keys (`blocks.{i}.attn.qkv.` …).
+    pub fn fc_layers_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        let mut v = Vec::new();
+        for (i, b) in self.blocks.iter_mut().enumerate() {
+            v.push((format!("blocks.{i}.attn.qkv."), &mut b.attn.qkv));
+            v.push((format!("blocks.{i}.attn.proj."), &mut b.attn.proj));
+            v.push((format!("blocks.{i}.mlp.fc1."), &mut b.mlp.fc1));
+            v.push((format!("blocks.{i}.mlp.fc2."), &mut b.mlp.fc2));
+        }
+        v
+    }
+    /// Read-only variant of [`VisionTransformer::fc_layers_mut`].
+    pub fn fc_layers(&self) -> Vec<(String, &Linear)> {
+        let mut v = Vec::new();
+        for (i, b) in self.blocks.iter().enumerate() {
+            v.push((format!("blocks.{i}.attn.qkv."), &b.attn.qkv));
+            v.push((format!("blocks.{i}.attn.proj."), &b.attn.proj));
+            v.push((format!("blocks.{i}.mlp.fc1."), &b.mlp.fc1));
+            v.push((format!("blocks.{i}.mlp.fc2."), &b.mlp.fc2));
+        }
+        v
+    }
+}
+
+impl Module for VisionTransformer {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Param)) {
+        self.patch_embed.visit(&format!("{prefix}patch_embed."), f);
+        f(&format!("{prefix}cls_token"), &self.cls_token);
+        f(&format!("{prefix}pos_embed"), &self.pos_embed);
+        for (i, b) in self.blocks.iter().enumerate() {
+            b.visit(&format!("{prefix}blocks.{i}."), f);
+        }
+        if let Some(n) = &self.norm {
+            n.visit(&format!("{prefix}norm."), f);
+        }
+        if let Some(n) = &self.fc_norm {
+            n.visit(&format!("{prefix}fc_norm."), f);
+        }
+        self.head.visit(&format!("{prefix}head."), f);
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Param)) {
+        self.patch_embed.visit_mut(&format!("{prefix}patch_embed."), f);
+        f(&format!("{prefix}cls_token"), &mut self.cls_token);
+        f(&format!("{prefix}pos_embed"), &mut self.pos_embed);
+        for (i, b) in self.blocks.iter_mut().enumerate() {
+            b.visit_mut(&format!("{prefix}blocks.{i}."), f);
+        }
+        if let Some(n) = &mut self.norm {
+            n.visit_mut(&format!("{prefix}norm."), f);
+        }
+        if let Some(n) = &mut self.fc_norm {
+            n.visit_mut(&format!("{prefix}fc_norm."), f);
+        }
+        self.head.visit_mut(&format!("{prefix}head."), f);
+    }
+}

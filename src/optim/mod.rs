@@ -1,0 +1,184 @@
+//! Optimisers (AdamW, SGD with momentum), the cosine schedule with linear warm-up, and global
+//! gradient-norm clipping.
+//!
+//! Weight decay follows timm: no decay for biases, 1-D parameters (norms, SSF) and the
+//! `cls_token` / `pos_embed`. Optimiser state is keyed by parameter *name*, so it can be saved
+//! and resumed in another process.
+
+use crate::autograd::Gradients;
+use crate::io::safetensors::TensorFile;
+use crate::nn::Module;
+use crate::{Error, Result, Tensor};
+use std::collections::BTreeMap;
+
+/// Whether timm would apply weight decay to the parameter `key` of shape `shape`.
+pub fn decays(key: &str, shape: &[usize]) -> bool {
+    shape.len() > 1 && !key.ends_with("bias") && !key.ends_with("cls_token") && !key.ends_with("pos_embed")
+}
+
+/// The optimiser kinds.
+#[derive(Clone, Debug)]
+pub enum OptimizerKind {
+    /// AdamW (decoupled weight decay).
+    AdamW { beta1: f32, beta2: f32, eps: f32 },
+    /// SGD with (heavy-ball) momentum.
+    Sgd { momentum: f32 },
+}
+
+/// An optimiser with per-parameter state.
+#[derive(Clone, Debug)]
+pub struct Optimizer {
+    pub kind: OptimizerKind,
+    pub weight_decay: f32,
+    /// Steps taken.
+    pub t: u64,
+    /// Per parameter name: first (and, for AdamW, second) moment.
+    state: BTreeMap<String, (Vec<f32>, Vec<f32>)>,
+}
+
+impl Optimizer {
+    /// AdamW with β = (0.9, 0.999), ε = 1e-8.
+    pub fn adamw(weight_decay: f32) -> Self {
+        Optimizer { kind: OptimizerKind::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8 }, weight_decay, t: 0, state: BTreeMap::new() }
+    }
+    /// SGD with momentum.
+    pub fn sgd(momentum: f32, weight_decay: f32) -> Self {
+        Optimizer { kind: OptimizerKind::Sgd { momentum }, weight_decay, t: 0, state: BTreeMap::new() }
+    }
+
+    /// One update of every trainable parameter of `model` that has a gradient, at learning rate
+    /// `lr`, with gradients multiplied by `grad_scale` (from [`clip_scale`]).
+    pub fn step(&mut self, model: &mut dyn Module, grads: &Gradients, lr: f32, grad_scale: f32) -> Result<()> {
+        self.t += 1;
+        let t = self.t as i32;
+        let wd = self.weight_decay;
+        let kind = self.kind.clone();
+        let state = &mut self.state;
+        model.visit_mut("", &mut |key, p| {
+            if !p.trainable {
+                return;
+            }
+            let Some(g) = grads.param(p) else { return };
+            let decay = if decays(key, p.shape()) { wd } else { 0.0 };
+            let n = p.numel();
+            let (m, v) = state.entry(key.to_string()).or_insert_with(|| (vec![0.0; n], Vec::new()));
+            let w = p.value.data_mut();
+            match kind {
+                OptimizerKind::AdamW { beta1, beta2, eps } => {
+                    if v.len() != n {
+                        *v = vec![0.0; n];
+                    }
+                    let bc1 = 1.0 - beta1.powi(t);
+                    let bc2 = 1.0 - beta2.powi(t);
+                    for i in 0..n {
+                        let gi = g.data()[i] * grad_scale;
+                        m[i] = beta1 * m[i] + (1.0 - beta1) * gi;
+                        v[i] = beta2 * v[i] + (1.0 - beta2) * gi * gi;
+                        let mh = m[i] / bc1;
+                        let vh = v[i] / bc2;
+                        w[i] -= lr * (mh / (vh.sqrt() + eps) + decay * w[i]);
+                    }
+                }
+                OptimizerKind::Sgd { momentum } => {
+                    for i in 0..n {
+                        let gi = g.data()[i] * grad_scale + decay * w[i];
+                        m[i] = momentum * m[i] + gi;
+                        w[i] -= lr * m[i];
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// The optimiser state as tensors (`opt.m.<key>`, `opt.v.<key>`) plus metadata.
+    pub fn state_dict(&self, f: &mut TensorFile) {
+        for (k, (m, v)) in &self.state {
+            f.insert(format!("opt.m.{k}"), Tensor::new(&[m.len()], m.clone()).expect("1-D"));
+            if !v.is_empty() {
+                f.insert(format!("opt.v.{k}"), Tensor::new(&[v.len()], v.clone()).expect("1-D"));
+            }
+        }
+        f.metadata.insert("opt.t".into(), self.t.to_string());
+    }
+
+    /// Restores the state written by [`Optimizer::state_dict`].
+    pub fn load_state_dict(&mut self, f: &TensorFile) -> Result<()> {
+        self.t = f
+            .metadata
+            .get("opt.t")
+            .ok_or_else(|| Error::format("checkpoint", "no optimiser step count (opt.t)"))?
+            .parse()
+            .map_err(|_| Error::format("checkpoint", "opt.t is not a number"))?;
+        self.state.clear();
+        for (k, t) in &f.tensors {
+            if let Some(name) = k.strip_prefix("opt.m.") {
+                let v = f.tensors.get(&format!("opt.v.{name}")).map(|t| t.data().to_vec()).unwrap_or_default();
+                self.state.insert(name.to_string(), (t.data().to_vec(), v));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The factor that scales gradients down to a global L2 norm of at most `max_norm`
+/// (1 when they are within it, or when `max_norm ≤ 0`), and the norm itself.
+pub fn clip_scale(model: &dyn Module, grads: &Gradients, max_norm: f32) -> (f32, f32) {
+    let mut sq = 0.0f64;
+    model.visit("", &mut |_, p| {
+        if let Some(g) = grads.param(p) {
+            sq += g.data().iter().map(|&v| v as f64 * v as f64).sum::<f64>();
+        }
+    });
+    let norm = sq.sqrt() as f32;
+    let scale = if max_norm > 0.0 && norm > max_norm { max_norm / (norm + 1e-6) } else { 1.0 };
+    (scale, norm)
+}
+
+/// Cosine decay with linear warm-up, per step.
+#[derive(Clone, Copy, Debug)]
+pub struct CosineSchedule {
+    pub base_lr: f32,
+    pub warmup_lr: f32,
+    pub min_lr: f32,
+    pub warmup_steps: usize,
+    pub total_steps: usize,
+}
+
+impl CosineSchedule {
+    /// The learning rate at `step` (0-based).
+    pub fn lr(&self, step: usize) -> f32 {
+        if step < self.warmup_steps {
+            let f = step as f32 / self.warmup_steps as f32;
+            return self.warmup_lr + f * (self.base_lr - self.warmup_lr);
+        }
+        let span = self.total_steps.saturating_sub(self.warmup_steps).max(1);
+        let f = ((step - self.warmup_steps) as f32 / span as f32).min(1.0);
+        self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1.0 + (std::f32::consts::PI * f).cos())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_warms_up_then_decays_to_min() {
+        let s = CosineSchedule { base_lr: 1.0, warmup_lr: 0.0, min_lr: 0.1, warmup_steps: 10, total_steps: 110 };
+        assert_eq!(s.lr(0), 0.0);
+        assert!((s.lr(5) - 0.5).abs() < 1e-6);
+        assert!((s.lr(10) - 1.0).abs() < 1e-6);
+        assert!((s.lr(60) - 0.55).abs() < 1e-5);
+        assert!((s.lr(110) - 0.1).abs() < 1e-6);
+        assert!((s.lr(500) - 0.1).abs() < 1e-6);
+    }
+
+    #[test]
+    fn decay_filter_matches_timm() {
+        assert!(decays("blocks.0.attn.qkv.weight", &[6, 2]));
+        assert!(!decays("blocks.0.attn.qkv.bias", &[6]));
+        assert!(!decays("norm.weight", &[2]));
+        assert!(!decays("pos_embed", &[1, 5, 2]));
+        assert!(!decays("cls_token", &[1, 1, 2]));
+    }
+}

@@ -1,0 +1,111 @@
+//! Parameter-efficient methods, all on the same engine: the consolidator and the baselines
+//! people compare it with (linear probe, full fine-tuning, BitFit, LoRA, AdaptFormer adapters,
+//! VPT-deep, SSF). [`Method::apply`] turns a loaded backbone into a model ready to adapt: it
+//! freezes what the method freezes, attaches what it adds, and puts a fresh head on top.
+
+mod methods;
+
+pub use methods::{ConsolidatorConfig, Init, LayerSet, Method};
+
+use crate::autograd::{Tape, Var};
+use crate::kernels::grouped::GroupSpec;
+use crate::nn::{Linear, Module};
+use crate::{Param, Result};
+
+/// One grouped-connection branch: `BD(G)·P·x + β`.
+#[derive(Clone, Debug)]
+pub struct GroupBranch {
+    pub spec: GroupSpec,
+    /// `[g, O/g, I/g]`.
+    pub weight: Param,
+    /// `[O]`.
+    pub bias: Param,
+}
+
+/// A consolidator beside a frozen linear layer: its branches and their drop-path rate.
+/// Parameter keys: `<layer>.consolidator.<k>.weight` / `.bias`.
+#[derive(Clone, Debug)]
+pub struct Consolidator {
+    pub branches: Vec<GroupBranch>,
+    pub drop_path: f32,
+}
+
+impl Module for Consolidator {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Param)) {
+        for (k, b) in self.branches.iter().enumerate() {
+            f(&format!("{prefix}consolidator.{k}.weight"), &b.weight);
+            f(&format!("{prefix}consolidator.{k}.bias"), &b.bias);
+        }
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Param)) {
+        for (k, b) in self.branches.iter_mut().enumerate() {
+            f(&format!("{prefix}consolidator.{k}.weight"), &mut b.weight);
+            f(&format!("{prefix}consolidator.{k}.bias"), &mut b.bias);
+        }
+    }
+}
+
+/// LoRA: `x ↦ scale·B·A·x` beside the layer. Keys `<layer>.lora_a.weight` `[r, I]`,
+/// `<layer>.lora_b.weight` `[O, r]`.
+#[derive(Clone, Debug)]
+pub struct Lora {
+    pub a: Param,
+    pub b: Param,
+    pub scale: f32,
+}
+
+impl Module for Lora {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Param)) {
+        f(&format!("{prefix}lora_a.weight"), &self.a);
+        f(&format!("{prefix}lora_b.weight"), &self.b);
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Param)) {
+        f(&format!("{prefix}lora_a.weight"), &mut self.a);
+        f(&format!("{prefix}lora_b.weight"), &mut self.b);
+    }
+}
+
+/// SSF: `y ↦ γ ⊙ y + β` after the layer. Keys `<layer>.ssf_scale`, `<layer>.ssf_shift`.
+#[derive(Clone, Debug)]
+pub struct Ssf {
+    pub scale: Param,
+    pub shift: Param,
+}
+
+impl Module for Ssf {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Param)) {
+        f(&format!("{prefix}ssf_scale"), &self.scale);
+        f(&format!("{prefix}ssf_shift"), &self.shift);
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Param)) {
+        f(&format!("{prefix}ssf_scale"), &mut self.scale);
+        f(&format!("{prefix}ssf_shift"), &mut self.shift);
+    }
+}
+
+/// AdaptFormer: a bottleneck `scale·up(relu(down(x)))` parallel to a block's MLP. Not mergeable
+/// (the ReLU sits between the two linear maps).
+#[derive(Clone, Debug)]
+pub struct Adapter {
+    pub down: Linear,
+    pub up: Linear,
+    pub scale: f32,
+}
+
+impl Adapter {
+    /// Forward.
+    pub fn forward<'t>(&self, tape: &'t Tape, x: &Var<'t>) -> Result<Var<'t>> {
+        self.up.forward(tape, &self.down.forward(tape, x)?.relu()?)?.scale(self.scale)
+    }
+}
+
+impl Module for Adapter {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Param)) {
+        self.down.visit(&format!("{prefix}down."), f);
+        self.up.visit(&format!("{prefix}up."), f);
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Param)) {
+        self.down.visit_mut(&format!("{prefix}down."), f);
+        self.up.visit_mut(&format!("{prefix}up."), f);
+    }
+}
