@@ -1,0 +1,425 @@
+//! Files: safetensors round trips and hostile inputs, JSON, atomic writes.
+
+use consolidator::io::fuzz::{fuzz_json, fuzz_safetensors};
+use consolidator::io::{write_atomic, write_atomic_with, Json, TensorFile};
+use consolidator::{Error, Tensor};
+use proptest::prelude::*;
+use std::path::PathBuf;
+
+fn sample_file() -> TensorFile {
+    let mut f = TensorFile::new();
+    f.insert(
+        "blocks.0.attn.qkv.weight",
+        Tensor::new(
+            &[2, 3],
+            vec![1.5, -0.0, f32::MIN_POSITIVE, 1e-45, f32::MAX, -7.25],
+        )
+        .unwrap(),
+    );
+    f.insert(
+        "cls_token",
+        Tensor::new(&[1, 1, 2], vec![0.1, 0.2]).unwrap(),
+    );
+    f.insert("scalar", Tensor::scalar(3.0));
+    f.insert("empty", Tensor::new(&[0, 4], vec![]).unwrap());
+    f.insert(
+        "special",
+        Tensor::new(&[3], vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY]).unwrap(),
+    );
+    f.metadata.insert("format".into(), "pt".into());
+    f.metadata.insert("note".into(), "quote \" and é".into());
+    f
+}
+
+/// A raw safetensors file from a header text and a buffer.
+fn raw(header: &str, buffer: &[u8]) -> Vec<u8> {
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(buffer);
+    out
+}
+
+fn format_err(bytes: &[u8]) -> String {
+    match TensorFile::from_bytes(bytes, "test.safetensors") {
+        Err(e @ Error::Format { .. }) => {
+            let s = e.to_string();
+            assert!(
+                s.contains("test.safetensors"),
+                "error does not name the file: {s}"
+            );
+            s
+        }
+        Err(e) => panic!("expected Error::Format, got {e:?}"),
+        Ok(_) => panic!("expected an error"),
+    }
+}
+
+fn bits(t: &Tensor) -> Vec<u32> {
+    t.data().iter().map(|v| v.to_bits()).collect()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("consolidator-io-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn round_trip_is_bit_exact() {
+    let f = sample_file();
+    let bytes = f.to_bytes();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    assert_eq!((8 + header_len) % 8, 0, "buffer must start 8-byte aligned");
+    let back = TensorFile::from_bytes(&bytes, "mem").unwrap();
+    assert_eq!(back.metadata, f.metadata);
+    assert_eq!(
+        back.tensors.keys().collect::<Vec<_>>(),
+        f.tensors.keys().collect::<Vec<_>>()
+    );
+    for (k, t) in &f.tensors {
+        let b = back.get(k).unwrap();
+        assert_eq!(b.shape(), t.shape(), "{k}");
+        assert_eq!(bits(b), bits(t), "{k}");
+    }
+    // Serialization is deterministic.
+    assert_eq!(back.to_bytes(), bytes);
+}
+
+#[test]
+fn save_and_load() {
+    let dir = temp_dir("save");
+    let path = dir.join("model.safetensors");
+    let f = sample_file();
+    f.save(&path).unwrap();
+    let back = TensorFile::load(&path).unwrap();
+    assert_eq!(back.to_bytes(), f.to_bytes());
+    let missing = TensorFile::load(dir.join("nope.safetensors")).unwrap_err();
+    assert!(matches!(missing, Error::Io { .. }), "{missing:?}");
+    assert!(missing.to_string().contains("nope.safetensors"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn metadata_round_trip_and_missing_key() {
+    let mut f = TensorFile::new();
+    f.metadata.insert("a".into(), "1".into());
+    f.metadata
+        .insert("line\nbreak".into(), "\u{0}\u{1f}".into());
+    let back = TensorFile::from_bytes(&f.to_bytes(), "mem").unwrap();
+    assert_eq!(back.metadata, f.metadata);
+    assert!(back.tensors.is_empty());
+    assert!(matches!(back.get("x"), Err(Error::MissingKey { key }) if key == "x"));
+}
+
+#[test]
+fn reads_other_dtypes() {
+    let mut buf = Vec::new();
+    for v in [1.5f64, -2.0] {
+        buf.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [0x3c00u16, 0xc000] {
+        buf.extend_from_slice(&v.to_le_bytes()); // F16 1, -2
+    }
+    for v in [0x3fc0u16, 0x4040] {
+        buf.extend_from_slice(&v.to_le_bytes()); // BF16 1.5, 3
+    }
+    for v in [-(1i64 << 40), 7] {
+        buf.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [16_777_216i32, -3] {
+        buf.extend_from_slice(&v.to_le_bytes());
+    }
+    buf.extend_from_slice(&[255, 0]); // U8
+    buf.extend_from_slice(&[1, 0]); // BOOL
+    let header = r#"{"a":{"dtype":"F64","shape":[2],"data_offsets":[0,16]},"b":{"dtype":"F16","shape":[2],"data_offsets":[16,20]},"c":{"dtype":"BF16","shape":[2],"data_offsets":[20,24]},"d":{"dtype":"I64","shape":[2],"data_offsets":[24,40]},"e":{"dtype":"I32","shape":[2,1],"data_offsets":[40,48]},"f":{"dtype":"U8","shape":[2],"data_offsets":[48,50]},"g":{"dtype":"BOOL","shape":[2],"data_offsets":[50,52]}}"#;
+    let f = TensorFile::from_bytes(&raw(header, &buf), "mem").unwrap();
+    let d = |k: &str| f.get(k).unwrap().data().to_vec();
+    assert_eq!(d("a"), vec![1.5, -2.0]);
+    assert_eq!(d("b"), vec![1.0, -2.0]);
+    assert_eq!(d("c"), vec![1.5, 3.0]);
+    assert_eq!(d("d"), vec![-(2f32.powi(40)), 7.0]);
+    assert_eq!(d("e"), vec![16_777_216.0, -3.0]);
+    assert_eq!(f.get("e").unwrap().shape(), &[2, 1]);
+    assert_eq!(d("f"), vec![255.0, 0.0]);
+    assert_eq!(d("g"), vec![1.0, 0.0]);
+}
+
+#[test]
+fn inexact_integers_and_bad_bools_are_refused() {
+    let h = |dt: &str, n: usize| {
+        format!(r#"{{"x":{{"dtype":"{dt}","shape":[1],"data_offsets":[0,{n}]}}}}"#)
+    };
+    let e = format_err(&raw(&h("I32", 4), &16_777_217i32.to_le_bytes()));
+    assert!(
+        e.contains("not exactly representable") && e.contains("`x`"),
+        "{e}"
+    );
+    let e = format_err(&raw(&h("I64", 8), &i64::MAX.to_le_bytes()));
+    assert!(e.contains("not exactly representable"), "{e}");
+    let e = format_err(&raw(&h("BOOL", 1), &[2]));
+    assert!(e.contains("BOOL"), "{e}");
+    let e = format_err(&raw(&h("F64", 8), &1e300f64.to_le_bytes()));
+    assert!(e.contains("f32 range"), "{e}");
+    let e = format_err(&raw(&h("F8_E4M3", 1), &[0]));
+    assert!(e.contains("unsupported dtype"), "{e}");
+}
+
+#[test]
+fn truncation_at_every_length_is_a_clean_error() {
+    let bytes = sample_file().to_bytes();
+    for n in 0..bytes.len() {
+        assert!(
+            TensorFile::from_bytes(&bytes[..n], "truncated").is_err(),
+            "prefix of {n} bytes parsed"
+        );
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(format_err(&longer).contains("buffer"));
+}
+
+#[test]
+fn huge_declared_header_length() {
+    let mut bytes = u64::MAX.to_le_bytes().to_vec();
+    bytes.extend_from_slice(b"{}");
+    assert!(format_err(&bytes).contains("header length"));
+    let mut bytes = 99_000_000u64.to_le_bytes().to_vec();
+    bytes.extend_from_slice(b"{}");
+    let e = format_err(&bytes);
+    assert!(
+        e.contains("header length") && e.contains("truncated"),
+        "{e}"
+    );
+}
+
+#[test]
+fn shape_overflow_and_offsets() {
+    let e = format_err(&raw(
+        r#"{"w":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,0]}}"#,
+        &[],
+    ));
+    assert!(e.contains("overflows") && e.contains("`w`"), "{e}");
+    let e = format_err(&raw(
+        r#"{"w":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,0]}}"#,
+        &[],
+    ));
+    assert!(
+        e.contains("overflows") || e.contains("not a non-negative integer"),
+        "{e}"
+    );
+    let e = format_err(&raw(
+        r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
+        &[0; 4],
+    ));
+    assert!(e.contains("past the end"), "{e}");
+    let e = format_err(&raw(
+        r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}"#,
+        &[0; 8],
+    ));
+    assert!(e.contains("backwards"), "{e}");
+    let e = format_err(&raw(
+        r#"{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
+        &[0; 8],
+    ));
+    assert!(e.contains("needs 12"), "{e}");
+    let e = format_err(&raw(
+        r#"{"w":{"dtype":"F64","shape":[2],"data_offsets":[0,8]}}"#,
+        &[0; 8],
+    ));
+    assert!(e.contains("needs 16"), "{e}");
+    let e = format_err(&raw(
+        r#"{"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,0]}}"#,
+        &[],
+    ));
+    assert!(e.contains("shape entry"), "{e}");
+    let e = format_err(&raw(
+        r#"{"w":{"dtype":"F32","shape":[1.5],"data_offsets":[0,0]}}"#,
+        &[],
+    ));
+    assert!(e.contains("shape entry"), "{e}");
+    let e = format_err(&raw(
+        r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4,8]}}"#,
+        &[0; 8],
+    ));
+    assert!(e.contains("exactly 2"), "{e}");
+}
+
+#[test]
+fn overlapping_gapped_and_duplicate_tensors() {
+    let e = format_err(&raw(
+        r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+        &[0; 12],
+    ));
+    assert!(e.contains("overlap") && e.contains("`b`"), "{e}");
+    let e = format_err(&raw(
+        r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#,
+        &[0; 12],
+    ));
+    assert!(e.contains("gap"), "{e}");
+    let e = format_err(&raw(
+        r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
+        &[0; 8],
+    ));
+    assert!(e.contains("duplicate key"), "{e}");
+}
+
+#[test]
+fn malformed_headers() {
+    for (header, needle) in [
+        ("[]", "does not start"),
+        ("{\"a\":1}", "not an object"),
+        ("{\"a\":{}}", "missing `dtype`"),
+        (
+            "{\"a\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,4],\"x\":1}}",
+            "unknown field",
+        ),
+        ("{\"__metadata__\":{\"k\":1}}", "not a string"),
+        ("{\"__metadata__\":[]}", "not an object"),
+        ("{\"a\":", "JSON"),
+    ] {
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        let e = format_err(&bytes);
+        assert!(e.contains(needle), "{header}: {e}");
+    }
+    let header = b"{\"a\xff\":1}";
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    let e = format_err(&bytes);
+    assert!(e.contains("UTF-8"), "{e}");
+}
+
+#[test]
+fn json_accessors_and_errors() {
+    let v = Json::parse_str(
+        r#"{"n": 3, "f": 2.5, "neg": -1, "s": "x", "a": [true, null]}"#,
+        "cfg",
+    )
+    .unwrap();
+    assert_eq!(v.get("n").and_then(Json::as_usize), Some(3));
+    assert_eq!(v.get("f").and_then(Json::as_usize), None);
+    assert_eq!(v.get("f").and_then(Json::as_f64), Some(2.5));
+    assert_eq!(v.get("neg").and_then(Json::as_usize), None);
+    assert_eq!(v.get("neg").and_then(Json::as_i64), Some(-1));
+    assert_eq!(
+        v.get("a").and_then(|a| a.at(0)).and_then(Json::as_bool),
+        Some(true)
+    );
+    assert!(v.get("a").and_then(|a| a.at(1)).unwrap().is_null());
+    assert_eq!(v.get("missing"), None);
+    let e = Json::parse_str("{\"a\": [1, 2,, 3]}", "cfg.json")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cfg.json") && e.contains("at byte 12"), "{e}");
+}
+
+#[test]
+fn atomic_write_replaces_and_failed_write_keeps_old_file() {
+    let dir = temp_dir("atomic");
+    let path = dir.join("state.json");
+    write_atomic(&path, b"old").unwrap();
+    write_atomic(&path, b"new").unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"new");
+
+    let err = write_atomic_with(&path, |w| {
+        w.write_all(&[b'x'; 100_000])?;
+        Err(std::io::Error::other("simulated failure mid-write"))
+    })
+    .unwrap_err();
+    assert!(matches!(err, Error::Io { .. }));
+    assert!(err.to_string().contains("simulated failure"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"new");
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["state.json".to_string()],
+        "temp files left behind"
+    );
+
+    // Temp-file creation fails: the directory does not exist.
+    let bad = dir.join("no-such-dir").join("x.bin");
+    assert!(matches!(write_atomic(&bad, b"x"), Err(Error::Io { .. })));
+    // Rename fails: the target is a non-empty directory. The directory survives, no temp left.
+    let target = dir.join("occupied");
+    std::fs::create_dir(&target).unwrap();
+    std::fs::write(target.join("keep"), b"k").unwrap();
+    assert!(write_atomic(&target, b"x").is_err());
+    assert_eq!(std::fs::read(target.join("keep")).unwrap(), b"k");
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec!["occupied".to_string(), "state.json".to_string()]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn fuzz_entry_points_on_seeds() {
+    let bytes = sample_file().to_bytes();
+    fuzz_safetensors(&bytes);
+    for n in 0..bytes.len() {
+        fuzz_safetensors(&bytes[..n]);
+    }
+    for s in [
+        "",
+        "{",
+        "[[[[",
+        "\"\\u12",
+        "{\"a\":[1,{\"b\":null}]}",
+        "-0",
+        "1e308",
+    ] {
+        fuzz_json(s.as_bytes());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn random_bit_flips_never_panic(flips in proptest::collection::vec((any::<usize>(), 0u8..8), 1..6)) {
+        let mut bytes = sample_file().to_bytes();
+        let n = bytes.len();
+        for (pos, bit) in flips {
+            bytes[pos % n] ^= 1 << bit;
+        }
+        fuzz_safetensors(&bytes);
+    }
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        fuzz_safetensors(&bytes);
+        fuzz_json(&bytes);
+    }
+
+    #[test]
+    fn json_text_fragments_never_panic(parts in proptest::collection::vec(
+        prop_oneof![
+            Just("{"), Just("}"), Just("["), Just("]"), Just(","), Just(":"), Just("\""),
+            Just("\\u"), Just("\\ud83d"), Just("1"), Just("-"), Just("e"), Just("."), Just("null"),
+            Just(" "), Just("a"), Just("é")
+        ], 0..40)) {
+        fuzz_json(parts.concat().as_bytes());
+    }
+
+    #[test]
+    fn tensors_round_trip(shape in proptest::collection::vec(0usize..4, 0..4), seed in any::<u64>()) {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = (0..n).map(|_| f32::from_bits(rng.gen())).collect();
+        let mut f = TensorFile::new();
+        f.insert("t", Tensor::new(&shape, data).unwrap());
+        let back = TensorFile::from_bytes(&f.to_bytes(), "mem").unwrap();
+        prop_assert_eq!(back.get("t").unwrap().shape(), &shape[..]);
+        prop_assert_eq!(bits(back.get("t").unwrap()), bits(f.get("t").unwrap()));
+    }
+}
