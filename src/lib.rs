@@ -21,6 +21,7 @@ pub mod par;
 pub mod peft;
 pub mod reparam;
 pub mod tensor;
+pub mod train;
 
 pub use autograd::{Param, ParamId};
 pub use error::{Error, Result};
