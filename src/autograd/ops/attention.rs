@@ -1,0 +1,242 @@
+//! Fused multi-head scaled-dot-product self-attention from a packed `qkv` tensor.
+//!
+//! Input `qkv: [B, T, 3C]` in timm's layout: channels `[q (0..C) ; k (C..2C) ; v (2C..3C)]`, each
+//! head-major (head `h`, width `d` is channel `h·D + d`, `D = C/H`). Output `[B, T, C]` with head
+//! `h` at channels `h·D..(h+1)·D` (timm's `(attn @ v).transpose(1, 2).reshape(B, N, C)`).
+//!
+//! Forward, for each batch entry and head (in parallel over the `B·H` pairs), with `Q`, `K`, `V`
+//! the `[T, D]` strided views into `qkv` (row stride `3C`; no copies):
+//! `S = s·Q·Kᵀ` (`s = D^-½`), `P = softmax_rows(S)` (over keys), `O = P·V`. `P` is saved.
+//!
+//! Backward, given `dO` (a strided view into `dy`):
+//! `dV = Pᵀ·dO`, `dP = dO·Vᵀ`, `dS = P ⊙ (dP − rowdot(dP, P))`, `dQ = s·dS·K`, `dK = s·dSᵀ·Q`,
+//! written into the matching channels of a `[B, T, 3C]` gradient.
+
+use crate::autograd::Var;
+use crate::kernels::softmax::{softmax_backward_rows, softmax_rows};
+use crate::kernels::{gemm_batched, MatRef};
+use crate::{par, Error, Result, Tensor};
+
+/// `C = α·A·B + β·C` on the calling thread: a batch of one never fans out, so the per-head
+/// products inside the `B·H` parallel loop do not nest parallelism.
+fn gemm_here(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], ldc: usize) {
+    let (m, n) = (a.rows, b.cols);
+    if m == 0 || n == 0 {
+        return;
+    }
+    gemm_batched(1, alpha, a, 0, b, 0, beta, c, ldc, (m - 1) * ldc + n);
+}
+
+/// The sizes of one attention call.
+#[derive(Clone, Copy)]
+struct Dims {
+    b: usize,
+    t: usize,
+    c: usize,
+    heads: usize,
+    d: usize,
+}
+
+impl Dims {
+    /// Row stride of `qkv`.
+    fn c3(&self) -> usize {
+        3 * self.c
+    }
+    /// Offset of `Q` (`which = 0`), `K` (1) or `V` (2) of batch entry `bi`, head `hi` in `qkv`.
+    fn offset(&self, bi: usize, hi: usize, which: usize) -> usize {
+        bi * self.t * self.c3() + which * self.c + hi * self.d
+    }
+    /// The `[T, D]` view of `Q`, `K` or `V`.
+    fn view<'a>(&self, x: &'a [f32], bi: usize, hi: usize, which: usize) -> MatRef<'a> {
+        MatRef::strided(
+            &x[self.offset(bi, hi, which)..],
+            self.t,
+            self.d,
+            self.c3(),
+            1,
+        )
+    }
+}
+
+impl<'t> Var<'t> {
+    /// Multi-head self-attention with `heads` heads from packed `qkv: [B, T, 3C]`, giving
+    /// `[B, T, C]`. See the module docs.
+    pub fn attention(&self, heads: usize) -> Result<Var<'t>> {
+        let [b, t, c3] = self.value().dims::<3>("attention")?;
+        if heads == 0 || c3 == 0 || c3 % (3 * heads) != 0 {
+            return Err(Error::bad_shape(
+                "attention",
+                self.shape(),
+                format!(
+                    "the last dimension must be 3·C with C a positive multiple of heads = {heads}"
+                ),
+            ));
+        }
+        let c = c3 / 3;
+        let dims = Dims {
+            b,
+            t,
+            c,
+            heads,
+            d: c / heads,
+        };
+        let d = dims.d;
+        let scale = (d as f32).powf(-0.5);
+        let qkv = self.value().clone();
+        // Per (batch, head): P [T, T] then O [T, D].
+        let (tt, td) = (t * t, t * d);
+        let mut work = vec![0.0f32; b * heads * (tt + td)];
+        let x = qkv.data();
+        par::for_each_chunk_mut(&mut work, tt + td, |bh, chunk| {
+            let (bi, hi) = (bh / heads, bh % heads);
+            let (p, o) = chunk.split_at_mut(tt);
+            let (q, k, v) = (
+                dims.view(x, bi, hi, 0),
+                dims.view(x, bi, hi, 1),
+                dims.view(x, bi, hi, 2),
+            );
+            gemm_here(scale, q, k.t(), 0.0, p, t);
+            softmax_rows(p, t);
+            gemm_here(1.0, MatRef::new(p, t, t), v, 0.0, o, d);
+        });
+        let mut out = vec![0.0f32; b * t * c];
+        if td > 0 {
+            for (bh, chunk) in work.chunks_exact(tt + td).enumerate() {
+                let (bi, hi) = (bh / heads, bh % heads);
+                for (ti, row) in chunk[tt..].chunks_exact(d).enumerate() {
+                    let o = (bi * t + ti) * c + hi * d;
+                    out[o..o + d].copy_from_slice(row);
+                }
+            }
+        }
+        let xn = self.node();
+        let value = Tensor::from_parts(vec![b, t, c], out);
+        self.tape().op("attention", value, &[self], move |dy, g| {
+            g.add_with(xn, || Ok(attention_backward(&qkv, &work, dy, dims, scale)))
+        })
+    }
+}
+
+/// `dqkv` from the saved `qkv`, the saved per-head probabilities and `dy: [B, T, C]`.
+fn attention_backward(qkv: &Tensor, work: &[f32], dy: &Tensor, dims: Dims, scale: f32) -> Tensor {
+    let Dims { b, t, c, heads, d } = dims;
+    let (tt, td) = (t * t, t * d);
+    let (x, dyd) = (qkv.data(), dy.data());
+    // Per (batch, head): dQ, dK, dV, each [T, D].
+    let mut grads = vec![0.0f32; b * heads * 3 * td];
+    par::for_each_chunk_mut(&mut grads, 3 * td, |bh, chunk| {
+        let (bi, hi) = (bh / heads, bh % heads);
+        let p = &work[bh * (tt + td)..bh * (tt + td) + tt];
+        let (q, k, v) = (
+            dims.view(x, bi, hi, 0),
+            dims.view(x, bi, hi, 1),
+            dims.view(x, bi, hi, 2),
+        );
+        let d_o = MatRef::strided(&dyd[bi * t * c + hi * d..], t, d, c, 1);
+        let (dq, rest) = chunk.split_at_mut(td);
+        let (dk, dv) = rest.split_at_mut(td);
+        gemm_here(1.0, MatRef::new(p, t, t).t(), d_o, 0.0, dv, d);
+        let mut dp = vec![0.0f32; tt];
+        gemm_here(1.0, d_o, v.t(), 0.0, &mut dp, t);
+        let mut ds = vec![0.0f32; tt];
+        softmax_backward_rows(p, &dp, &mut ds, t);
+        let ds = MatRef::new(&ds, t, t);
+        gemm_here(scale, ds, k, 0.0, dq, d);
+        gemm_here(scale, ds.t(), q, 0.0, dk, d);
+    });
+    let c3 = 3 * c;
+    let mut dqkv = vec![0.0f32; b * t * c3];
+    if td > 0 {
+        for (bh, chunk) in grads.chunks_exact(3 * td).enumerate() {
+            let (bi, hi) = (bh / heads, bh % heads);
+            for (which, part) in chunk.chunks_exact(td).enumerate() {
+                for (ti, row) in part.chunks_exact(d).enumerate() {
+                    let o = (bi * t + ti) * c3 + which * c + hi * d;
+                    dqkv[o..o + d].copy_from_slice(row);
+                }
+            }
+        }
+    }
+    Tensor::from_parts(vec![b, t, c3], dqkv)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::autograd::ops::testutil::{check, rand_t};
+    use crate::autograd::{Tape, Var};
+    use crate::{Error, Result, Tensor};
+    use proptest::prelude::*;
+
+    /// The unfused composition: split heads with reshape/permute/narrow, `softmax(s·Q·Kᵀ)·V`
+    /// with `matmul`, merge heads back.
+    fn attention_reference<'t>(qkv: &Var<'t>, heads: usize) -> Result<Var<'t>> {
+        let [b, t, c3] = qkv.value().dims::<3>("reference")?;
+        let (c, d) = (c3 / 3, c3 / 3 / heads);
+        let x = qkv
+            .reshape(&[b, t, 3, heads, d])?
+            .permute(&[2, 0, 3, 1, 4])?;
+        let part = |i| x.narrow(0, i, 1)?.reshape(&[b, heads, t, d]);
+        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
+        let p = q
+            .matmul(&k.transpose(2, 3)?)?
+            .scale((d as f32).powf(-0.5))?
+            .softmax()?;
+        p.matmul(&v)?.permute(&[0, 2, 1, 3])?.reshape(&[b, t, c])
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+        #[test]
+        fn attention_gradcheck(b in 1usize..3, t in 1usize..5, heads in 1usize..4, d in 1usize..4, seed in 0u64..1000) {
+            let qkv = rand_t(&[b, t, 3 * heads * d], seed);
+            check(|_, v| v[0].attention(heads), &[qkv]);
+        }
+
+        #[test]
+        fn fused_equals_composed(b in 1usize..3, t in 1usize..9, heads in 1usize..4, d in 1usize..6, seed in 0u64..1000) {
+            let qkv = rand_t(&[b, t, 3 * heads * d], seed);
+            let r = rand_t(&[b, t, heads * d], seed + 1);
+            let run = |fused: bool| {
+                let tape = Tape::new();
+                let x = tape.var(qkv.clone());
+                let y = if fused { x.attention(heads) } else { attention_reference(&x, heads) }.unwrap();
+                let l = y.mul(&tape.constant(r.clone())).unwrap().sum().unwrap();
+                let g = tape.backward(&l).unwrap();
+                (y.value().clone(), g.get(&x).unwrap().clone())
+            };
+            let ((yf, gf), (yr, gr)) = (run(true), run(false));
+            prop_assert!(yf.max_abs_diff(&yr) < 1e-5, "forward {}", yf.max_abs_diff(&yr));
+            prop_assert!(gf.max_abs_diff(&gr) < 1e-5, "backward {}", gf.max_abs_diff(&gr));
+        }
+    }
+
+    #[test]
+    fn single_token_attends_to_itself() {
+        // With one token the probabilities are 1: the output is v.
+        let tape = Tape::new();
+        let qkv = rand_t(&[2, 1, 12], 3);
+        let y = tape.constant(qkv.clone()).attention(2).unwrap();
+        for bi in 0..2 {
+            assert_eq!(
+                &y.value().data()[bi * 4..bi * 4 + 4],
+                &qkv.data()[bi * 12 + 8..bi * 12 + 12]
+            );
+        }
+    }
+
+    #[test]
+    fn shape_errors_are_errors() {
+        let tape = Tape::new();
+        let x = tape.var(Tensor::zeros(&[2, 3, 12]));
+        for heads in [0, 3, 5] {
+            assert!(matches!(
+                x.attention(heads),
+                Err(Error::BadShape {
+                    op: "attention",
+                    ..
+                })
+            ));
+        }
+        assert!(tape.var(Tensor::zeros(&[3, 12])).attention(1).is_err());
+    }
+}
