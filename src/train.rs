@@ -101,7 +101,10 @@ impl TrainReport {
     }
     /// The best validation accuracy measured.
     pub fn best_val_acc(&self) -> Option<f32> {
-        self.epochs.iter().filter_map(|e| e.val_acc).reduce(f32::max)
+        self.epochs
+            .iter()
+            .filter_map(|e| e.val_acc)
+            .reduce(f32::max)
     }
 }
 
@@ -121,7 +124,10 @@ pub fn evaluate(model: &VisionTransformer, ds: &Dataset, batch_size: usize) -> R
         correct += count_correct(logits.value().data(), &labels);
         loss += logits.cross_entropy(&labels, 0.0)?.value().data()[0] as f64 * labels.len() as f64;
     }
-    Ok((correct as f32 / ds.len() as f32, (loss / ds.len() as f64) as f32))
+    Ok((
+        correct as f32 / ds.len() as f32,
+        (loss / ds.len() as f64) as f32,
+    ))
 }
 
 fn count_correct(logits: &[f32], labels: &[usize]) -> usize {
@@ -131,7 +137,10 @@ fn count_correct(logits: &[f32], labels: &[usize]) -> usize {
         .enumerate()
         .filter(|(i, &l)| {
             let row = &logits[i * k..(i + 1) * k];
-            let arg = row.iter().enumerate().fold(0, |b, (j, &v)| if v > row[b] { j } else { b });
+            let arg = row
+                .iter()
+                .enumerate()
+                .fold(0, |b, (j, &v)| if v > row[b] { j } else { b });
             arg == l
         })
         .count()
@@ -149,7 +158,10 @@ pub fn train(
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<TrainReport> {
     if cfg.batch_size == 0 || cfg.epochs == 0 {
-        return Err(Error::invalid("train", "batch size and epochs must be positive"));
+        return Err(Error::invalid(
+            "train",
+            "batch size and epochs must be positive",
+        ));
     }
     let c = &model.config;
     train.validate(c.in_chans, c.img_size.0, c.img_size.1, c.num_classes)?;
@@ -157,7 +169,10 @@ pub fn train(
         v.validate(c.in_chans, c.img_size.0, c.img_size.1, c.num_classes)?;
     }
     if model.num_trainable() == 0 {
-        return Err(Error::invalid("train", "the model has no trainable parameter"));
+        return Err(Error::invalid(
+            "train",
+            "the model has no trainable parameter",
+        ));
     }
     let steps_per_epoch = (train.len() / cfg.batch_size).max(1);
     let drop_last = train.len() >= cfg.batch_size;
@@ -175,11 +190,22 @@ pub fn train(
         let t_epoch = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         let mut lr = cfg.lr;
-        for (step, (images, labels)) in train.batches(cfg.batch_size, Some(cfg.seed.wrapping_add(epoch as u64)), drop_last).enumerate() {
+        for (step, (images, labels)) in train
+            .batches(
+                cfg.batch_size,
+                Some(cfg.seed.wrapping_add(epoch as u64)),
+                drop_last,
+            )
+            .enumerate()
+        {
             let global = epoch * steps_per_epoch + step;
             lr = sched.lr(global);
             let (loss, ok, grads) = {
-                let tape = Tape::new().with_seed(cfg.seed.wrapping_mul(0x9E37_79B9).wrapping_add(global as u64));
+                let tape = Tape::new().with_seed(
+                    cfg.seed
+                        .wrapping_mul(0x9E37_79B9)
+                        .wrapping_add(global as u64),
+                );
                 let logits = model.forward(&tape, &tape.constant(images))?;
                 let loss = logits.cross_entropy(&labels, cfg.label_smoothing)?;
                 let l = loss.value().data()[0];
@@ -226,7 +252,13 @@ pub fn train(
         let stopping = STOP.load(Ordering::Relaxed);
         let last = epoch + 1 == cfg.epochs;
         let val_acc = match val {
-            Some(v) if last || stopping || (cfg.eval_every > 0 && (epoch + 1) % cfg.eval_every == 0) => Some(evaluate(model, v, 256)?.0),
+            Some(v)
+                if last
+                    || stopping
+                    || (cfg.eval_every > 0 && (epoch + 1) % cfg.eval_every == 0) =>
+            {
+                Some(evaluate(model, v, 256)?.0)
+            }
             _ => None,
         };
         report.epochs.push(EpochLog {
@@ -246,7 +278,10 @@ pub fn train(
             }
         }
         if stopping {
-            return Err(Error::invalid("train", format!("stopped by request after epoch {}", epoch + 1)));
+            return Err(Error::invalid(
+                "train",
+                format!("stopped by request after epoch {}", epoch + 1),
+            ));
         }
     }
     report.seconds = t_run.elapsed().as_secs_f32();
@@ -255,16 +290,26 @@ pub fn train(
 }
 
 /// Writes model and optimiser state and the number of completed epochs, atomically.
-pub fn save_checkpoint(path: &std::path::Path, model: &VisionTransformer, opt: &Optimizer, epochs_done: usize) -> Result<()> {
+pub fn save_checkpoint(
+    path: &std::path::Path,
+    model: &VisionTransformer,
+    opt: &Optimizer,
+    epochs_done: usize,
+) -> Result<()> {
     let mut f = model.state_dict();
     opt.state_dict(&mut f);
-    f.metadata.insert("epochs_done".into(), epochs_done.to_string());
+    f.metadata
+        .insert("epochs_done".into(), epochs_done.to_string());
     f.save(path)
 }
 
 /// Restores a checkpoint written by [`save_checkpoint`] into a model of the same structure (the
 /// method already applied) and its optimiser; returns the number of completed epochs.
-pub fn load_checkpoint(path: &std::path::Path, model: &mut VisionTransformer, opt: &mut Optimizer) -> Result<usize> {
+pub fn load_checkpoint(
+    path: &std::path::Path,
+    model: &mut VisionTransformer,
+    opt: &mut Optimizer,
+) -> Result<usize> {
     let mut f = TensorFile::load(path)?;
     opt.load_state_dict(&f)?;
     f.tensors.retain(|k, _| !k.starts_with("opt."));
@@ -272,5 +317,10 @@ pub fn load_checkpoint(path: &std::path::Path, model: &mut VisionTransformer, op
     f.metadata
         .get("epochs_done")
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| Error::format(path.display().to_string(), "not a training checkpoint (no `epochs_done`)"))
+        .ok_or_else(|| {
+            Error::format(
+                path.display().to_string(),
+                "not a training checkpoint (no `epochs_done`)",
+            )
+        })
 }

@@ -28,7 +28,14 @@ pub struct LoadReport {
 
 fn meta_usize(m: &BTreeMap<String, String>, k: &str) -> Result<Option<usize>> {
     m.get(k)
-        .map(|v| v.trim().parse::<usize>().map_err(|_| Error::format("checkpoint metadata", format!("`{k}` = `{v}` is not a whole number"))))
+        .map(|v| {
+            v.trim().parse::<usize>().map_err(|_| {
+                Error::format(
+                    "checkpoint metadata",
+                    format!("`{k}` = `{v}` is not a whole number"),
+                )
+            })
+        })
         .transpose()
 }
 
@@ -48,7 +55,15 @@ impl VitConfig {
         put("num_heads", self.num_heads.to_string());
         put("mlp_hidden", self.mlp_hidden.to_string());
         put("num_classes", self.num_classes.to_string());
-        put("global_pool", if self.pool == Pool::Avg { "avg" } else { "token" }.to_string());
+        put(
+            "global_pool",
+            if self.pool == Pool::Avg {
+                "avg"
+            } else {
+                "token"
+            }
+            .to_string(),
+        );
     }
 
     /// The configuration of a checkpoint: from its metadata where present, otherwise inferred
@@ -57,9 +72,15 @@ impl VitConfig {
         let m = &f.metadata;
         let shape = |k: &str| f.get(k).map(|t| t.shape().to_vec());
         let pw = shape("patch_embed.proj.weight")?;
-        let [e, c, ph, pww] = <[usize; 4]>::try_from(pw.as_slice())
-            .map_err(|_| Error::format("checkpoint", format!("patch_embed.proj.weight has shape {pw:?}, expected [E, C, ph, pw]")))?;
-        let depth = (0..).take_while(|i| f.tensors.contains_key(&format!("blocks.{i}.norm1.weight"))).count();
+        let [e, c, ph, pww] = <[usize; 4]>::try_from(pw.as_slice()).map_err(|_| {
+            Error::format(
+                "checkpoint",
+                format!("patch_embed.proj.weight has shape {pw:?}, expected [E, C, ph, pw]"),
+            )
+        })?;
+        let depth = (0..)
+            .take_while(|i| f.tensors.contains_key(&format!("blocks.{i}.norm1.weight")))
+            .count();
         let hidden = shape("blocks.0.mlp.fc1.weight")?[0];
         let classes = shape("head.weight")?[0];
         let pool = match m.get("global_pool").map(String::as_str) {
@@ -69,7 +90,14 @@ impl VitConfig {
             None => Pool::Token,
         };
         let pos = shape("pos_embed")?;
-        let patch = (meta_usize(m, "patch_h")?.or(meta_usize(m, "patch_size")?).unwrap_or(ph), meta_usize(m, "patch_w")?.or(meta_usize(m, "patch_size")?).unwrap_or(pww));
+        let patch = (
+            meta_usize(m, "patch_h")?
+                .or(meta_usize(m, "patch_size")?)
+                .unwrap_or(ph),
+            meta_usize(m, "patch_w")?
+                .or(meta_usize(m, "patch_size")?)
+                .unwrap_or(pww),
+        );
         let img = match (meta_usize(m, "img_size_h")?, meta_usize(m, "img_size_w")?) {
             (Some(h), Some(w)) => (h, w),
             _ => {
@@ -84,7 +112,12 @@ impl VitConfig {
         let heads = match meta_usize(m, "num_heads")? {
             Some(h) => h,
             None if e % 64 == 0 => e / 64,
-            None => return Err(Error::format("checkpoint", format!("cannot infer the head count of width {e}; pass an architecture"))),
+            None => {
+                return Err(Error::format(
+                    "checkpoint",
+                    format!("cannot infer the head count of width {e}; pass an architecture"),
+                ))
+            }
         };
         let cfg = VitConfig {
             img_size: img,
@@ -109,6 +142,10 @@ impl VisionTransformer {
         let mut f = TensorFile::new();
         self.visit("", &mut |k, p| f.insert(k, p.value.clone()));
         self.config.to_metadata(&mut f.metadata);
+        if !self.merged_deltas.is_empty() {
+            f.metadata
+                .insert("merged_deltas".into(), self.merged_deltas.join(";"));
+        }
         f
     }
 
@@ -135,7 +172,12 @@ impl VisionTransformer {
             };
             seen.insert(k.to_string());
             let mut t = t.clone();
-            if k == "pos_embed" && t.shape() != p.shape() && t.rank() == 3 && p.shape().len() == 3 && t.shape()[2] == p.shape()[2] {
+            if k == "pos_embed"
+                && t.shape() != p.shape()
+                && t.rank() == 3
+                && p.shape().len() == 3
+                && t.shape()[2] == p.shape()[2]
+            {
                 let from = src_grid.unwrap_or((0, 0));
                 match resample_pos_embed(&t, from, grid, 1) {
                     Ok(r) => {
@@ -149,7 +191,11 @@ impl VisionTransformer {
                 }
             }
             if t.shape() != p.shape() {
-                err = Some(Error::KeyShape { key: k.to_string(), expected: p.shape().to_vec(), got: t.shape().to_vec() });
+                err = Some(Error::KeyShape {
+                    key: k.to_string(),
+                    expected: p.shape().to_vec(),
+                    got: t.shape().to_vec(),
+                });
                 return;
             }
             p.value = t;
@@ -178,6 +224,11 @@ impl VisionTransformer {
         };
         let mut vit = VisionTransformer::new(&cfg, 0)?;
         vit.load_state_dict(f, true)?;
+        vit.merged_deltas = f
+            .metadata
+            .get("merged_deltas")
+            .map(|s| s.split(';').map(String::from).collect())
+            .unwrap_or_default();
         Ok(vit)
     }
 
@@ -197,8 +248,16 @@ fn file_grid(f: &TensorFile, patch: (usize, usize)) -> Option<(usize, usize)> {
     let m = &f.metadata;
     let h = m.get("img_size_h").and_then(|v| v.parse::<usize>().ok());
     let w = m.get("img_size_w").and_then(|v| v.parse::<usize>().ok());
-    let ph = m.get("patch_h").or(m.get("patch_size")).and_then(|v| v.parse::<usize>().ok()).unwrap_or(patch.0);
-    let pw = m.get("patch_w").or(m.get("patch_size")).and_then(|v| v.parse::<usize>().ok()).unwrap_or(patch.1);
+    let ph = m
+        .get("patch_h")
+        .or(m.get("patch_size"))
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(patch.0);
+    let pw = m
+        .get("patch_w")
+        .or(m.get("patch_size"))
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(patch.1);
     if let (Some(h), Some(w)) = (h, w) {
         if ph > 0 && pw > 0 {
             return Some((h / ph, w / pw));
@@ -213,10 +272,25 @@ fn file_grid(f: &TensorFile, patch: (usize, usize)) -> Option<(usize, usize)> {
 /// `prefix` (class) tokens: separable bicubic (a = −0.5) with the kernel widened when shrinking
 /// and weights renormalised at the borders — what timm's `resample_abs_pos_embed` gets from
 /// `F.interpolate(mode='bicubic', antialias=True)`.
-pub fn resample_pos_embed(pos: &Tensor, from: (usize, usize), to: (usize, usize), prefix: usize) -> Result<Tensor> {
+pub fn resample_pos_embed(
+    pos: &Tensor,
+    from: (usize, usize),
+    to: (usize, usize),
+    prefix: usize,
+) -> Result<Tensor> {
     let [one, t, e] = pos.dims::<3>("resample_pos_embed")?;
-    if one != 1 || t != prefix + from.0 * from.1 || from.0 == 0 || from.1 == 0 || to.0 == 0 || to.1 == 0 {
-        return Err(Error::bad_shape("resample_pos_embed", pos.shape(), format!("does not hold {prefix} prefix tokens and a {from:?} grid")));
+    if one != 1
+        || t != prefix + from.0 * from.1
+        || from.0 == 0
+        || from.1 == 0
+        || to.0 == 0
+        || to.1 == 0
+    {
+        return Err(Error::bad_shape(
+            "resample_pos_embed",
+            pos.shape(),
+            format!("does not hold {prefix} prefix tokens and a {from:?} grid"),
+        ));
     }
     let d = pos.data();
     let wy = resample_weights(from.0, to.0);
@@ -273,7 +347,9 @@ fn resample_weights(n_in: usize, n_out: usize) -> Vec<(usize, Vec<f64>)> {
             let center = (i as f64 + 0.5) * scale;
             let lo = ((center - support + 0.5).floor().max(0.0)) as usize;
             let hi = ((center + support + 0.5).floor() as usize).min(n_in);
-            let mut w: Vec<f64> = (lo..hi).map(|j| cubic((j as f64 - center + 0.5) * inv)).collect();
+            let mut w: Vec<f64> = (lo..hi)
+                .map(|j| cubic((j as f64 - center + 0.5) * inv))
+                .collect();
             let s: f64 = w.iter().sum();
             if s != 0.0 {
                 w.iter_mut().for_each(|v| *v /= s);

@@ -4,6 +4,7 @@ use super::Module;
 use crate::autograd::ops::grouped::Branch;
 use crate::autograd::{Tape, Var};
 use crate::peft::{Consolidator, Lora, Ssf};
+use crate::reparam::LayerDelta;
 use crate::{Error, Param, Result, Tensor};
 use rand::Rng;
 
@@ -19,6 +20,8 @@ pub enum LinearPeft {
     Lora(Lora),
     /// A per-channel scale and shift after the layer (mergeable).
     Ssf(Ssf),
+    /// A stage-1 task delta applied on the fly (inference only; see `reparam::attach_delta`).
+    Delta(std::sync::Arc<LayerDelta>),
 }
 
 /// `y = x·Wᵀ + b`, `W: [out, in]` (timm/PyTorch layout).
@@ -54,12 +57,20 @@ impl Linear {
         match &self.peft {
             LinearPeft::None => x.linear(&w, b.as_ref()),
             LinearPeft::Consolidator(c) => {
-                let vars: Vec<(Var, Var)> = c.branches.iter().map(|br| (tape.param(&br.weight), tape.param(&br.bias))).collect();
+                let vars: Vec<(Var, Var)> = c
+                    .branches
+                    .iter()
+                    .map(|br| (tape.param(&br.weight), tape.param(&br.bias)))
+                    .collect();
                 let branches: Vec<Branch> = c
                     .branches
                     .iter()
                     .zip(&vars)
-                    .map(|(br, (g, beta))| Branch { spec: br.spec, weight: g, bias: Some(beta) })
+                    .map(|(br, (g, beta))| Branch {
+                        spec: br.spec,
+                        weight: g,
+                        bias: Some(beta),
+                    })
                     .collect();
                 x.consolidated_linear(&w, b.as_ref(), &branches, c.drop_path)
             }
@@ -72,6 +83,35 @@ impl Linear {
             LinearPeft::Ssf(s) => {
                 let y = x.linear(&w, b.as_ref())?;
                 y.mul(&tape.param(&s.scale))?.add(&tape.param(&s.shift))
+            }
+            LinearPeft::Delta(d) => {
+                if x.requires_grad() || w.requires_grad() {
+                    return Err(Error::invalid(
+                        "linear",
+                        "a stage-1 delta is applied for inference only; merge it to train on top",
+                    ));
+                }
+                let y = x.linear(&w, b.as_ref())?;
+                let (rows, _) = x.value().rows_cols();
+                let o = self.out_dim();
+                let mut out = y.value().data().to_vec();
+                match d.as_ref() {
+                    LayerDelta::Add(a) => {
+                        let xs: Vec<f64> = x.value().data().iter().map(|&v| v as f64).collect();
+                        for (v, dv) in out.iter_mut().zip(a.apply(&xs)?) {
+                            *v = (*v as f64 + dv) as f32;
+                        }
+                    }
+                    LayerDelta::Post(s) => {
+                        for r in 0..rows {
+                            for k in 0..o {
+                                let v = &mut out[r * o + k];
+                                *v = (s.gamma[k] * *v as f64 + s.beta[k]) as f32;
+                            }
+                        }
+                    }
+                }
+                Ok(tape.constant(Tensor::new(y.shape(), out)?))
             }
         }
     }
@@ -88,6 +128,7 @@ impl Module for Linear {
             LinearPeft::Consolidator(c) => c.visit(prefix, f),
             LinearPeft::Lora(l) => l.visit(prefix, f),
             LinearPeft::Ssf(s) => s.visit(prefix, f),
+            LinearPeft::Delta(_) => {}
         }
     }
     fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Param)) {
@@ -100,6 +141,7 @@ impl Module for Linear {
             LinearPeft::Consolidator(c) => c.visit_mut(prefix, f),
             LinearPeft::Lora(l) => l.visit_mut(prefix, f),
             LinearPeft::Ssf(s) => s.visit_mut(prefix, f),
+            LinearPeft::Delta(_) => {}
         }
     }
 }
@@ -115,7 +157,11 @@ pub struct LayerNorm {
 impl LayerNorm {
     /// γ = 1, β = 0.
     pub fn new(dim: usize) -> Self {
-        LayerNorm { weight: Param::new(Tensor::full(&[dim], 1.0)), bias: Param::new(Tensor::zeros(&[dim])), eps: 1e-6 }
+        LayerNorm {
+            weight: Param::new(Tensor::full(&[dim], 1.0)),
+            bias: Param::new(Tensor::zeros(&[dim])),
+            eps: 1e-6,
+        }
     }
     /// Forward.
     pub fn forward<'t>(&self, tape: &'t Tape, x: &Var<'t>) -> Result<Var<'t>> {
@@ -147,7 +193,11 @@ impl PatchEmbed {
     /// Random init (truncated normal 0.02, zero bias).
     pub fn new(in_chans: usize, dim: usize, patch: (usize, usize), rng: &mut impl Rng) -> Self {
         PatchEmbed {
-            weight: Param::new(Tensor::trunc_normal(&[dim, in_chans, patch.0, patch.1], 0.02, rng)),
+            weight: Param::new(Tensor::trunc_normal(
+                &[dim, in_chans, patch.0, patch.1],
+                0.02,
+                rng,
+            )),
             bias: Param::new(Tensor::zeros(&[dim])),
             patch,
         }
@@ -155,12 +205,19 @@ impl PatchEmbed {
     /// `[B, C, H, W] → [B, N, E]`.
     pub fn forward<'t>(&self, tape: &'t Tape, images: &Var<'t>) -> Result<Var<'t>> {
         let [e, c, ph, pw] = self.weight.value.dims::<4>("patch_embed")?;
-        let [_, ic, _, _] = images.value().dims::<4>("patch_embed (images [B, C, H, W])")?;
+        let [_, ic, _, _] = images
+            .value()
+            .dims::<4>("patch_embed (images [B, C, H, W])")?;
         if ic != c {
-            return Err(Error::invalid("patch_embed", format!("the model takes {c}-channel images, got {ic} channels")));
+            return Err(Error::invalid(
+                "patch_embed",
+                format!("the model takes {c}-channel images, got {ic} channels"),
+            ));
         }
         let w = tape.param(&self.weight).reshape(&[e, c * ph * pw])?;
-        images.patchify(ph, pw)?.linear(&w, Some(&tape.param(&self.bias)))
+        images
+            .patchify(ph, pw)?
+            .linear(&w, Some(&tape.param(&self.bias)))
     }
 }
 
@@ -212,7 +269,8 @@ pub struct Mlp {
 impl Mlp {
     /// Forward.
     pub fn forward<'t>(&self, tape: &'t Tape, x: &Var<'t>) -> Result<Var<'t>> {
-        self.fc2.forward(tape, &self.fc1.forward(tape, x)?.gelu_erf()?)
+        self.fc2
+            .forward(tape, &self.fc1.forward(tape, x)?.gelu_erf()?)
     }
 }
 

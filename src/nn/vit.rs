@@ -36,8 +36,13 @@ pub struct VitConfig {
 
 impl VitConfig {
     /// Names of the built-in presets.
-    pub const PRESETS: [&'static str; 5] =
-        ["vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224", "vit_mnist_tiny", "vit_mnist_small"];
+    pub const PRESETS: [&'static str; 5] = [
+        "vit_tiny_patch16_224",
+        "vit_small_patch16_224",
+        "vit_base_patch16_224",
+        "vit_mnist_tiny",
+        "vit_mnist_small",
+    ];
 
     /// A preset: timm's three ViTs at 224, and this project's 28×28 grayscale models.
     pub fn preset(name: &str) -> Result<Self> {
@@ -72,13 +77,24 @@ impl VitConfig {
             // 7×7 patches of 4×4 pixels: 50 tokens.
             "vit_mnist_tiny" => mnist(64, 4, 4),
             "vit_mnist_small" => mnist(96, 6, 4),
-            _ => return Err(Error::invalid("VitConfig::preset", format!("unknown preset `{name}`; known: {}", Self::PRESETS.join(", ")))),
+            _ => {
+                return Err(Error::invalid(
+                    "VitConfig::preset",
+                    format!(
+                        "unknown preset `{name}`; known: {}",
+                        Self::PRESETS.join(", ")
+                    ),
+                ))
+            }
         })
     }
 
     /// Patches along (height, width).
     pub fn grid(&self) -> (usize, usize) {
-        (self.img_size.0 / self.patch_size.0, self.img_size.1 / self.patch_size.1)
+        (
+            self.img_size.0 / self.patch_size.0,
+            self.img_size.1 / self.patch_size.1,
+        )
     }
     /// Tokens per image (patches + class token).
     pub fn tokens(&self) -> usize {
@@ -88,17 +104,30 @@ impl VitConfig {
     /// Checks that the numbers fit together.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::invalid("VitConfig", m));
-        if self.patch_size.0 == 0 || self.patch_size.1 == 0 || self.img_size.0 % self.patch_size.0 != 0 || self.img_size.1 % self.patch_size.1 != 0 {
-            return bad(format!("image {:?} is not a whole number of patches {:?}", self.img_size, self.patch_size));
+        if self.patch_size.0 == 0
+            || self.patch_size.1 == 0
+            || self.img_size.0 % self.patch_size.0 != 0
+            || self.img_size.1 % self.patch_size.1 != 0
+        {
+            return bad(format!(
+                "image {:?} is not a whole number of patches {:?}",
+                self.img_size, self.patch_size
+            ));
         }
         if self.embed_dim == 0 || self.num_heads == 0 || self.embed_dim % self.num_heads != 0 {
-            return bad(format!("embed_dim {} must be a positive multiple of num_heads {}", self.embed_dim, self.num_heads));
+            return bad(format!(
+                "embed_dim {} must be a positive multiple of num_heads {}",
+                self.embed_dim, self.num_heads
+            ));
         }
         if self.in_chans == 0 || self.depth == 0 || self.mlp_hidden == 0 || self.num_classes == 0 {
             return bad("in_chans, depth, mlp_hidden and num_classes must be positive".into());
         }
         if !(0.0..1.0).contains(&self.drop_path_rate) {
-            return bad(format!("drop_path_rate {} must be in [0, 1)", self.drop_path_rate));
+            return bad(format!(
+                "drop_path_rate {} must be in [0, 1)",
+                self.drop_path_rate
+            ));
         }
         Ok(())
     }
@@ -126,9 +155,15 @@ impl Block {
             Some(p) => {
                 let [b, _, c] = x.value().dims::<3>("block")?;
                 let n = p.shape()[0];
-                let prompts = tape.param(p).reshape(&[1, n, c])?.broadcast_to(&[b, n, c])?;
+                let prompts = tape
+                    .param(p)
+                    .reshape(&[1, n, c])?
+                    .broadcast_to(&[b, n, c])?;
                 let t = x.shape()[1];
-                (Var::concat(&[&x.narrow(1, 0, 1)?, &prompts, &x.narrow(1, 1, t - 1)?], 1)?, n)
+                (
+                    Var::concat(&[&x.narrow(1, 0, 1)?, &prompts, &x.narrow(1, 1, t - 1)?], 1)?,
+                    n,
+                )
             }
         };
         let h = self.attn.forward(tape, &self.norm1.forward(tape, &x)?)?;
@@ -143,7 +178,13 @@ impl Block {
             return Ok(x);
         }
         let t = x.shape()[1];
-        Var::concat(&[&x.narrow(1, 0, 1)?, &x.narrow(1, 1 + n_prompts, t - 1 - n_prompts)?], 1)
+        Var::concat(
+            &[
+                &x.narrow(1, 0, 1)?,
+                &x.narrow(1, 1 + n_prompts, t - 1 - n_prompts)?,
+            ],
+            1,
+        )
     }
 }
 
@@ -187,6 +228,9 @@ pub struct VisionTransformer {
     /// … or the norm after mean pooling (`global_pool='avg'`).
     pub fc_norm: Option<LayerNorm>,
     pub head: Linear,
+    /// Task deltas merged into these weights (`method@backbone-fingerprint`), most recent last;
+    /// empty for a backbone. Saved in checkpoint metadata as `merged_deltas`.
+    pub merged_deltas: Vec<String>,
 }
 
 impl VisionTransformer {
@@ -199,10 +243,21 @@ impl VisionTransformer {
         let blocks = (0..cfg.depth)
             .map(|i| Block {
                 norm1: LayerNorm::new(c),
-                attn: Attention { qkv: Linear::new(c, 3 * c, true, &mut rng), proj: Linear::new(c, c, true, &mut rng), heads: cfg.num_heads },
+                attn: Attention {
+                    qkv: Linear::new(c, 3 * c, true, &mut rng),
+                    proj: Linear::new(c, c, true, &mut rng),
+                    heads: cfg.num_heads,
+                },
                 norm2: LayerNorm::new(c),
-                mlp: Mlp { fc1: Linear::new(c, cfg.mlp_hidden, true, &mut rng), fc2: Linear::new(cfg.mlp_hidden, c, true, &mut rng) },
-                drop_path: if cfg.depth > 1 { cfg.drop_path_rate * i as f32 / (cfg.depth - 1) as f32 } else { cfg.drop_path_rate },
+                mlp: Mlp {
+                    fc1: Linear::new(c, cfg.mlp_hidden, true, &mut rng),
+                    fc2: Linear::new(cfg.mlp_hidden, c, true, &mut rng),
+                },
+                drop_path: if cfg.depth > 1 {
+                    cfg.drop_path_rate * i as f32 / (cfg.depth - 1) as f32
+                } else {
+                    cfg.drop_path_rate
+                },
                 adapter: None,
                 prompts: None,
             })
@@ -216,6 +271,7 @@ impl VisionTransformer {
             fc_norm: (cfg.pool == Pool::Avg).then(|| LayerNorm::new(c)),
             head: Linear::new(c, cfg.num_classes, true, &mut rng),
             config: cfg.clone(),
+            merged_deltas: Vec::new(),
         })
     }
 
@@ -273,7 +329,10 @@ impl VisionTransformer {
     /// Inference on a batch of images: logits, with no tape recording.
     pub fn predict(&self, images: &Tensor) -> Result<Tensor> {
         let tape = Tape::inference();
-        Ok(self.forward(&tape, &tape.constant(images.clone()))?.value().clone())
+        Ok(self
+            .forward(&tape, &tape.constant(images.clone()))?
+            .value()
+            .clone())
     }
 
     /// Replaces the head with a fresh one for `num_classes` classes (truncated normal 0.02 / zero).
@@ -324,7 +383,8 @@ impl Module for VisionTransformer {
         self.head.visit(&format!("{prefix}head."), f);
     }
     fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Param)) {
-        self.patch_embed.visit_mut(&format!("{prefix}patch_embed."), f);
+        self.patch_embed
+            .visit_mut(&format!("{prefix}patch_embed."), f);
         f(&format!("{prefix}cls_token"), &mut self.cls_token);
         f(&format!("{prefix}pos_embed"), &mut self.pos_embed);
         for (i, b) in self.blocks.iter_mut().enumerate() {

@@ -10,4 +10,4 @@ pub use affine::{
 };
 pub mod stage;
 
-pub use stage::{consolidate, fingerprint, merge, LayerDelta, Merged, TaskDelta};
+pub use stage::{attach_delta, consolidate, fingerprint, merge, LayerDelta, Merged, TaskDelta};

@@ -1,0 +1,247 @@
+//! The consolidator end to end on a small ViT: unmerged, stage 1 (sparse deltas applied on the
+//! fly) and stage 2 (a plain dense ViT) give the same logits; the delta file round-trips; the
+//! storage counts are those of the specification; the merge contract holds.
+
+use consolidator::nn::{LinearPeft, Module, Pool, VisionTransformer, VitConfig};
+use consolidator::peft::{ConsolidatorConfig, Init, LayerSet, Method};
+use consolidator::reparam::{attach_delta, consolidate, fingerprint, merge, TaskDelta};
+use consolidator::Tensor;
+use rand::{Rng, SeedableRng};
+
+fn small_config() -> VitConfig {
+    VitConfig {
+        img_size: (8, 12),
+        patch_size: (4, 4),
+        in_chans: 2,
+        embed_dim: 16,
+        depth: 2,
+        num_heads: 2,
+        mlp_hidden: 32,
+        num_classes: 5,
+        pool: Pool::Token,
+        drop_path_rate: 0.1,
+    }
+}
+
+/// Perturbs every trainable parameter so that nothing passes trivially (non-zero branches,
+/// changed norms, biases and head).
+fn perturb(vit: &mut VisionTransformer, seed: u64) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    vit.visit_mut("", &mut |_, p| {
+        if p.trainable {
+            for v in p.value.data_mut() {
+                *v += rng.gen_range(-0.2..0.2);
+            }
+        }
+    });
+}
+
+fn images(n: usize, seed: u64) -> Tensor {
+    Tensor::randn(
+        &[n, 2, 8, 12],
+        1.0,
+        &mut rand::rngs::StdRng::seed_from_u64(seed),
+    )
+}
+
+fn scale(t: &Tensor) -> f32 {
+    t.max_abs().max(1.0)
+}
+
+fn check_method(method: Method) {
+    let backbone = VisionTransformer::new(&small_config(), 1).unwrap();
+    let mut adapted = backbone.clone();
+    method.apply(&mut adapted, 3, 7).unwrap();
+    perturb(&mut adapted, 11);
+    let x = images(4, 3);
+    let unmerged = adapted.predict(&x).unwrap();
+    let base_logits = {
+        let mut b = backbone.clone();
+        b.reset_head(3, 7);
+        b.predict(&x).unwrap()
+    };
+    let delta = consolidate(&adapted, &backbone, &method).unwrap();
+    // Round trip through the file format.
+    let delta = TaskDelta::from_file(&delta.to_file().unwrap()).unwrap();
+    let served = attach_delta(&backbone, &delta)
+        .unwrap()
+        .predict(&x)
+        .unwrap();
+    let merged = merge(&backbone, &delta).unwrap();
+    let deployed = merged.model.predict(&x).unwrap();
+    let tol = 1e-5 * scale(&unmerged);
+    assert!(
+        served.max_abs_diff(&unmerged) <= tol,
+        "{}: stage 1 differs by {}",
+        method.name(),
+        served.max_abs_diff(&unmerged)
+    );
+    assert!(
+        deployed.max_abs_diff(&unmerged) <= tol,
+        "{}: stage 2 differs by {}",
+        method.name(),
+        deployed.max_abs_diff(&unmerged)
+    );
+    // The adaptation changed the function (no zero-init free pass) — against the backbone with
+    // the same fresh head.
+    assert!(
+        deployed.max_abs_diff(&base_logits) > 1e-3,
+        "{}: merged model equals the backbone",
+        method.name()
+    );
+    // A plain ViT: same parameter count as the backbone, no method modules.
+    let mut b3 = backbone.clone();
+    b3.reset_head(3, 0);
+    assert_eq!(merged.model.num_params(), b3.num_params());
+    assert!(merged
+        .model
+        .fc_layers()
+        .iter()
+        .all(|(_, l)| matches!(l.peft, LinearPeft::None)));
+    // Merging the same delta into the merged model is refused; unmerge is bit-exact.
+    let again = merge(&merged.model, &delta)
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(again.contains("already has a delta merged"), "{again}");
+    let restored = merged.unmerge();
+    assert_eq!(fingerprint(&restored), fingerprint(&backbone));
+    assert_eq!(
+        restored.predict(&x).unwrap().data(),
+        backbone.predict(&x).unwrap().data()
+    );
+}
+
+#[test]
+fn consolidator_unmerged_stage1_stage2_agree() {
+    for (branches, reorder) in [
+        (vec![4], false),
+        (vec![2, 4], true),
+        (vec![8, 16, 4], false),
+        (vec![1, 16], true),
+    ] {
+        let cfg = ConsolidatorConfig {
+            layers: LayerSet::ALL,
+            branches: branches.iter().map(|&g| (g, reorder)).collect(),
+            drop_path: 0.5,
+            init: Init::Uniform(1e-3),
+            train_norms: true,
+            train_biases: true,
+        };
+        check_method(Method::Consolidator(cfg));
+    }
+}
+
+#[test]
+fn every_mergeable_baseline_merges_exactly() {
+    for m in [
+        "linear",
+        "full",
+        "bitfit",
+        "lora:r=2",
+        "ssf",
+        "lora:r=3,layers=qkv+fc2",
+    ] {
+        check_method(Method::parse(m, 16).unwrap());
+    }
+}
+
+#[test]
+fn non_mergeable_methods_refuse_to_consolidate() {
+    let backbone = VisionTransformer::new(&small_config(), 1).unwrap();
+    for m in ["adapter", "vpt"] {
+        let method = Method::parse(m, 16).unwrap();
+        let mut adapted = backbone.clone();
+        method.apply(&mut adapted, 3, 7).unwrap();
+        let e = consolidate(&adapted, &backbone, &method)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not mergeable"), "{e}");
+        // They still run.
+        assert_eq!(adapted.predict(&images(2, 1)).unwrap().shape(), &[2, 3]);
+    }
+}
+
+#[test]
+fn a_delta_for_another_backbone_is_refused() {
+    let backbone = VisionTransformer::new(&small_config(), 1).unwrap();
+    let other = VisionTransformer::new(&small_config(), 2).unwrap();
+    let method = Method::parse("consolidator:g=4", 16).unwrap();
+    let mut adapted = backbone.clone();
+    method.apply(&mut adapted, 3, 7).unwrap();
+    let delta = consolidate(&adapted, &backbone, &method).unwrap();
+    let e = merge(&other, &delta).map(|_| ()).unwrap_err().to_string();
+    assert!(e.contains("made for backbone"), "{e}");
+}
+
+#[test]
+fn unmerge_is_bit_exact_over_many_cycles() {
+    let backbone = VisionTransformer::new(&small_config(), 1).unwrap();
+    let method = Method::parse("consolidator:g=2+4,reorder", 16).unwrap();
+    let mut current = backbone.clone();
+    for cycle in 0..20 {
+        let mut adapted = current.clone();
+        method.apply(&mut adapted, 3, cycle).unwrap();
+        perturb(&mut adapted, cycle);
+        let delta = consolidate(&adapted, &current, &method).unwrap();
+        current = merge(&current, &delta).unwrap().unmerge();
+    }
+    let (a, b) = (backbone.state_dict(), current.state_dict());
+    for (k, t) in &a.tensors {
+        if !k.starts_with("head.") {
+            assert_eq!(t.data(), b.tensors[k].data(), "{k} drifted");
+        }
+    }
+}
+
+/// Spec §1.2: ViT-B/16 with one g = 384 branch on all four FC layers of every block.
+#[test]
+fn vit_b_branch_parameter_count_matches_the_paper() {
+    let cfg = VitConfig::preset("vit_base_patch16_224").unwrap();
+    // Count from the shapes alone (no need to build 86M random weights twice).
+    let layers = [(768, 2304), (768, 768), (768, 3072), (3072, 768)];
+    let mut weights = 0;
+    let mut biases = 0;
+    for (i, o) in layers {
+        let spec = consolidator::kernels::grouped::GroupSpec::new(i, o, 384, false).unwrap();
+        weights += spec.weight_len();
+        biases += o;
+    }
+    assert_eq!(weights * cfg.depth, 221_184);
+    assert_eq!((weights + biases) * cfg.depth, 304_128);
+    let vit = VisionTransformer::new(&cfg, 0).unwrap();
+    let backbone_no_head = vit.num_params() - 768 * 1000 - 1000;
+    assert_eq!(backbone_no_head, 85_798_656);
+    let pct = 100.0 * 304_128.0 / backbone_no_head as f64;
+    assert!((pct - 0.3545).abs() < 5e-4, "{pct}");
+    // And the module built by the released preset counts the same.
+    let mut adapted = vit;
+    Method::Consolidator(ConsolidatorConfig::released(768))
+        .apply(&mut adapted, 1000, 0)
+        .unwrap();
+    let mut branch_params = 0;
+    adapted.visit("", &mut |k, p| {
+        if k.contains(".consolidator.") {
+            branch_params += p.numel();
+        }
+    });
+    assert_eq!(branch_params, 304_128);
+}
+
+#[test]
+fn drop_path_is_identity_in_eval_and_active_in_training() {
+    let backbone = VisionTransformer::new(&small_config(), 1).unwrap();
+    let mut adapted = backbone.clone();
+    Method::parse("consolidator:g=4,dp=0.9", 16)
+        .unwrap()
+        .apply(&mut adapted, 3, 7)
+        .unwrap();
+    perturb(&mut adapted, 1);
+    let x = images(8, 2);
+    let eval1 = adapted.predict(&x).unwrap();
+    let eval2 = adapted.predict(&x).unwrap();
+    assert_eq!(eval1.data(), eval2.data());
+    let tape = consolidator::autograd::Tape::new().with_seed(3);
+    let train = adapted.forward(&tape, &tape.constant(x)).unwrap();
+    assert!(train.value().max_abs_diff(&eval1) > 1e-4);
+}
