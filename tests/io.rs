@@ -194,6 +194,15 @@ fn huge_declared_header_length() {
 }
 
 #[test]
+fn header_value_bomb_is_refused() {
+    // 8 MB of `1,` would parse to ~130 MB of JSON values; the value limit stops it early.
+    let ones = vec!["1"; consolidator::io::safetensors::MAX_HEADER_VALUES].join(",");
+    let header = format!(r#"{{"a":{{"dtype":"F32","shape":[{ones}],"data_offsets":[0,4]}}}}"#);
+    let e = format_err(&raw(&header, &[0; 4]));
+    assert!(e.contains("values"), "{e}");
+}
+
+#[test]
 fn shape_overflow_and_offsets() {
     let e = format_err(&raw(
         r#"{"w":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,0]}}"#,

@@ -11,10 +11,12 @@
 //!
 //! Reading trusts nothing: the header length is checked against the file length (and capped at
 //! [`MAX_HEADER`]) before anything is allocated; the header must be well-formed JSON without
-//! duplicate keys; every entry's dtype, shape and offsets are checked with overflow-checked
-//! arithmetic (`end - start == numel × dtype size`, inside the buffer); the tensors must tile the
-//! buffer exactly, in offset order, without gaps or overlaps. Any violation is an
-//! [`Error::Format`] naming the file and the key; allocations never exceed 4× the file size.
+//! duplicate keys and with at most [`MAX_HEADER_VALUES`] values; every entry's dtype, shape and
+//! offsets are checked with overflow-checked arithmetic (`end - start == numel × dtype size`,
+//! inside the buffer); the tensors must tile the buffer exactly, in offset order, without gaps or
+//! overlaps. Any violation is an [`Error::Format`] naming the file and the key. Tensor data never
+//! takes more than 4× the buffer's bytes (`U8` → `f32`), and the parsed header is bounded by the
+//! value limit, so no declared size can trigger a huge allocation.
 //!
 //! ```
 //! use consolidator::io::safetensors::TensorFile;
@@ -39,6 +41,10 @@ use std::path::Path;
 
 /// Largest header the reader accepts, in bytes (100 MB).
 pub const MAX_HEADER: u64 = 100_000_000;
+
+/// Most JSON values a header may hold (4 million: about 500,000 tensors; a ViT-L has ~300).
+/// Bounds the parsed header's memory (at most ~32 bytes per value) on hostile input.
+pub const MAX_HEADER_VALUES: usize = 4_000_000;
 
 /// The reserved header key holding the string → string metadata.
 pub const METADATA_KEY: &str = "__metadata__";
@@ -221,7 +227,11 @@ impl TensorFile {
         if header_bytes.first() != Some(&b'{') {
             return Err(fail("the header does not start with '{'".to_string()));
         }
-        let header = Json::parse(header_bytes, &format!("safetensors header of {what}"))?;
+        let header = Json::parse_limited(
+            header_bytes,
+            &format!("safetensors header of {what}"),
+            MAX_HEADER_VALUES,
+        )?;
         let buffer = &bytes[header_end..];
 
         let Json::Obj(pairs) = header else {
