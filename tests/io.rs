@@ -90,8 +90,15 @@ fn round_trip_is_bit_exact() {
 fn save_and_load() {
     let dir = temp_dir("save");
     let path = dir.join("model.safetensors");
-    let f = sample_file();
+    let mut f = sample_file();
+    let big: Vec<f32> = (0..40_000).map(|i| i as f32 * 0.5 - 7.0).collect();
+    f.insert("big", Tensor::new(&[200, 200], big).unwrap()); // several write chunks
     f.save(&path).unwrap();
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        f.to_bytes(),
+        "save streams to_bytes"
+    );
     let back = TensorFile::load(&path).unwrap();
     assert_eq!(back.to_bytes(), f.to_bytes());
     let missing = TensorFile::load(dir.join("nope.safetensors")).unwrap_err();

@@ -32,7 +32,7 @@
 //! assert!(TensorFile::from_bytes(&bytes[..bytes.len() - 1], "truncated").is_err());
 //! ```
 
-use super::atomic::write_atomic;
+use super::atomic::write_atomic_with;
 use super::json::Json;
 use crate::tensor::checked_numel;
 use crate::{Error, Result, Tensor};
@@ -138,9 +138,24 @@ impl TensorFile {
         Self::from_bytes(&bytes, &path.display().to_string())
     }
 
-    /// Writes the file atomically (see [`crate::io::atomic`]).
+    /// Writes the file atomically (see [`crate::io::atomic`]); same bytes as
+    /// [`TensorFile::to_bytes`]. The data are streamed (no second in-memory copy of the tensors).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        write_atomic(path.as_ref(), &self.to_bytes())
+        let head = self.header_bytes();
+        write_atomic_with(path.as_ref(), |w| {
+            w.write_all(&head)?;
+            let mut buf = Vec::with_capacity(4 * 16_384);
+            for t in self.tensors.values() {
+                for chunk in t.data().chunks(16_384) {
+                    buf.clear();
+                    for v in chunk {
+                        buf.extend_from_slice(&v.to_le_bytes());
+                    }
+                    w.write_all(&buf)?;
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Serializes: `F32` little-endian, keys sorted, `__metadata__` first when not empty, header
@@ -149,6 +164,18 @@ impl TensorFile {
     /// # Panics
     /// If a tensor is named `"__metadata__"` (only possible by editing `tensors` directly).
     pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = self.header_bytes();
+        out.reserve(4 * self.tensors.values().map(Tensor::numel).sum::<usize>());
+        for t in self.tensors.values() {
+            for v in t.data() {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// The 8-byte length and the padded JSON header.
+    fn header_bytes(&self) -> Vec<u8> {
         assert!(
             !self.tensors.contains_key(METADATA_KEY),
             "TensorFile::to_bytes: a tensor may not be named `{METADATA_KEY}`"
@@ -187,14 +214,9 @@ impl TensorFile {
         while (8 + text.len()) % 8 != 0 {
             text.push(b' ');
         }
-        let mut out = Vec::with_capacity(8 + text.len() + offset);
+        let mut out = Vec::with_capacity(8 + text.len());
         out.extend_from_slice(&(text.len() as u64).to_le_bytes());
         out.extend_from_slice(&text);
-        for t in self.tensors.values() {
-            for v in t.data() {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-        }
         out
     }
 
