@@ -439,3 +439,78 @@ proptest! {
         prop_assert_eq!(bits(back.get("t").unwrap()), bits(f.get("t").unwrap()));
     }
 }
+
+/// An independent oracle for the layout rules: entries (dtype size, numel, start, end) are valid
+/// iff each spans exactly numel × size bytes and, sorted by start, they tile the buffer.
+fn layout_is_valid(entries: &[(usize, usize, usize, usize)], buffer_len: usize) -> bool {
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    for &(size, numel, start, end) in entries {
+        if start > end || end > buffer_len || end - start != size * numel {
+            return false;
+        }
+        spans.push((start, end));
+    }
+    spans.sort();
+    let mut cursor = 0;
+    for (s, e) in spans {
+        if s != cursor {
+            return false;
+        }
+        cursor = e;
+    }
+    cursor == buffer_len
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    #[test]
+    fn random_layouts_match_the_oracle(
+        entries in proptest::collection::vec(
+            (prop_oneof![Just(("F32", 4usize)), Just(("F16", 2)), Just(("U8", 1))], 0usize..4),
+            0..5),
+        order_seed in any::<u64>(),
+        tweak in proptest::option::of((any::<usize>(), any::<bool>(), -3i64..=3)),
+        extra in 0usize..2,
+    ) {
+        use rand::{seq::SliceRandom, SeedableRng};
+        // A valid tiling in a random storage order, then maybe one offset nudged.
+        let mut order: Vec<usize> = (0..entries.len()).collect();
+        order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(order_seed));
+        let mut spans = vec![(0usize, 0usize); entries.len()];
+        let mut cursor = 0;
+        for &i in &order {
+            let (_, size) = entries[i].0;
+            spans[i] = (cursor, cursor + size * entries[i].1);
+            cursor = spans[i].1;
+        }
+        let mut buffer_len = cursor + extra;
+        if let Some((which, is_end, delta)) = tweak {
+            if !spans.is_empty() {
+                let j = which % spans.len();
+                let v = if is_end { &mut spans[j].1 } else { &mut spans[j].0 };
+                *v = (*v as i64 + delta).max(0) as usize;
+            } else {
+                buffer_len = (buffer_len as i64 + delta).max(0) as usize;
+            }
+        }
+        let mut header = String::from("{");
+        let mut oracle = Vec::new();
+        for (i, (((dtype, size), numel), (start, end))) in entries.iter().zip(&spans).enumerate() {
+            if i > 0 {
+                header.push(',');
+            }
+            header.push_str(&format!(
+                r#""t{i}":{{"dtype":"{dtype}","shape":[{numel}],"data_offsets":[{start},{end}]}}"#
+            ));
+            oracle.push((*size, *numel, *start, *end));
+        }
+        header.push('}');
+        let bytes = raw(&header, &vec![0u8; buffer_len]);
+        let got = TensorFile::from_bytes(&bytes, "layout");
+        prop_assert_eq!(got.is_ok(), layout_is_valid(&oracle, buffer_len), "{}", header);
+        if let Ok(f) = got {
+            prop_assert_eq!(f.tensors.len(), entries.len());
+        }
+    }
+}
