@@ -188,6 +188,15 @@ fn optdigits_errors_name_line_and_column() {
 }
 
 #[test]
+fn optdigits_gzip_bomb_and_missing_file() {
+    let bomb = gzip(&vec![b'\n'; (64 << 20) + 10]);
+    let msg = format_msg(parse_optdigits(&bomb, "bomb.csv.gz"));
+    assert!(msg.contains("more than"), "{msg}");
+    let err = load_optdigits(shipped_data_dir().join("optdigits/missing.csv")).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }) && err.to_string().contains("missing.csv"));
+}
+
+#[test]
 fn dataset_validation() {
     let images = Tensor::zeros(&[3, 1, 4, 4]);
     assert!(matches!(

@@ -90,8 +90,15 @@ fn round_trip_is_bit_exact() {
 fn save_and_load() {
     let dir = temp_dir("save");
     let path = dir.join("model.safetensors");
-    let f = sample_file();
+    let mut f = sample_file();
+    let big: Vec<f32> = (0..40_000).map(|i| i as f32 * 0.5 - 7.0).collect();
+    f.insert("big", Tensor::new(&[200, 200], big).unwrap()); // several write chunks
     f.save(&path).unwrap();
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        f.to_bytes(),
+        "save streams to_bytes"
+    );
     let back = TensorFile::load(&path).unwrap();
     assert_eq!(back.to_bytes(), f.to_bytes());
     let missing = TensorFile::load(dir.join("nope.safetensors")).unwrap_err();
@@ -191,6 +198,15 @@ fn huge_declared_header_length() {
         e.contains("header length") && e.contains("truncated"),
         "{e}"
     );
+}
+
+#[test]
+fn header_value_bomb_is_refused() {
+    // 8 MB of `1,` would parse to ~130 MB of JSON values; the value limit stops it early.
+    let ones = vec!["1"; consolidator::io::safetensors::MAX_HEADER_VALUES].join(",");
+    let header = format!(r#"{{"a":{{"dtype":"F32","shape":[{ones}],"data_offsets":[0,4]}}}}"#);
+    let e = format_err(&raw(&header, &[0; 4]));
+    assert!(e.contains("values"), "{e}");
 }
 
 #[test]
@@ -421,5 +437,80 @@ proptest! {
         let back = TensorFile::from_bytes(&f.to_bytes(), "mem").unwrap();
         prop_assert_eq!(back.get("t").unwrap().shape(), &shape[..]);
         prop_assert_eq!(bits(back.get("t").unwrap()), bits(f.get("t").unwrap()));
+    }
+}
+
+/// An independent oracle for the layout rules: entries (dtype size, numel, start, end) are valid
+/// iff each spans exactly numel × size bytes and, sorted by start, they tile the buffer.
+fn layout_is_valid(entries: &[(usize, usize, usize, usize)], buffer_len: usize) -> bool {
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    for &(size, numel, start, end) in entries {
+        if start > end || end > buffer_len || end - start != size * numel {
+            return false;
+        }
+        spans.push((start, end));
+    }
+    spans.sort();
+    let mut cursor = 0;
+    for (s, e) in spans {
+        if s != cursor {
+            return false;
+        }
+        cursor = e;
+    }
+    cursor == buffer_len
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    #[test]
+    fn random_layouts_match_the_oracle(
+        entries in proptest::collection::vec(
+            (prop_oneof![Just(("F32", 4usize)), Just(("F16", 2)), Just(("U8", 1))], 0usize..4),
+            0..5),
+        order_seed in any::<u64>(),
+        tweak in proptest::option::of((any::<usize>(), any::<bool>(), -3i64..=3)),
+        extra in 0usize..2,
+    ) {
+        use rand::{seq::SliceRandom, SeedableRng};
+        // A valid tiling in a random storage order, then maybe one offset nudged.
+        let mut order: Vec<usize> = (0..entries.len()).collect();
+        order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(order_seed));
+        let mut spans = vec![(0usize, 0usize); entries.len()];
+        let mut cursor = 0;
+        for &i in &order {
+            let (_, size) = entries[i].0;
+            spans[i] = (cursor, cursor + size * entries[i].1);
+            cursor = spans[i].1;
+        }
+        let mut buffer_len = cursor + extra;
+        if let Some((which, is_end, delta)) = tweak {
+            if !spans.is_empty() {
+                let j = which % spans.len();
+                let v = if is_end { &mut spans[j].1 } else { &mut spans[j].0 };
+                *v = (*v as i64 + delta).max(0) as usize;
+            } else {
+                buffer_len = (buffer_len as i64 + delta).max(0) as usize;
+            }
+        }
+        let mut header = String::from("{");
+        let mut oracle = Vec::new();
+        for (i, (((dtype, size), numel), (start, end))) in entries.iter().zip(&spans).enumerate() {
+            if i > 0 {
+                header.push(',');
+            }
+            header.push_str(&format!(
+                r#""t{i}":{{"dtype":"{dtype}","shape":[{numel}],"data_offsets":[{start},{end}]}}"#
+            ));
+            oracle.push((*size, *numel, *start, *end));
+        }
+        header.push('}');
+        let bytes = raw(&header, &vec![0u8; buffer_len]);
+        let got = TensorFile::from_bytes(&bytes, "layout");
+        prop_assert_eq!(got.is_ok(), layout_is_valid(&oracle, buffer_len), "{}", header);
+        if let Ok(f) = got {
+            prop_assert_eq!(f.tensors.len(), entries.len());
+        }
     }
 }

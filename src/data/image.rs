@@ -157,15 +157,15 @@ pub fn rotate90(src: &[f32], size: usize, quarter_turns: usize) -> Vec<f32> {
 /// keeping the maximum of canvas and patch (so overlapping strokes merge). Parts outside the canvas
 /// are clipped.
 pub fn paste_max(canvas: &mut [f32], cw: usize, patch: &[f32], pw: usize, top: usize, left: usize) {
-    let ch = if cw == 0 { 0 } else { canvas.len() / cw };
-    let ph = if pw == 0 { 0 } else { patch.len() / pw };
+    let ch = canvas.len().checked_div(cw).unwrap_or(0);
+    let ph = patch.len().checked_div(pw).unwrap_or(0);
     for y in 0..ph {
-        let cy = top + y;
+        let cy = top.saturating_add(y);
         if cy >= ch {
             break;
         }
         for x in 0..pw {
-            let cx = left + x;
+            let cx = left.saturating_add(x);
             if cx >= cw {
                 break;
             }

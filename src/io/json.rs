@@ -49,6 +49,13 @@ pub enum Json {
 impl Json {
     /// Parses one JSON document (surrounding whitespace allowed). `what` names the source in errors.
     pub fn parse(bytes: &[u8], what: &str) -> Result<Json> {
+        Json::parse_limited(bytes, what, usize::MAX)
+    }
+
+    /// Like [`Json::parse`], but refuses documents holding more than `max_values` values (every
+    /// scalar, array and object counts one). A parsed value takes up to 32 bytes while its text can
+    /// be 2 bytes (`0,`), so this bounds memory on hostile input more tightly than the input size.
+    pub fn parse_limited(bytes: &[u8], what: &str, max_values: usize) -> Result<Json> {
         if bytes.len() > MAX_INPUT {
             return Err(Error::format(
                 what,
@@ -62,6 +69,8 @@ impl Json {
             b: bytes,
             pos: 0,
             what,
+            values: 0,
+            max_values,
         };
         p.skip_ws();
         let v = p.value(0)?;
@@ -330,6 +339,8 @@ struct Parser<'a> {
     b: &'a [u8],
     pos: usize,
     what: &'a str,
+    values: usize,
+    max_values: usize,
 }
 
 impl Parser<'_> {
@@ -357,6 +368,13 @@ impl Parser<'_> {
     }
 
     fn value(&mut self, depth: usize) -> Result<Json> {
+        self.values += 1;
+        if self.values > self.max_values {
+            return Err(self.err(format_args!(
+                "more than {} values in the document",
+                self.max_values
+            )));
+        }
         match self.peek() {
             None => Err(self.err("unexpected end of input, expected a value")),
             Some(b'n') => self.expect_lit(b"null", Json::Null),
@@ -656,6 +674,15 @@ mod tests {
         assert!(p(&deep).unwrap_err().to_string().contains("nesting"));
         let bomb = "[".repeat(1_000_000);
         assert!(p(&bomb).is_err());
+    }
+
+    #[test]
+    fn value_limit() {
+        let text = "[0,0,0]";
+        assert!(Json::parse(text.as_bytes(), "t").is_ok());
+        assert!(Json::parse_limited(text.as_bytes(), "t", 4).is_ok());
+        let e = Json::parse_limited(text.as_bytes(), "t", 3).unwrap_err();
+        assert!(e.to_string().contains("more than 3 values"), "{e}");
     }
 
     #[test]

@@ -11,10 +11,12 @@
 //!
 //! Reading trusts nothing: the header length is checked against the file length (and capped at
 //! [`MAX_HEADER`]) before anything is allocated; the header must be well-formed JSON without
-//! duplicate keys; every entry's dtype, shape and offsets are checked with overflow-checked
-//! arithmetic (`end - start == numel × dtype size`, inside the buffer); the tensors must tile the
-//! buffer exactly, in offset order, without gaps or overlaps. Any violation is an
-//! [`Error::Format`] naming the file and the key; allocations never exceed 4× the file size.
+//! duplicate keys and with at most [`MAX_HEADER_VALUES`] values; every entry's dtype, shape and
+//! offsets are checked with overflow-checked arithmetic (`end - start == numel × dtype size`,
+//! inside the buffer); the tensors must tile the buffer exactly, in offset order, without gaps or
+//! overlaps. Any violation is an [`Error::Format`] naming the file and the key. Tensor data never
+//! takes more than 4× the buffer's bytes (`U8` → `f32`), and the parsed header is bounded by the
+//! value limit, so no declared size can trigger a huge allocation.
 //!
 //! ```
 //! use consolidator::io::safetensors::TensorFile;
@@ -30,7 +32,7 @@
 //! assert!(TensorFile::from_bytes(&bytes[..bytes.len() - 1], "truncated").is_err());
 //! ```
 
-use super::atomic::write_atomic;
+use super::atomic::write_atomic_with;
 use super::json::Json;
 use crate::tensor::checked_numel;
 use crate::{Error, Result, Tensor};
@@ -39,6 +41,10 @@ use std::path::Path;
 
 /// Largest header the reader accepts, in bytes (100 MB).
 pub const MAX_HEADER: u64 = 100_000_000;
+
+/// Most JSON values a header may hold (4 million: about 500,000 tensors; a ViT-L has ~300).
+/// Bounds the parsed header's memory (at most ~32 bytes per value) on hostile input.
+pub const MAX_HEADER_VALUES: usize = 4_000_000;
 
 /// The reserved header key holding the string → string metadata.
 pub const METADATA_KEY: &str = "__metadata__";
@@ -132,9 +138,24 @@ impl TensorFile {
         Self::from_bytes(&bytes, &path.display().to_string())
     }
 
-    /// Writes the file atomically (see [`crate::io::atomic`]).
+    /// Writes the file atomically (see [`crate::io::atomic`]); same bytes as
+    /// [`TensorFile::to_bytes`]. The data are streamed (no second in-memory copy of the tensors).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        write_atomic(path.as_ref(), &self.to_bytes())
+        let head = self.header_bytes();
+        write_atomic_with(path.as_ref(), |w| {
+            w.write_all(&head)?;
+            let mut buf = Vec::with_capacity(4 * 16_384);
+            for t in self.tensors.values() {
+                for chunk in t.data().chunks(16_384) {
+                    buf.clear();
+                    for v in chunk {
+                        buf.extend_from_slice(&v.to_le_bytes());
+                    }
+                    w.write_all(&buf)?;
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Serializes: `F32` little-endian, keys sorted, `__metadata__` first when not empty, header
@@ -143,6 +164,18 @@ impl TensorFile {
     /// # Panics
     /// If a tensor is named `"__metadata__"` (only possible by editing `tensors` directly).
     pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = self.header_bytes();
+        out.reserve(4 * self.tensors.values().map(Tensor::numel).sum::<usize>());
+        for t in self.tensors.values() {
+            for v in t.data() {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// The 8-byte length and the padded JSON header.
+    fn header_bytes(&self) -> Vec<u8> {
         assert!(
             !self.tensors.contains_key(METADATA_KEY),
             "TensorFile::to_bytes: a tensor may not be named `{METADATA_KEY}`"
@@ -181,14 +214,9 @@ impl TensorFile {
         while (8 + text.len()) % 8 != 0 {
             text.push(b' ');
         }
-        let mut out = Vec::with_capacity(8 + text.len() + offset);
+        let mut out = Vec::with_capacity(8 + text.len());
         out.extend_from_slice(&(text.len() as u64).to_le_bytes());
         out.extend_from_slice(&text);
-        for t in self.tensors.values() {
-            for v in t.data() {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-        }
         out
     }
 
@@ -221,7 +249,11 @@ impl TensorFile {
         if header_bytes.first() != Some(&b'{') {
             return Err(fail("the header does not start with '{'".to_string()));
         }
-        let header = Json::parse(header_bytes, &format!("safetensors header of {what}"))?;
+        let header = Json::parse_limited(
+            header_bytes,
+            &format!("safetensors header of {what}"),
+            MAX_HEADER_VALUES,
+        )?;
         let buffer = &bytes[header_end..];
 
         let Json::Obj(pairs) = header else {
