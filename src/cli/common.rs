@@ -47,7 +47,13 @@ pub fn load_mnist_normalised(dir: &Path, train: bool) -> Result<Dataset> {
 pub fn load_model(path: &Path, arch: Option<&str>) -> Result<(VisionTransformer, Option<Method>)> {
     let f = TensorFile::load(path)?;
     if f.metadata.get("format").map(String::as_str) == Some("consolidator-delta") {
-        return Err(Error::invalid("load model", format!("{} is a task delta, not a model: merge it into a backbone first", path.display())));
+        return Err(Error::invalid(
+            "load model",
+            format!(
+                "{} is a task delta, not a model: merge it into a backbone first",
+                path.display()
+            ),
+        ));
     }
     let cfg = match arch {
         Some(a) => {
@@ -69,7 +75,11 @@ pub fn load_model(path: &Path, arch: Option<&str>) -> Result<(VisionTransformer,
     let mut f = f;
     f.tensors.retain(|k, _| !k.starts_with("opt."));
     vit.load_state_dict(&f, true)?;
-    vit.merged_deltas = f.metadata.get("merged_deltas").map(|s| s.split(';').map(String::from).collect()).unwrap_or_default();
+    vit.merged_deltas = f
+        .metadata
+        .get("merged_deltas")
+        .map(|s| s.split(';').map(String::from).collect())
+        .unwrap_or_default();
     Ok((vit, method))
 }
 
@@ -84,6 +94,8 @@ pub fn save_model(path: &Path, vit: &VisionTransformer, extra: &[(&str, String)]
 
 /// A live progress line on stderr (at most every 250 ms).
 pub fn progress_line(label: String, enabled: bool) -> impl FnMut(&Progress) {
+    use std::io::IsTerminal;
+    let enabled = enabled && std::io::stderr().is_terminal();
     let mut last = Instant::now() - std::time::Duration::from_secs(1);
     move |p: &Progress| {
         let done = p.epoch == p.epochs && p.step == p.steps;
@@ -140,7 +152,13 @@ pub fn bytes(n: usize) -> String {
 pub fn backbone_params(vit: &VisionTransformer) -> usize {
     let mut n = 0;
     vit.visit("", &mut |k, p| {
-        if !k.starts_with("head.") && !k.contains(".consolidator.") && !k.contains(".lora_") && !k.contains(".ssf_") && !k.contains(".adapter.") && !k.ends_with(".prompts") {
+        if !k.starts_with("head.")
+            && !k.contains(".consolidator.")
+            && !k.contains(".lora_")
+            && !k.contains(".ssf_")
+            && !k.contains(".adapter.")
+            && !k.ends_with(".prompts")
+        {
             n += p.numel()
         }
     });

@@ -1,8 +1,8 @@
 //! Subcommands. Each returns `Err(message)` for a one-sentence error with its cause.
 
 mod args;
-mod commands;
 mod bench;
+mod commands;
 mod common;
 mod demo;
 
@@ -56,7 +56,9 @@ pub fn run(raw: &[String]) -> Result<(), String> {
             println!("{HELP}");
             Ok(())
         }
-        other => Err(format!("unknown command `{other}` (see `consolidator help`)")),
+        other => Err(format!(
+            "unknown command `{other}` (see `consolidator help`)"
+        )),
     };
     r
 }
