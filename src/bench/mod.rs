@@ -1,1 +1,4 @@
 //! The `consolidator bench` workloads (the criterion benches in `benches/` mirror them).
+
+pub mod gc;
+pub mod vit;
