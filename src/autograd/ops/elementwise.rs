@@ -8,7 +8,7 @@
 //!
 //! Backward of `y = a ∘ b` broadcast to `S`: the gradient with respect to each operand is computed
 //! at shape `S` and then summed over the dimensions along which that operand was broadcast
-//! ([`reduce_to`]):
+//! (`reduce_to`):
 //! - `add`: `da = Σ_bcast dy`, `db = Σ_bcast dy`,
 //! - `sub`: `da = Σ_bcast dy`, `db = −Σ_bcast dy`,
 //! - `mul`: `da = Σ_bcast dy ⊙ b`, `db = Σ_bcast dy ⊙ a`.
