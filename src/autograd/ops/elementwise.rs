@@ -341,6 +341,8 @@ mod tests {
         frozen_mix(|x, c| x.mul(c), &x, &c);
         frozen_mix(|x, c| c.add(x), &x, &c);
         frozen_mix(|x, c| x.sub(c), &x, &c);
+        // The broadcast operand trainable, the full one constant (SSF-style scale and shift).
+        frozen_mix(|s, x| x.mul(s)?.sub(s), &c, &x);
     }
 
     #[test]
