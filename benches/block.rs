@@ -5,7 +5,9 @@
 //! - `frozen_plus_branch`: every block weight frozen, plus a trainable rank-8 linear pair beside
 //!   `fc1` (a parameter-efficient branch). The block input needs a gradient in both cases (as in
 //!   a middle block of a deep model), so the ratio measures what skipping the weight-gradient
-//!   GEMMs of frozen weights saves.
+//!   GEMMs of frozen weights saves;
+//! - `frozen_plus_branch_const_input`: the same with a constant input (a first block, or every
+//!   block below the first adapted one): the attention half is not even recorded.
 
 use consolidator::autograd::{Tape, Var};
 use consolidator::{Param, Result, Tensor};
@@ -83,9 +85,13 @@ impl Block {
     }
 }
 
-fn step(block: &Block, x: &Tensor, branch: bool) {
+fn step(block: &Block, x: &Tensor, branch: bool, input_grad: bool) {
     let tape = Tape::new();
-    let xv = tape.var(x.clone());
+    let xv = if input_grad {
+        tape.var(x.clone())
+    } else {
+        tape.constant(x.clone())
+    };
     let loss = block.forward(&tape, &xv, branch).unwrap().mean().unwrap();
     let grads = loss.backward().unwrap();
     std::hint::black_box(grads.get(&xv));
@@ -98,9 +104,14 @@ fn bench_block(c: &mut Criterion) {
     let peft = Block::new(true, &mut rng);
     let mut g = c.benchmark_group("block_vit_tiny");
     g.sample_size(10);
-    g.bench_function("all_trainable", |bch| bch.iter(|| step(&full, &x, false)));
+    g.bench_function("all_trainable", |bch| {
+        bch.iter(|| step(&full, &x, false, true))
+    });
     g.bench_function("frozen_plus_branch", |bch| {
-        bch.iter(|| step(&peft, &x, true))
+        bch.iter(|| step(&peft, &x, true, true))
+    });
+    g.bench_function("frozen_plus_branch_const_input", |bch| {
+        bch.iter(|| step(&peft, &x, true, false))
     });
     g.finish();
 }

@@ -15,6 +15,18 @@
 //!
 //! Scalar ops: `scale(s)`: `y = s·x`, `dx = s·dy`; `add_scalar(s)`: `y = x + s`, `dx = dy`;
 //! `neg`: `y = −x`, `dx = −dy`.
+//!
+//! ```
+//! use consolidator::autograd::Tape;
+//! use consolidator::Tensor;
+//! let tape = Tape::new();
+//! let x = tape.constant(Tensor::full(&[2, 3, 4], 1.0)); // [B, T, C]
+//! let shift = tape.var(Tensor::full(&[4], 0.5)); // [C]
+//! let y = x.add(&shift).unwrap();
+//! assert_eq!(y.shape(), &[2, 3, 4]);
+//! let g = y.sum().unwrap().backward().unwrap();
+//! assert_eq!(g.get(&shift).unwrap().data(), &[6.0; 4]); // summed over B and T
+//! ```
 
 use crate::autograd::Var;
 use crate::kernels::elementwise;

@@ -16,6 +16,18 @@
 //!   row-major order, features in `(c, i, j)` order — the flattening of a Conv2d patch-embedding
 //!   weight `[E, C, ph, pw]`, so `patchify(p, p)?.linear(&w.reshape([E, C·p·p]), b)` is timm's
 //!   `patch_embed`. A bijection: backward writes each `dy` value back to its pixel.
+//!
+//! ```
+//! use consolidator::autograd::{Tape, Var};
+//! use consolidator::Tensor;
+//! let tape = Tape::new();
+//! let img = tape.constant(Tensor::zeros(&[2, 3, 32, 32])); // [B, C, H, W]
+//! let patches = img.patchify(16, 16).unwrap(); // [B, 4, 3·16·16]
+//! assert_eq!(patches.shape(), &[2, 4, 768]);
+//! let cls = tape.var(Tensor::zeros(&[1, 1, 768])).broadcast_to(&[2, 1, 768]).unwrap();
+//! let tokens = Var::concat(&[&cls, &patches], 1).unwrap();
+//! assert_eq!(tokens.shape(), &[2, 5, 768]);
+//! ```
 
 use super::elementwise::{broadcast_binary, broadcast_shape, reduce_to};
 use super::reduce::split_at_dim;
