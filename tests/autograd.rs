@@ -78,8 +78,9 @@ fn two_layer_mlp_trains() {
         sgd(&mut [&mut w1, &mut b1, &mut w2, &mut b2], &grads, 0.5);
     }
     let (first, last) = (losses[0], *losses.last().unwrap());
-    // Stated bar: 40 full-batch SGD steps cut the loss at least 3×.
-    assert!(last * 3.0 < first, "loss {first} → {last}: {losses:?}");
+    eprintln!("loss {first} → {last}");
+    // Stated bar: 40 full-batch SGD steps cut the loss at least 5× (seeded runs: MLP 1.63 → 0.13, block 1.31 → 0.025).
+    assert!(last * 5.0 < first, "loss {first} → {last}: {losses:?}");
 }
 
 /// The weights of a one-block transformer over tokens `[B, T, C]`.
@@ -185,8 +186,9 @@ fn one_block_transformer_trains() {
         sgd(&mut model.params(), &grads, 0.2);
     }
     let (first, last) = (losses[0], *losses.last().unwrap());
-    // Stated bar: 40 full-batch SGD steps cut the loss at least 3×.
-    assert!(last * 3.0 < first, "loss {first} → {last}: {losses:?}");
+    eprintln!("loss {first} → {last}");
+    // Stated bar: 40 full-batch SGD steps cut the loss at least 5× (seeded runs: MLP 1.63 → 0.13, block 1.31 → 0.025).
+    assert!(last * 5.0 < first, "loss {first} → {last}: {losses:?}");
 }
 
 #[test]

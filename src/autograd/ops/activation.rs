@@ -7,20 +7,36 @@
 
 use crate::autograd::Var;
 use crate::kernels::{activation, softmax};
-use crate::{Error, Result, Tensor};
+use crate::{par, Error, Result, Tensor};
+
+/// Elements per parallel chunk of the GELU kernels. Each value is computed on its own, so the
+/// result does not depend on the chunking or the thread count.
+const GELU_CHUNK: usize = 1 << 14;
+
+/// `f(x_chunk, out_chunk)` over matching chunks of `x` and `out`, in parallel (`par::threads`).
+fn chunked(x: &[f32], out: &mut [f32], f: impl Fn(&[f32], &mut [f32]) + Sync + Send) {
+    par::for_each_chunk_mut(out, GELU_CHUNK, |i, oc| {
+        let start = i * GELU_CHUNK;
+        f(&x[start..start + oc.len()], oc)
+    });
+}
 
 impl<'t> Var<'t> {
     /// Exact GELU, `x·Φ(x)`. See the module docs.
     pub fn gelu_erf(&self) -> Result<Var<'t>> {
         let x = self.value().clone();
         let mut y = vec![0.0; x.numel()];
-        activation::gelu_erf(x.data(), &mut y);
+        chunked(x.data(), &mut y, activation::gelu_erf);
         let xn = self.node();
         let value = Tensor::from_parts(x.shape().to_vec(), y);
         self.tape().op("gelu_erf", value, &[self], move |dy, g| {
             g.add_with(xn, || {
                 let mut dx = vec![0.0; x.numel()];
-                activation::gelu_erf_backward(x.data(), dy.data(), &mut dx);
+                let dyd = dy.data();
+                par::for_each_chunk_mut(&mut dx, GELU_CHUNK, |i, dc| {
+                    let r = i * GELU_CHUNK..i * GELU_CHUNK + dc.len();
+                    activation::gelu_erf_backward(&x.data()[r.clone()], &dyd[r], dc)
+                });
                 Ok(Tensor::from_parts(x.shape().to_vec(), dx))
             })
         })
@@ -74,6 +90,7 @@ impl<'t> Var<'t> {
 mod tests {
     use crate::autograd::ops::testutil::{check, rand_t};
     use crate::autograd::Tape;
+    use crate::kernels::activation;
     use crate::Tensor;
     use proptest::prelude::*;
 
@@ -88,6 +105,24 @@ mod tests {
             let x = Tensor::new(x.shape(), x.data().iter().map(|&v| if v.abs() < 0.05 { 0.5 } else { v }).collect()).unwrap();
             check(|_, v| v[0].relu(), &[x]);
         }
+    }
+
+    #[test]
+    fn chunked_gelu_matches_the_scalar_kernel() {
+        // Several parallel chunks and a ragged tail give exactly what one call on the whole
+        // slice gives (the chunk length is a multiple of any SIMD width).
+        let n = 3 * super::GELU_CHUNK + 5;
+        let x = rand_t(&[n], 9);
+        let tape = Tape::new();
+        let xv = tape.var(x.clone());
+        let y = xv.gelu_erf().unwrap();
+        let mut want = vec![0.0; n];
+        activation::gelu_erf(x.data(), &mut want);
+        assert_eq!(y.value().data(), &want[..]);
+        let g = y.sum().unwrap().backward().unwrap();
+        let mut dwant = vec![0.0; n];
+        activation::gelu_erf_backward(x.data(), &vec![1.0; n], &mut dwant);
+        assert_eq!(g.get(&xv).unwrap().data(), &dwant[..]);
     }
 
     #[test]

@@ -11,6 +11,18 @@
 //! Backward, given `dO` (a strided view into `dy`):
 //! `dV = Pᵀ·dO`, `dP = dO·Vᵀ`, `dS = P ⊙ (dP − rowdot(dP, P))`, `dQ = s·dS·K`, `dK = s·dSᵀ·Q`,
 //! written into the matching channels of a `[B, T, 3C]` gradient.
+//!
+//! ```
+//! use consolidator::autograd::Tape;
+//! use consolidator::Tensor;
+//! let tape = Tape::new();
+//! let (b, t, c, heads) = (2, 5, 8, 2);
+//! let qkv = tape.var(Tensor::full(&[b, t, 3 * c], 0.1));
+//! let y = qkv.attention(heads).unwrap();
+//! assert_eq!(y.shape(), &[b, t, c]);
+//! let g = y.sum().unwrap().backward().unwrap();
+//! assert_eq!(g.get(&qkv).unwrap().shape(), &[b, t, 3 * c]);
+//! ```
 
 use crate::autograd::Var;
 use crate::kernels::softmax::{softmax_backward_rows, softmax_rows};

@@ -63,7 +63,7 @@ impl<'t> Var<'t> {
                 .map(|_| if rng.gen::<f32>() < p { 0.0 } else { keep })
                 .collect()
         };
-        let per = if b == 0 { 0 } else { self.value().numel() / b };
+        let per = self.value().numel().checked_div(b).unwrap_or(0);
         self.apply_mask("drop_path", mask, per)
     }
 

@@ -8,13 +8,25 @@
 //!
 //! Backward of `y = a ∘ b` broadcast to `S`: the gradient with respect to each operand is computed
 //! at shape `S` and then summed over the dimensions along which that operand was broadcast
-//! ([`reduce_to`]):
+//! (`reduce_to`):
 //! - `add`: `da = Σ_bcast dy`, `db = Σ_bcast dy`,
 //! - `sub`: `da = Σ_bcast dy`, `db = −Σ_bcast dy`,
 //! - `mul`: `da = Σ_bcast dy ⊙ b`, `db = Σ_bcast dy ⊙ a`.
 //!
 //! Scalar ops: `scale(s)`: `y = s·x`, `dx = s·dy`; `add_scalar(s)`: `y = x + s`, `dx = dy`;
 //! `neg`: `y = −x`, `dx = −dy`.
+//!
+//! ```
+//! use consolidator::autograd::Tape;
+//! use consolidator::Tensor;
+//! let tape = Tape::new();
+//! let x = tape.constant(Tensor::full(&[2, 3, 4], 1.0)); // [B, T, C]
+//! let shift = tape.var(Tensor::full(&[4], 0.5)); // [C]
+//! let y = x.add(&shift).unwrap();
+//! assert_eq!(y.shape(), &[2, 3, 4]);
+//! let g = y.sum().unwrap().backward().unwrap();
+//! assert_eq!(g.get(&shift).unwrap().data(), &[6.0; 4]); // summed over B and T
+//! ```
 
 use crate::autograd::Var;
 use crate::kernels::elementwise;
@@ -341,6 +353,8 @@ mod tests {
         frozen_mix(|x, c| x.mul(c), &x, &c);
         frozen_mix(|x, c| c.add(x), &x, &c);
         frozen_mix(|x, c| x.sub(c), &x, &c);
+        // The broadcast operand trainable, the full one constant (SSF-style scale and shift).
+        frozen_mix(|s, x| x.mul(s)?.sub(s), &c, &x);
     }
 
     #[test]

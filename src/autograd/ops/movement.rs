@@ -16,6 +16,18 @@
 //!   row-major order, features in `(c, i, j)` order — the flattening of a Conv2d patch-embedding
 //!   weight `[E, C, ph, pw]`, so `patchify(p, p)?.linear(&w.reshape([E, C·p·p]), b)` is timm's
 //!   `patch_embed`. A bijection: backward writes each `dy` value back to its pixel.
+//!
+//! ```
+//! use consolidator::autograd::{Tape, Var};
+//! use consolidator::Tensor;
+//! let tape = Tape::new();
+//! let img = tape.constant(Tensor::zeros(&[2, 3, 32, 32])); // [B, C, H, W]
+//! let patches = img.patchify(16, 16).unwrap(); // [B, 4, 3·16·16]
+//! assert_eq!(patches.shape(), &[2, 4, 768]);
+//! let cls = tape.var(Tensor::zeros(&[1, 1, 768])).broadcast_to(&[2, 1, 768]).unwrap();
+//! let tokens = Var::concat(&[&cls, &patches], 1).unwrap();
+//! assert_eq!(tokens.shape(), &[2, 5, 768]);
+//! ```
 
 use super::elementwise::{broadcast_binary, broadcast_shape, reduce_to};
 use super::reduce::split_at_dim;
@@ -194,7 +206,7 @@ impl<'t> Var<'t> {
         self.tape().op("narrow", value, &[self], move |dy, g| {
             g.add_with(xn, || {
                 let mut dx = vec![0.0; outer * n * inner];
-                for (o, src) in dy.data().chunks_exact(len * inner).enumerate() {
+                for (o, src) in dy.data().chunks_exact((len * inner).max(1)).enumerate() {
                     let base = (o * n + start) * inner;
                     dx[base..base + len * inner].copy_from_slice(src);
                 }
@@ -481,5 +493,33 @@ mod tests {
             Err(Error::ShapeMismatch { op: "concat", .. })
         ));
         assert!(Var::concat(&[], 0).is_err());
+    }
+
+    #[test]
+    fn empty_slices_and_inputs_do_not_panic() {
+        let tape = Tape::new();
+        let x = tape.var(rand_t(&[2, 3], 1));
+        let e = x.narrow(1, 3, 0).unwrap();
+        assert_eq!(e.shape(), &[2, 0]);
+        let y = Var::concat(&[&x, &e], 1).unwrap().sum().unwrap();
+        assert_eq!(y.backward().unwrap().get(&x).unwrap().data(), &[1.0; 6]);
+        let t = Tape::new();
+        let x = t.var(Tensor::zeros(&[0, 3, 6]));
+        let y = x
+            .attention(1)
+            .unwrap()
+            .matmul(&t.var(Tensor::zeros(&[2, 4])))
+            .unwrap();
+        assert_eq!(y.shape(), &[0, 3, 4]);
+        assert_eq!(
+            y.sum()
+                .unwrap()
+                .backward()
+                .unwrap()
+                .get(&x)
+                .unwrap()
+                .shape(),
+            &[0, 3, 6]
+        );
     }
 }

@@ -25,7 +25,7 @@ impl<'t> Var<'t> {
         }
         gamma.value().expect_shape("layer_norm (gamma)", &[c])?;
         beta.value().expect_shape("layer_norm (beta)", &[c])?;
-        if !(eps > 0.0) {
+        if eps.is_nan() || eps <= 0.0 {
             return Err(Error::invalid(
                 "layer_norm",
                 format!("eps must be > 0, got {eps}"),
