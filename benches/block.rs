@@ -42,12 +42,7 @@ impl Block {
                 Param::new(t)
             }
         };
-        let mut lin = |o: usize, i: usize| {
-            [
-                mk(Tensor::randn(&[o, i], 0.02, rng)),
-                mk(Tensor::zeros(&[o])),
-            ]
-        };
+        let mut lin = |o: usize, i: usize| [mk(Tensor::randn(&[o, i], 0.02, rng)), mk(Tensor::zeros(&[o]))];
         let (qkv, proj, fc1, fc2) = (lin(3 * C, C), lin(C, C), lin(MLP, C), lin(C, MLP));
         let ln = || [mk(Tensor::full(&[C], 1.0)), mk(Tensor::zeros(&[C]))];
         Block {
@@ -64,15 +59,9 @@ impl Block {
 
     /// `x + attn(ln1(x))`, then `+ fc2(gelu(fc1(h) [+ up(down(h))]))` with `h = ln2(x)`.
     fn forward<'t>(&self, tape: &'t Tape, x: &Var<'t>, branch: bool) -> Result<Var<'t>> {
-        let lin =
-            |x: &Var<'t>, p: &[Param; 2]| x.linear(&tape.param(&p[0]), Some(&tape.param(&p[1])));
-        let ln = |x: &Var<'t>, p: &[Param; 2]| {
-            x.layer_norm(&tape.param(&p[0]), &tape.param(&p[1]), 1e-6)
-        };
-        let a = lin(
-            &lin(&ln(x, &self.ln1)?, &self.qkv)?.attention(HEADS)?,
-            &self.proj,
-        )?;
+        let lin = |x: &Var<'t>, p: &[Param; 2]| x.linear(&tape.param(&p[0]), Some(&tape.param(&p[1])));
+        let ln = |x: &Var<'t>, p: &[Param; 2]| x.layer_norm(&tape.param(&p[0]), &tape.param(&p[1]), 1e-6);
+        let a = lin(&lin(&ln(x, &self.ln1)?, &self.qkv)?.attention(HEADS)?, &self.proj)?;
         let x = x.add(&a)?;
         let h = ln(&x, &self.ln2)?;
         let mut f = lin(&h, &self.fc1)?;
@@ -87,11 +76,7 @@ impl Block {
 
 fn step(block: &Block, x: &Tensor, branch: bool, input_grad: bool) {
     let tape = Tape::new();
-    let xv = if input_grad {
-        tape.var(x.clone())
-    } else {
-        tape.constant(x.clone())
-    };
+    let xv = if input_grad { tape.var(x.clone()) } else { tape.constant(x.clone()) };
     let loss = block.forward(&tape, &xv, branch).unwrap().mean().unwrap();
     let grads = loss.backward().unwrap();
     std::hint::black_box(grads.get(&xv));
@@ -104,15 +89,9 @@ fn bench_block(c: &mut Criterion) {
     let peft = Block::new(true, &mut rng);
     let mut g = c.benchmark_group("block_vit_tiny");
     g.sample_size(10);
-    g.bench_function("all_trainable", |bch| {
-        bch.iter(|| step(&full, &x, false, true))
-    });
-    g.bench_function("frozen_plus_branch", |bch| {
-        bch.iter(|| step(&peft, &x, true, true))
-    });
-    g.bench_function("frozen_plus_branch_const_input", |bch| {
-        bch.iter(|| step(&peft, &x, true, false))
-    });
+    g.bench_function("all_trainable", |bch| bch.iter(|| step(&full, &x, false, true)));
+    g.bench_function("frozen_plus_branch", |bch| bch.iter(|| step(&peft, &x, true, true)));
+    g.bench_function("frozen_plus_branch_const_input", |bch| bch.iter(|| step(&peft, &x, true, false)));
     g.finish();
 }
 

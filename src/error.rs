@@ -13,17 +13,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug)]
 pub enum Error {
     /// Two shapes that must agree do not.
-    ShapeMismatch {
-        op: &'static str,
-        expected: Vec<usize>,
-        got: Vec<usize>,
-    },
+    ShapeMismatch { op: &'static str, expected: Vec<usize>, got: Vec<usize> },
     /// A shape (or a dimension) that is invalid for the operation on its own.
-    BadShape {
-        op: &'static str,
-        shape: Vec<usize>,
-        msg: String,
-    },
+    BadShape { op: &'static str, shape: Vec<usize>, msg: String },
     /// An argument outside its domain (a rate not in [0, 1), a group count that does not divide).
     InvalidArgument { op: &'static str, msg: String },
     /// A malformed, truncated or hostile file or byte buffer.
@@ -33,52 +25,31 @@ pub enum Error {
     /// Checkpoint loading: a key the model does not have.
     UnexpectedKey { key: String },
     /// Checkpoint loading: a key whose tensor has the wrong shape.
-    KeyShape {
-        key: String,
-        expected: Vec<usize>,
-        got: Vec<usize>,
-    },
+    KeyShape { key: String, expected: Vec<usize>, got: Vec<usize> },
     /// A NaN or infinity where finite values are required (loss, merged weights, inputs).
     NonFinite { what: String },
     /// A dataset that does not fit the model or is inconsistent.
     Data { msg: String },
     /// An input/output error, with the path it concerned.
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
 }
 
 impl Error {
     /// Shorthand for [`Error::InvalidArgument`].
     pub fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
-        Error::InvalidArgument {
-            op,
-            msg: msg.into(),
-        }
+        Error::InvalidArgument { op, msg: msg.into() }
     }
     /// Shorthand for [`Error::ShapeMismatch`].
     pub fn shape(op: &'static str, expected: &[usize], got: &[usize]) -> Self {
-        Error::ShapeMismatch {
-            op,
-            expected: expected.to_vec(),
-            got: got.to_vec(),
-        }
+        Error::ShapeMismatch { op, expected: expected.to_vec(), got: got.to_vec() }
     }
     /// Shorthand for [`Error::BadShape`].
     pub fn bad_shape(op: &'static str, shape: &[usize], msg: impl Into<String>) -> Self {
-        Error::BadShape {
-            op,
-            shape: shape.to_vec(),
-            msg: msg.into(),
-        }
+        Error::BadShape { op, shape: shape.to_vec(), msg: msg.into() }
     }
     /// Shorthand for [`Error::Format`].
     pub fn format(what: impl Into<String>, msg: impl Into<String>) -> Self {
-        Error::Format {
-            what: what.into(),
-            msg: msg.into(),
-        }
+        Error::Format { what: what.into(), msg: msg.into() }
     }
     /// Shorthand for [`Error::Data`].
     pub fn data(msg: impl Into<String>) -> Self {
@@ -86,10 +57,7 @@ impl Error {
     }
     /// Wraps an I/O error with the path it concerned.
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.as_ref().display().to_string(),
-            source,
-        }
+        Error::Io { path: path.as_ref().display().to_string(), source }
     }
 }
 

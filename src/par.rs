@@ -24,10 +24,7 @@ fn decide() -> usize {
     if !cfg!(feature = "rayon") {
         return 1;
     }
-    if let Some(n) = std::env::var("CONSOLIDATOR_THREADS")
-        .ok()
-        .and_then(|s| s.parse::<usize>().ok())
-    {
+    if let Some(n) = std::env::var("CONSOLIDATOR_THREADS").ok().and_then(|s| s.parse::<usize>().ok()) {
         return n.max(1);
     }
     #[cfg(feature = "rayon")]
@@ -47,23 +44,15 @@ pub fn set_threads(n: usize) {
 
 /// Runs `f(chunk_index, chunk)` over `data` split into chunks of `chunk_len` elements, in parallel
 /// when more than one thread is allowed and there is more than one chunk.
-pub fn for_each_chunk_mut<T: Send>(
-    data: &mut [T],
-    chunk_len: usize,
-    f: impl Fn(usize, &mut [T]) + Sync + Send,
-) {
+pub fn for_each_chunk_mut<T: Send>(data: &mut [T], chunk_len: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
     let chunk_len = chunk_len.max(1);
     #[cfg(feature = "rayon")]
     if threads() > 1 && data.len() > chunk_len {
         use rayon::prelude::*;
-        data.par_chunks_mut(chunk_len)
-            .enumerate()
-            .for_each(|(i, c)| f(i, c));
+        data.par_chunks_mut(chunk_len).enumerate().for_each(|(i, c)| f(i, c));
         return;
     }
-    data.chunks_mut(chunk_len)
-        .enumerate()
-        .for_each(|(i, c)| f(i, c));
+    data.chunks_mut(chunk_len).enumerate().for_each(|(i, c)| f(i, c));
 }
 
 /// Splits `rows` rows into at most [`threads`] contiguous ranges of at least `min_rows` rows.

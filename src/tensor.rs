@@ -31,13 +31,7 @@ pub struct Tensor {
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let head: Vec<f32> = self.data.iter().take(8).copied().collect();
-        write!(
-            f,
-            "Tensor{:?} {:?}{}",
-            self.shape,
-            head,
-            if self.numel() > 8 { "…" } else { "" }
-        )
+        write!(f, "Tensor{:?} {:?}{}", self.shape, head, if self.numel() > 8 { "…" } else { "" })
     }
 }
 
@@ -50,10 +44,7 @@ impl Tensor {
     /// A tensor from a shape and its row-major data; the lengths must agree.
     pub fn new(shape: &[usize], data: Vec<f32>) -> Result<Self> {
         match checked_numel(shape) {
-            Some(n) if n == data.len() => Ok(Tensor {
-                shape: shape.to_vec(),
-                data: Arc::new(data),
-            }),
+            Some(n) if n == data.len() => Ok(Tensor { shape: shape.to_vec(), data: Arc::new(data) }),
             _ => Err(Error::bad_shape(
                 "Tensor::new",
                 shape,
@@ -64,15 +55,8 @@ impl Tensor {
 
     /// Internal constructor for kernels whose output length is correct by construction.
     pub(crate) fn from_parts(shape: Vec<usize>, data: Vec<f32>) -> Self {
-        debug_assert_eq!(
-            checked_numel(&shape),
-            Some(data.len()),
-            "Tensor::from_parts {shape:?}"
-        );
-        Tensor {
-            shape,
-            data: Arc::new(data),
-        }
+        debug_assert_eq!(checked_numel(&shape), Some(data.len()), "Tensor::from_parts {shape:?}");
+        Tensor { shape, data: Arc::new(data) }
     }
 
     /// A tensor filled with `value`.
@@ -94,10 +78,7 @@ impl Tensor {
     /// Uniform values in `[lo, hi)`.
     pub fn rand_uniform(shape: &[usize], lo: f32, hi: f32, rng: &mut impl Rng) -> Self {
         let n = checked_numel(shape).expect("Tensor::rand_uniform: shape product overflows");
-        Tensor::from_parts(
-            shape.to_vec(),
-            (0..n).map(|_| rng.gen_range(lo..hi)).collect(),
-        )
+        Tensor::from_parts(shape.to_vec(), (0..n).map(|_| rng.gen_range(lo..hi)).collect())
     }
 
     /// Normal values with mean 0 and standard deviation `std` (Box–Muller).
@@ -153,23 +134,19 @@ impl Tensor {
         if checked_numel(shape) != Some(self.numel()) {
             return Err(Error::shape("reshape", &self.shape, shape));
         }
-        Ok(Tensor {
-            shape: shape.to_vec(),
-            data: self.data.clone(),
-        })
+        Ok(Tensor { shape: shape.to_vec(), data: self.data.clone() })
     }
 
     /// The last dimension and the product of the others: a `[.., n]` tensor seen as `rows × n`.
     pub fn rows_cols(&self) -> (usize, usize) {
         let n = self.shape.last().copied().unwrap_or(1);
-        (if n == 0 { 0 } else { self.numel() / n }, n)
+        (self.numel().checked_div(n).unwrap_or(0), n)
     }
 
     /// The dimensions of a rank-`N` tensor, or an error naming `op`.
     pub fn dims<const N: usize>(&self, op: &'static str) -> Result<[usize; N]> {
-        <[usize; N]>::try_from(self.shape.as_slice()).map_err(|_| {
-            Error::bad_shape(op, &self.shape, format!("expected a tensor of rank {N}"))
-        })
+        <[usize; N]>::try_from(self.shape.as_slice())
+            .map_err(|_| Error::bad_shape(op, &self.shape, format!("expected a tensor of rank {N}")))
     }
 
     /// Errors unless the shape equals `expected`.
@@ -185,10 +162,7 @@ impl Tensor {
         if self.shape != other.shape {
             return f32::INFINITY;
         }
-        self.data
-            .iter()
-            .zip(other.data.iter())
-            .fold(0.0, |m, (a, b)| m.max((a - b).abs()))
+        self.data.iter().zip(other.data.iter()).fold(0.0, |m, (a, b)| m.max((a - b).abs()))
     }
 
     /// Largest absolute value.

@@ -101,10 +101,7 @@ impl TrainReport {
     }
     /// The best validation accuracy measured.
     pub fn best_val_acc(&self) -> Option<f32> {
-        self.epochs
-            .iter()
-            .filter_map(|e| e.val_acc)
-            .reduce(f32::max)
+        self.epochs.iter().filter_map(|e| e.val_acc).reduce(f32::max)
     }
 }
 
@@ -124,10 +121,7 @@ pub fn evaluate(model: &VisionTransformer, ds: &Dataset, batch_size: usize) -> R
         correct += count_correct(logits.value().data(), &labels);
         loss += logits.cross_entropy(&labels, 0.0)?.value().data()[0] as f64 * labels.len() as f64;
     }
-    Ok((
-        correct as f32 / ds.len() as f32,
-        (loss / ds.len() as f64) as f32,
-    ))
+    Ok((correct as f32 / ds.len() as f32, (loss / ds.len() as f64) as f32))
 }
 
 fn count_correct(logits: &[f32], labels: &[usize]) -> usize {
@@ -137,31 +131,32 @@ fn count_correct(logits: &[f32], labels: &[usize]) -> usize {
         .enumerate()
         .filter(|(i, &l)| {
             let row = &logits[i * k..(i + 1) * k];
-            let arg = row
-                .iter()
-                .enumerate()
-                .fold(0, |b, (j, &v)| if v > row[b] { j } else { b });
+            let arg = row.iter().enumerate().fold(0, |b, (j, &v)| if v > row[b] { j } else { b });
             arg == l
         })
         .count()
 }
 
-/// Trains `model` in place. `start_epoch` > 0 continues a run whose optimiser state is `opt`
-/// (see [`load_checkpoint`]). `progress` is called after every step.
+/// Where a run resumes: completed epochs, and steps already taken in the next epoch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Position {
+    pub epoch: usize,
+    pub step: usize,
+}
+
+/// Trains `model` in place, from `start` (see [`load_checkpoint`]; `Position::default()` for a
+/// fresh run) with optimiser `opt`. `progress` is called after every step.
 pub fn train(
     model: &mut VisionTransformer,
     opt: &mut Optimizer,
     train: &Dataset,
     val: Option<&Dataset>,
     cfg: &TrainConfig,
-    start_epoch: usize,
+    start: Position,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<TrainReport> {
     if cfg.batch_size == 0 || cfg.epochs == 0 {
-        return Err(Error::invalid(
-            "train",
-            "batch size and epochs must be positive",
-        ));
+        return Err(Error::invalid("train", "batch size and epochs must be positive"));
     }
     let c = &model.config;
     train.validate(c.in_chans, c.img_size.0, c.img_size.1, c.num_classes)?;
@@ -169,13 +164,10 @@ pub fn train(
         v.validate(c.in_chans, c.img_size.0, c.img_size.1, c.num_classes)?;
     }
     if model.num_trainable() == 0 {
-        return Err(Error::invalid(
-            "train",
-            "the model has no trainable parameter",
-        ));
+        return Err(Error::invalid("train", "the model has no trainable parameter"));
     }
-    let steps_per_epoch = (train.len() / cfg.batch_size).max(1);
     let drop_last = train.len() >= cfg.batch_size;
+    let steps_per_epoch = train.batches(cfg.batch_size, None, drop_last).len();
     let sched = CosineSchedule {
         base_lr: cfg.lr,
         warmup_lr: cfg.warmup_lr,
@@ -186,26 +178,18 @@ pub fn train(
     let mut report = TrainReport::default();
     let t_run = Instant::now();
     let mut images_seen = 0usize;
-    for epoch in start_epoch..cfg.epochs {
+    for epoch in start.epoch..cfg.epochs {
         let t_epoch = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         let mut lr = cfg.lr;
-        for (step, (images, labels)) in train
-            .batches(
-                cfg.batch_size,
-                Some(cfg.seed.wrapping_add(epoch as u64)),
-                drop_last,
-            )
-            .enumerate()
-        {
+        let skip = if epoch == start.epoch { start.step } else { 0 };
+        let mut steps_done = skip;
+        let batches = train.batches(cfg.batch_size, Some(cfg.seed.wrapping_add(epoch as u64)), drop_last);
+        for (step, (images, labels)) in batches.enumerate().skip(skip) {
             let global = epoch * steps_per_epoch + step;
             lr = sched.lr(global);
             let (loss, ok, grads) = {
-                let tape = Tape::new().with_seed(
-                    cfg.seed
-                        .wrapping_mul(0x9E37_79B9)
-                        .wrapping_add(global as u64),
-                );
+                let tape = Tape::new().with_seed(cfg.seed.wrapping_mul(0x9E37_79B9).wrapping_add(global as u64));
                 let logits = model.forward(&tape, &tape.constant(images))?;
                 let loss = logits.cross_entropy(&labels, cfg.label_smoothing)?;
                 let l = loss.value().data()[0];
@@ -227,6 +211,7 @@ pub fn train(
             };
             let (scale, _) = clip_scale(model, &grads, cfg.clip_grad);
             opt.step(model, &grads, lr, scale)?;
+            steps_done = step + 1;
             loss_sum += loss as f64 * labels.len() as f64;
             correct += ok;
             seen += labels.len();
@@ -249,14 +234,22 @@ pub fn train(
                 break;
             }
         }
-        let stopping = STOP.load(Ordering::Relaxed);
+        if STOP.load(Ordering::Relaxed) && steps_done < steps_per_epoch {
+            // Stopped mid-epoch: save exactly where we are, so a resume continues from here.
+            if let Some(path) = &cfg.checkpoint {
+                save_checkpoint(path, model, opt, Position { epoch, step: steps_done })?;
+            }
+            return Err(Error::invalid(
+                "train",
+                format!(
+                    "stopped by request at epoch {}, step {steps_done}; the checkpoint holds that position",
+                    epoch + 1
+                ),
+            ));
+        }
         let last = epoch + 1 == cfg.epochs;
         let val_acc = match val {
-            Some(v)
-                if last
-                    || stopping
-                    || (cfg.eval_every > 0 && (epoch + 1) % cfg.eval_every == 0) =>
-            {
+            Some(v) if last || (cfg.eval_every > 0 && (epoch + 1) % cfg.eval_every == 0) => {
                 Some(evaluate(model, v, 256)?.0)
             }
             _ => None,
@@ -269,18 +262,16 @@ pub fn train(
             lr,
             seconds: t_epoch.elapsed().as_secs_f32(),
         });
+        let stopping = STOP.load(Ordering::Relaxed);
         if let Some(path) = &cfg.checkpoint {
-            if (!stopping && (last || (epoch + 1) % cfg.checkpoint_every.max(1) == 0)) || stopping {
-                // A stop mid-epoch saves the last *completed* epoch's state only if the epoch ended.
-                if !stopping || seen == steps_per_epoch * cfg.batch_size {
-                    save_checkpoint(path, model, opt, epoch + 1)?;
-                }
+            if last || stopping || (epoch + 1) % cfg.checkpoint_every.max(1) == 0 {
+                save_checkpoint(path, model, opt, Position { epoch: epoch + 1, step: 0 })?;
             }
         }
-        if stopping {
+        if stopping && !last {
             return Err(Error::invalid(
                 "train",
-                format!("stopped by request after epoch {}", epoch + 1),
+                format!("stopped by request after epoch {}; the checkpoint holds that position", epoch + 1),
             ));
         }
     }
@@ -289,38 +280,28 @@ pub fn train(
     Ok(report)
 }
 
-/// Writes model and optimiser state and the number of completed epochs, atomically.
-pub fn save_checkpoint(
-    path: &std::path::Path,
-    model: &VisionTransformer,
-    opt: &Optimizer,
-    epochs_done: usize,
-) -> Result<()> {
+/// Writes model and optimiser state and the run's position, atomically.
+pub fn save_checkpoint(path: &std::path::Path, model: &VisionTransformer, opt: &Optimizer, at: Position) -> Result<()> {
     let mut f = model.state_dict();
     opt.state_dict(&mut f);
-    f.metadata
-        .insert("epochs_done".into(), epochs_done.to_string());
+    f.metadata.insert("epochs_done".into(), at.epoch.to_string());
+    f.metadata.insert("steps_done".into(), at.step.to_string());
     f.save(path)
 }
 
 /// Restores a checkpoint written by [`save_checkpoint`] into a model of the same structure (the
-/// method already applied) and its optimiser; returns the number of completed epochs.
-pub fn load_checkpoint(
-    path: &std::path::Path,
-    model: &mut VisionTransformer,
-    opt: &mut Optimizer,
-) -> Result<usize> {
+/// method already applied) and its optimiser; returns where the run stood.
+pub fn load_checkpoint(path: &std::path::Path, model: &mut VisionTransformer, opt: &mut Optimizer) -> Result<Position> {
     let mut f = TensorFile::load(path)?;
+    let num = |k: &str| {
+        f.metadata
+            .get(k)
+            .and_then(|v| v.parse::<usize>().ok())
+            .ok_or_else(|| Error::format(path.display().to_string(), format!("not a training checkpoint (no `{k}`)")))
+    };
+    let at = Position { epoch: num("epochs_done")?, step: num("steps_done")? };
     opt.load_state_dict(&f)?;
     f.tensors.retain(|k, _| !k.starts_with("opt."));
     model.load_state_dict(&f, true)?;
-    f.metadata
-        .get("epochs_done")
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| {
-            Error::format(
-                path.display().to_string(),
-                "not a training checkpoint (no `epochs_done`)",
-            )
-        })
+    Ok(at)
 }

@@ -33,11 +33,7 @@ fn teacher_labels(x: &Tensor, classes: usize, rng: &mut StdRng) -> Vec<usize> {
             let row = &x.data()[r * d..(r + 1) * d];
             (0..classes)
                 .map(|k| {
-                    let s: f32 = row
-                        .iter()
-                        .zip(&w.data()[k * d..(k + 1) * d])
-                        .map(|(a, b)| a * b)
-                        .sum();
+                    let s: f32 = row.iter().zip(&w.data()[k * d..(k + 1) * d]).map(|(a, b)| a * b).sum();
                     (k, s)
                 })
                 .max_by(|a, b| a.1.total_cmp(&b.1))
@@ -61,17 +57,8 @@ fn two_layer_mlp_trains() {
     let mut losses = Vec::new();
     for _ in 0..40 {
         let tape = Tape::new();
-        let h = tape
-            .constant(x.clone())
-            .linear(&tape.param(&w1), Some(&tape.param(&b1)))
-            .unwrap()
-            .gelu_erf()
-            .unwrap();
-        let loss = h
-            .linear(&tape.param(&w2), Some(&tape.param(&b2)))
-            .unwrap()
-            .cross_entropy(&labels, 0.0)
-            .unwrap();
+        let h = tape.constant(x.clone()).linear(&tape.param(&w1), Some(&tape.param(&b1))).unwrap().gelu_erf().unwrap();
+        let loss = h.linear(&tape.param(&w2), Some(&tape.param(&b2))).unwrap().cross_entropy(&labels, 0.0).unwrap();
         losses.push(loss.value().data()[0]);
         let grads = loss.backward().unwrap();
         assert_eq!(grads.num_params(), 4);
@@ -98,17 +85,9 @@ struct TinyBlock {
 impl TinyBlock {
     fn new(c: usize, heads: usize, mlp: usize, classes: usize, rng: &mut StdRng) -> Self {
         let lin = |o: usize, i: usize, rng: &mut StdRng| {
-            (
-                Param::new(randn(&[o, i], (1.0 / i as f32).sqrt(), rng)),
-                Param::new(Tensor::zeros(&[o])),
-            )
+            (Param::new(randn(&[o, i], (1.0 / i as f32).sqrt(), rng)), Param::new(Tensor::zeros(&[o])))
         };
-        let ln = || {
-            (
-                Param::new(Tensor::full(&[c], 1.0)),
-                Param::new(Tensor::zeros(&[c])),
-            )
-        };
+        let ln = || (Param::new(Tensor::full(&[c], 1.0)), Param::new(Tensor::zeros(&[c])));
         TinyBlock {
             ln1: ln(),
             qkv: lin(3 * c, c, rng),
@@ -123,15 +102,9 @@ impl TinyBlock {
 
     fn params(&mut self) -> Vec<&mut Param> {
         let mut v = Vec::new();
-        for (a, b) in [
-            &mut self.ln1,
-            &mut self.qkv,
-            &mut self.proj,
-            &mut self.ln2,
-            &mut self.fc1,
-            &mut self.fc2,
-            &mut self.head,
-        ] {
+        for (a, b) in
+            [&mut self.ln1, &mut self.qkv, &mut self.proj, &mut self.ln2, &mut self.fc1, &mut self.fc2, &mut self.head]
+        {
             v.push(a);
             v.push(b);
         }
@@ -149,10 +122,7 @@ impl TinyBlock {
             x.layer_norm(&g, &b, 1e-6)
         };
         let x = tape.constant(x.clone());
-        let a = lin(
-            &lin(&ln(&x, &self.ln1)?, &self.qkv)?.attention(self.heads)?,
-            &self.proj,
-        )?;
+        let a = lin(&lin(&ln(&x, &self.ln1)?, &self.qkv)?.attention(self.heads)?, &self.proj)?;
         let x = x.add(&a)?;
         let m = lin(&lin(&ln(&x, &self.ln2)?, &self.fc1)?.gelu_erf()?, &self.fc2)?;
         let x = x.add(&m)?;
@@ -170,8 +140,7 @@ fn one_block_transformer_trains() {
     let pooled: Vec<f32> = (0..b)
         .flat_map(|bi| {
             let xd = x.data();
-            (0..c)
-                .map(move |ci| (0..t).map(|ti| xd[(bi * t + ti) * c + ci]).sum::<f32>() / t as f32)
+            (0..c).map(move |ci| (0..t).map(|ti| xd[(bi * t + ti) * c + ci]).sum::<f32>() / t as f32)
         })
         .collect();
     let labels = teacher_labels(&Tensor::new(&[b, c], pooled).unwrap(), classes, &mut rng);

@@ -37,11 +37,7 @@ fn perturb(vit: &mut VisionTransformer, seed: u64) {
 }
 
 fn images(n: usize, seed: u64) -> Tensor {
-    Tensor::randn(
-        &[n, 2, 8, 12],
-        1.0,
-        &mut rand::rngs::StdRng::seed_from_u64(seed),
-    )
+    Tensor::randn(&[n, 2, 8, 12], 1.0, &mut rand::rngs::StdRng::seed_from_u64(seed))
 }
 
 fn scale(t: &Tensor) -> f32 {
@@ -63,10 +59,7 @@ fn check_method(method: Method) {
     let delta = consolidate(&adapted, &backbone, &method).unwrap();
     // Round trip through the file format.
     let delta = TaskDelta::from_file(&delta.to_file().unwrap()).unwrap();
-    let served = attach_delta(&backbone, &delta)
-        .unwrap()
-        .predict(&x)
-        .unwrap();
+    let served = attach_delta(&backbone, &delta).unwrap().predict(&x).unwrap();
     let merged = merge(&backbone, &delta).unwrap();
     let deployed = merged.model.predict(&x).unwrap();
     let tol = 1e-5 * scale(&unmerged);
@@ -84,42 +77,23 @@ fn check_method(method: Method) {
     );
     // The adaptation changed the function (no zero-init free pass) — against the backbone with
     // the same fresh head.
-    assert!(
-        deployed.max_abs_diff(&base_logits) > 1e-3,
-        "{}: merged model equals the backbone",
-        method.name()
-    );
+    assert!(deployed.max_abs_diff(&base_logits) > 1e-3, "{}: merged model equals the backbone", method.name());
     // A plain ViT: same parameter count as the backbone, no method modules.
     let mut b3 = backbone.clone();
     b3.reset_head(3, 0);
     assert_eq!(merged.model.num_params(), b3.num_params());
-    assert!(merged
-        .model
-        .fc_layers()
-        .iter()
-        .all(|(_, l)| matches!(l.peft, LinearPeft::None)));
+    assert!(merged.model.fc_layers().iter().all(|(_, l)| matches!(l.peft, LinearPeft::None)));
     // Merging the same delta into the merged model is refused; unmerge is bit-exact.
-    let again = merge(&merged.model, &delta)
-        .map(|_| ())
-        .unwrap_err()
-        .to_string();
+    let again = merge(&merged.model, &delta).map(|_| ()).unwrap_err().to_string();
     assert!(again.contains("already has a delta merged"), "{again}");
     let restored = merged.unmerge();
     assert_eq!(fingerprint(&restored), fingerprint(&backbone));
-    assert_eq!(
-        restored.predict(&x).unwrap().data(),
-        backbone.predict(&x).unwrap().data()
-    );
+    assert_eq!(restored.predict(&x).unwrap().data(), backbone.predict(&x).unwrap().data());
 }
 
 #[test]
 fn consolidator_unmerged_stage1_stage2_agree() {
-    for (branches, reorder) in [
-        (vec![4], false),
-        (vec![2, 4], true),
-        (vec![8, 16, 4], false),
-        (vec![1, 16], true),
-    ] {
+    for (branches, reorder) in [(vec![4], false), (vec![2, 4], true), (vec![8, 16, 4], false), (vec![1, 16], true)] {
         let cfg = ConsolidatorConfig {
             layers: LayerSet::ALL,
             branches: branches.iter().map(|&g| (g, reorder)).collect(),
@@ -134,14 +108,7 @@ fn consolidator_unmerged_stage1_stage2_agree() {
 
 #[test]
 fn every_mergeable_baseline_merges_exactly() {
-    for m in [
-        "linear",
-        "full",
-        "bitfit",
-        "lora:r=2",
-        "ssf",
-        "lora:r=3,layers=qkv+fc2",
-    ] {
+    for m in ["linear", "full", "bitfit", "lora:r=2", "ssf", "lora:r=3,layers=qkv+fc2"] {
         check_method(Method::parse(m, 16).unwrap());
     }
 }
@@ -153,9 +120,7 @@ fn non_mergeable_methods_refuse_to_consolidate() {
         let method = Method::parse(m, 16).unwrap();
         let mut adapted = backbone.clone();
         method.apply(&mut adapted, 3, 7).unwrap();
-        let e = consolidate(&adapted, &backbone, &method)
-            .unwrap_err()
-            .to_string();
+        let e = consolidate(&adapted, &backbone, &method).unwrap_err().to_string();
         assert!(e.contains("not mergeable"), "{e}");
         // They still run.
         assert_eq!(adapted.predict(&images(2, 1)).unwrap().shape(), &[2, 3]);
@@ -216,9 +181,7 @@ fn vit_b_branch_parameter_count_matches_the_paper() {
     assert!((pct - 0.3545).abs() < 5e-4, "{pct}");
     // And the module built by the released preset counts the same.
     let mut adapted = vit;
-    Method::Consolidator(ConsolidatorConfig::released(768))
-        .apply(&mut adapted, 1000, 0)
-        .unwrap();
+    Method::Consolidator(ConsolidatorConfig::released(768)).apply(&mut adapted, 1000, 0).unwrap();
     let mut branch_params = 0;
     adapted.visit("", &mut |k, p| {
         if k.contains(".consolidator.") {
@@ -232,10 +195,7 @@ fn vit_b_branch_parameter_count_matches_the_paper() {
 fn drop_path_is_identity_in_eval_and_active_in_training() {
     let backbone = VisionTransformer::new(&small_config(), 1).unwrap();
     let mut adapted = backbone.clone();
-    Method::parse("consolidator:g=4,dp=0.9", 16)
-        .unwrap()
-        .apply(&mut adapted, 3, 7)
-        .unwrap();
+    Method::parse("consolidator:g=4,dp=0.9", 16).unwrap().apply(&mut adapted, 3, 7).unwrap();
     perturb(&mut adapted, 1);
     let x = images(8, 2);
     let eval1 = adapted.predict(&x).unwrap();

@@ -19,9 +19,7 @@ fn mnist_test() -> &'static Dataset {
 
 fn optdigits() -> &'static Dataset {
     static D: OnceLock<Dataset> = OnceLock::new();
-    D.get_or_init(|| {
-        load_optdigits(shipped_data_dir().join("optdigits/optdigits-test.csv.gz")).unwrap()
-    })
+    D.get_or_init(|| load_optdigits(shipped_data_dir().join("optdigits/optdigits-test.csv.gz")).unwrap())
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -57,15 +55,8 @@ fn shipped_mnist_test_set() {
     assert_eq!(ds.len(), 10_000);
     assert_eq!(ds.images.shape(), &[10_000, 1, 28, 28]);
     ds.validate(1, 28, 28, 10).unwrap();
-    assert_eq!(
-        counts(&ds.labels, 10),
-        vec![980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-    );
-    let (lo, hi) = ds
-        .images
-        .data()
-        .iter()
-        .fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    assert_eq!(counts(&ds.labels, 10), vec![980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]);
+    let (lo, hi) = ds.images.data().iter().fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     assert_eq!((lo, hi), (0.0, 1.0));
     assert_eq!(ds.labels[..5], [7, 2, 1, 0, 4]);
 }
@@ -75,10 +66,7 @@ fn shipped_optdigits() {
     let ds = optdigits();
     assert_eq!(ds.len(), 1797);
     assert_eq!(ds.images.shape(), &[1797, 1, 8, 8]);
-    assert_eq!(
-        counts(&ds.labels, 10),
-        vec![178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
-    );
+    assert_eq!(counts(&ds.labels, 10), vec![178, 182, 177, 183, 181, 182, 181, 179, 174, 180]);
     assert!(ds.images.data().iter().all(|v| (0.0..=1.0).contains(v)));
     // First row of the file: 0,0,5,13,9,1,0,0,... label 0.
     assert_eq!(ds.images.data()[2], 5.0 / 16.0);
@@ -99,10 +87,7 @@ fn idx_plain_and_gzip_agree() {
     let b = Idx::parse_images(&gzip(&raw), "gz").unwrap();
     assert_eq!(a, b);
     assert_eq!(a.dims, vec![2, 3, 3]);
-    assert!(
-        Idx::parse_labels(&raw, "raw").is_err(),
-        "images are not labels"
-    );
+    assert!(Idx::parse_labels(&raw, "raw").is_err(), "images are not labels");
 }
 
 #[test]
@@ -133,9 +118,7 @@ fn hostile_idx_headers() {
     assert!(format_msg(Idx::parse(&[0, 0, 0x0d, 1, 0, 0, 0, 0], "x")).contains("element type"));
     assert!(format_msg(Idx::parse(&[0, 0, 8, 0], "x")).contains("dimensions"));
     // Huge declared dimensions: refused before any allocation, plain and gzip'd.
-    let huge = [
-        0, 0, 8, 3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 2,
-    ];
+    let huge = [0, 0, 8, 3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 2];
     assert!(format_msg(Idx::parse(&huge, "x")).contains("limit"));
     assert!(format_msg(Idx::parse(&gzip(&huge), "x")).contains("limit"));
     // A gzip bomb: declares 10 bytes, decompresses to 10 MB of zeros.
@@ -163,22 +146,13 @@ fn optdigits_errors_name_line_and_column() {
     let good = format!("{},3\n", vec!["0"; 64].join(","));
     let two = format!("{good}\n{good}");
     assert_eq!(parse_optdigits(two.as_bytes(), "ok").unwrap().len(), 2);
-    assert_eq!(
-        parse_optdigits(&gzip(two.as_bytes()), "ok").unwrap().len(),
-        2
-    );
+    assert_eq!(parse_optdigits(&gzip(two.as_bytes()), "ok").unwrap().len(), 2);
     let bad_pixel = format!("{good}{},17,3\n", vec!["0"; 63].join(","));
     let msg = format_msg(parse_optdigits(bad_pixel.as_bytes(), "o.csv"));
-    assert!(
-        msg.contains("line 2, column 64") && msg.contains("17"),
-        "{msg}"
-    );
+    assert!(msg.contains("line 2, column 64") && msg.contains("17"), "{msg}");
     let bad_label = format!("{},10\n", vec!["0"; 64].join(","));
     let msg = format_msg(parse_optdigits(bad_label.as_bytes(), "o.csv"));
-    assert!(
-        msg.contains("line 1, column 65") && msg.contains("label"),
-        "{msg}"
-    );
+    assert!(msg.contains("line 1, column 65") && msg.contains("label"), "{msg}");
     let msg = format_msg(parse_optdigits(b"1,2,x\n", "o.csv"));
     assert!(msg.contains("line 1, column 3"), "{msg}");
     let msg = format_msg(parse_optdigits(b"1,2,3\n", "o.csv"));
@@ -199,10 +173,7 @@ fn optdigits_gzip_bomb_and_missing_file() {
 #[test]
 fn dataset_validation() {
     let images = Tensor::zeros(&[3, 1, 4, 4]);
-    assert!(matches!(
-        Dataset::new(images.clone(), vec![0, 1], 2),
-        Err(Error::Data { .. })
-    ));
+    assert!(matches!(Dataset::new(images.clone(), vec![0, 1], 2), Err(Error::Data { .. })));
     assert!(Dataset::new(images.clone(), vec![0, 1, 2], 2).is_err());
     let ds = Dataset::new(images.clone(), vec![0, 1, 1], 2).unwrap();
     ds.validate(1, 4, 4, 2).unwrap();
@@ -217,16 +188,9 @@ fn dataset_validation() {
     let mut broken = ds.clone();
     broken.labels[2] = 7;
     let e = broken.validate(1, 4, 4, 2).unwrap_err();
-    assert!(
-        matches!(e, Error::Data { .. }) && e.to_string().contains("label 7"),
-        "{e}"
-    );
+    assert!(matches!(e, Error::Data { .. }) && e.to_string().contains("label 7"), "{e}");
     let empty = Dataset::new(Tensor::zeros(&[0, 1, 4, 4]), vec![], 2).unwrap();
-    assert!(empty
-        .validate(1, 4, 4, 2)
-        .unwrap_err()
-        .to_string()
-        .contains("empty"));
+    assert!(empty.validate(1, 4, 4, 2).unwrap_err().to_string().contains("empty"));
 }
 
 #[test]
@@ -272,25 +236,15 @@ fn check_task(task: Task, data: &TaskData) {
     let k = task.num_classes();
     assert_eq!(data.train.len(), TRAIN_SIZE, "{task}");
     assert_eq!(data.val.len(), VAL_SIZE, "{task}");
-    let test_len = if task == Task::Optdigits {
-        797
-    } else {
-        TEST_SIZE
-    };
+    let test_len = if task == Task::Optdigits { 797 } else { TEST_SIZE };
     assert_eq!(data.test.len(), test_len, "{task}");
     for ds in [&data.train, &data.val, &data.test] {
         ds.validate(1, 28, 28, k).unwrap();
         assert_eq!(ds.num_classes, k);
-        assert!(
-            ds.images.data().iter().all(|v| (0.0..=1.0).contains(v)),
-            "{task}"
-        );
+        assert!(ds.images.data().iter().all(|v| (0.0..=1.0).contains(v)), "{task}");
     }
     // Every class appears in training.
-    assert!(
-        counts(&data.train.labels, k).iter().all(|&c| c > 0),
-        "{task}"
-    );
+    assert!(counts(&data.train.labels, k).iter().all(|&c| c > 0), "{task}");
     // Train/val and test sources are disjoint; no source is reused within a split.
     let flat = |s: &[Vec<usize>]| s.iter().flatten().copied().collect::<Vec<_>>();
     let mut fit = flat(&data.sources.train);
@@ -298,20 +252,9 @@ fn check_task(task: Task, data: &TaskData) {
     let test = flat(&data.sources.test);
     let fit_set: HashSet<_> = fit.iter().copied().collect();
     let test_set: HashSet<_> = test.iter().copied().collect();
-    assert_eq!(
-        fit_set.len(),
-        fit.len(),
-        "{task}: a source reused in train/val"
-    );
-    assert_eq!(
-        test_set.len(),
-        test.len(),
-        "{task}: a source reused in test"
-    );
-    assert!(
-        fit_set.is_disjoint(&test_set),
-        "{task}: train and test share sources"
-    );
+    assert_eq!(fit_set.len(), fit.len(), "{task}: a source reused in train/val");
+    assert_eq!(test_set.len(), test.len(), "{task}: a source reused in test");
+    assert!(fit_set.is_disjoint(&test_set), "{task}: train and test share sources");
     if task != Task::Optdigits {
         assert!(fit.iter().all(|&i| i < 5000) && test.iter().all(|&i| i >= 5000));
     }
@@ -327,10 +270,7 @@ fn every_task_builds_deterministically() {
         let b = build_task(task, mnist_test(), optdigits(), 7).unwrap();
         assert!(a == b, "{task}: two builds with one seed differ");
         let c = build_task(task, mnist_test(), optdigits(), 8).unwrap();
-        assert!(
-            a.train.images != c.train.images,
-            "{task}: the seed is ignored"
-        );
+        assert!(a.train.images != c.train.images, "{task}: the seed is ignored");
         assert!(!a.description.is_empty());
     }
 }

@@ -26,11 +26,7 @@ fn dense_reference(spec: &GroupSpec, w: &[f32]) -> Vec<f64> {
     let mut m = vec![0.0f64; o_dim * i_dim];
     for o in 0..o_dim {
         for c in 0..i_dim {
-            let pc = if spec.reorder {
-                (c % ci) * g + c / ci
-            } else {
-                c
-            };
+            let pc = if spec.reorder { (c % ci) * g + c / ci } else { c };
             m[o * i_dim + c] = bd[o * i_dim + pc];
         }
     }
@@ -49,16 +45,8 @@ fn close(a: &[f32], b: &[f64], tol: f64) -> Result<(), String> {
 
 fn spec_strategy() -> impl Strategy<Value = (GroupSpec, usize)> {
     // (ci, co, g) products cover both regimes: ci·co < 256 loops, ≥ 256 GEMMs.
-    (
-        1usize..40,
-        1usize..40,
-        prop::sample::select(vec![1usize, 2, 3, 4, 6, 8, 16]),
-        any::<bool>(),
-        0usize..70,
-    )
-        .prop_map(|(ci, co, g, reorder, rows)| {
-            (GroupSpec::new(ci * g, co * g, g, reorder).unwrap(), rows)
-        })
+    (1usize..40, 1usize..40, prop::sample::select(vec![1usize, 2, 3, 4, 6, 8, 16]), any::<bool>(), 0usize..70)
+        .prop_map(|(ci, co, g, reorder, rows)| (GroupSpec::new(ci * g, co * g, g, reorder).unwrap(), rows))
 }
 
 proptest! {
@@ -146,15 +134,7 @@ fn extreme_group_counts_dense_and_depthwise() {
 
 #[test]
 fn runs_cover_each_group_exactly_once() {
-    for (i_dim, g) in [
-        (12, 4),
-        (12, 3),
-        (768, 8),
-        (768, 384),
-        (12, 12),
-        (10, 5),
-        (30, 6),
-    ] {
+    for (i_dim, g) in [(12, 4), (12, 3), (768, 8), (768, 384), (12, 12), (10, 5), (30, 6)] {
         for reorder in [false, true] {
             let spec = GroupSpec::new(i_dim, i_dim, g, reorder).unwrap();
             let mut seen = vec![0; i_dim];

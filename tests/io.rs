@@ -10,22 +10,12 @@ fn sample_file() -> TensorFile {
     let mut f = TensorFile::new();
     f.insert(
         "blocks.0.attn.qkv.weight",
-        Tensor::new(
-            &[2, 3],
-            vec![1.5, -0.0, f32::MIN_POSITIVE, 1e-45, f32::MAX, -7.25],
-        )
-        .unwrap(),
+        Tensor::new(&[2, 3], vec![1.5, -0.0, f32::MIN_POSITIVE, 1e-45, f32::MAX, -7.25]).unwrap(),
     );
-    f.insert(
-        "cls_token",
-        Tensor::new(&[1, 1, 2], vec![0.1, 0.2]).unwrap(),
-    );
+    f.insert("cls_token", Tensor::new(&[1, 1, 2], vec![0.1, 0.2]).unwrap());
     f.insert("scalar", Tensor::scalar(3.0));
     f.insert("empty", Tensor::new(&[0, 4], vec![]).unwrap());
-    f.insert(
-        "special",
-        Tensor::new(&[3], vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY]).unwrap(),
-    );
+    f.insert("special", Tensor::new(&[3], vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY]).unwrap());
     f.metadata.insert("format".into(), "pt".into());
     f.metadata.insert("note".into(), "quote \" and é".into());
     f
@@ -43,10 +33,7 @@ fn format_err(bytes: &[u8]) -> String {
     match TensorFile::from_bytes(bytes, "test.safetensors") {
         Err(e @ Error::Format { .. }) => {
             let s = e.to_string();
-            assert!(
-                s.contains("test.safetensors"),
-                "error does not name the file: {s}"
-            );
+            assert!(s.contains("test.safetensors"), "error does not name the file: {s}");
             s
         }
         Err(e) => panic!("expected Error::Format, got {e:?}"),
@@ -73,10 +60,7 @@ fn round_trip_is_bit_exact() {
     assert_eq!((8 + header_len) % 8, 0, "buffer must start 8-byte aligned");
     let back = TensorFile::from_bytes(&bytes, "mem").unwrap();
     assert_eq!(back.metadata, f.metadata);
-    assert_eq!(
-        back.tensors.keys().collect::<Vec<_>>(),
-        f.tensors.keys().collect::<Vec<_>>()
-    );
+    assert_eq!(back.tensors.keys().collect::<Vec<_>>(), f.tensors.keys().collect::<Vec<_>>());
     for (k, t) in &f.tensors {
         let b = back.get(k).unwrap();
         assert_eq!(b.shape(), t.shape(), "{k}");
@@ -94,11 +78,7 @@ fn save_and_load() {
     let big: Vec<f32> = (0..40_000).map(|i| i as f32 * 0.5 - 7.0).collect();
     f.insert("big", Tensor::new(&[200, 200], big).unwrap()); // several write chunks
     f.save(&path).unwrap();
-    assert_eq!(
-        std::fs::read(&path).unwrap(),
-        f.to_bytes(),
-        "save streams to_bytes"
-    );
+    assert_eq!(std::fs::read(&path).unwrap(), f.to_bytes(), "save streams to_bytes");
     let back = TensorFile::load(&path).unwrap();
     assert_eq!(back.to_bytes(), f.to_bytes());
     let missing = TensorFile::load(dir.join("nope.safetensors")).unwrap_err();
@@ -111,8 +91,7 @@ fn save_and_load() {
 fn metadata_round_trip_and_missing_key() {
     let mut f = TensorFile::new();
     f.metadata.insert("a".into(), "1".into());
-    f.metadata
-        .insert("line\nbreak".into(), "\u{0}\u{1f}".into());
+    f.metadata.insert("line\nbreak".into(), "\u{0}\u{1f}".into());
     let back = TensorFile::from_bytes(&f.to_bytes(), "mem").unwrap();
     assert_eq!(back.metadata, f.metadata);
     assert!(back.tensors.is_empty());
@@ -154,14 +133,9 @@ fn reads_other_dtypes() {
 
 #[test]
 fn inexact_integers_and_bad_bools_are_refused() {
-    let h = |dt: &str, n: usize| {
-        format!(r#"{{"x":{{"dtype":"{dt}","shape":[1],"data_offsets":[0,{n}]}}}}"#)
-    };
+    let h = |dt: &str, n: usize| format!(r#"{{"x":{{"dtype":"{dt}","shape":[1],"data_offsets":[0,{n}]}}}}"#);
     let e = format_err(&raw(&h("I32", 4), &16_777_217i32.to_le_bytes()));
-    assert!(
-        e.contains("not exactly representable") && e.contains("`x`"),
-        "{e}"
-    );
+    assert!(e.contains("not exactly representable") && e.contains("`x`"), "{e}");
     let e = format_err(&raw(&h("I64", 8), &i64::MAX.to_le_bytes()));
     assert!(e.contains("not exactly representable"), "{e}");
     let e = format_err(&raw(&h("BOOL", 1), &[2]));
@@ -176,10 +150,7 @@ fn inexact_integers_and_bad_bools_are_refused() {
 fn truncation_at_every_length_is_a_clean_error() {
     let bytes = sample_file().to_bytes();
     for n in 0..bytes.len() {
-        assert!(
-            TensorFile::from_bytes(&bytes[..n], "truncated").is_err(),
-            "prefix of {n} bytes parsed"
-        );
+        assert!(TensorFile::from_bytes(&bytes[..n], "truncated").is_err(), "prefix of {n} bytes parsed");
     }
     let mut longer = bytes.clone();
     longer.push(0);
@@ -194,10 +165,7 @@ fn huge_declared_header_length() {
     let mut bytes = 99_000_000u64.to_le_bytes().to_vec();
     bytes.extend_from_slice(b"{}");
     let e = format_err(&bytes);
-    assert!(
-        e.contains("header length") && e.contains("truncated"),
-        "{e}"
-    );
+    assert!(e.contains("header length") && e.contains("truncated"), "{e}");
 }
 
 #[test]
@@ -211,53 +179,23 @@ fn header_value_bomb_is_refused() {
 
 #[test]
 fn shape_overflow_and_offsets() {
-    let e = format_err(&raw(
-        r#"{"w":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,0]}}"#,
-        &[],
-    ));
+    let e = format_err(&raw(r#"{"w":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,0]}}"#, &[]));
     assert!(e.contains("overflows") && e.contains("`w`"), "{e}");
-    let e = format_err(&raw(
-        r#"{"w":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,0]}}"#,
-        &[],
-    ));
-    assert!(
-        e.contains("overflows") || e.contains("not a non-negative integer"),
-        "{e}"
-    );
-    let e = format_err(&raw(
-        r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
-        &[0; 4],
-    ));
+    let e = format_err(&raw(r#"{"w":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,0]}}"#, &[]));
+    assert!(e.contains("overflows") || e.contains("not a non-negative integer"), "{e}");
+    let e = format_err(&raw(r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, &[0; 4]));
     assert!(e.contains("past the end"), "{e}");
-    let e = format_err(&raw(
-        r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}"#,
-        &[0; 8],
-    ));
+    let e = format_err(&raw(r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}"#, &[0; 8]));
     assert!(e.contains("backwards"), "{e}");
-    let e = format_err(&raw(
-        r#"{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
-        &[0; 8],
-    ));
+    let e = format_err(&raw(r#"{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, &[0; 8]));
     assert!(e.contains("needs 12"), "{e}");
-    let e = format_err(&raw(
-        r#"{"w":{"dtype":"F64","shape":[2],"data_offsets":[0,8]}}"#,
-        &[0; 8],
-    ));
+    let e = format_err(&raw(r#"{"w":{"dtype":"F64","shape":[2],"data_offsets":[0,8]}}"#, &[0; 8]));
     assert!(e.contains("needs 16"), "{e}");
-    let e = format_err(&raw(
-        r#"{"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,0]}}"#,
-        &[],
-    ));
+    let e = format_err(&raw(r#"{"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,0]}}"#, &[]));
     assert!(e.contains("shape entry"), "{e}");
-    let e = format_err(&raw(
-        r#"{"w":{"dtype":"F32","shape":[1.5],"data_offsets":[0,0]}}"#,
-        &[],
-    ));
+    let e = format_err(&raw(r#"{"w":{"dtype":"F32","shape":[1.5],"data_offsets":[0,0]}}"#, &[]));
     assert!(e.contains("shape entry"), "{e}");
-    let e = format_err(&raw(
-        r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4,8]}}"#,
-        &[0; 8],
-    ));
+    let e = format_err(&raw(r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4,8]}}"#, &[0; 8]));
     assert!(e.contains("exactly 2"), "{e}");
 }
 
@@ -286,10 +224,7 @@ fn malformed_headers() {
         ("[]", "does not start"),
         ("{\"a\":1}", "not an object"),
         ("{\"a\":{}}", "missing `dtype`"),
-        (
-            "{\"a\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,4],\"x\":1}}",
-            "unknown field",
-        ),
+        ("{\"a\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,4],\"x\":1}}", "unknown field"),
         ("{\"__metadata__\":{\"k\":1}}", "not a string"),
         ("{\"__metadata__\":[]}", "not an object"),
         ("{\"a\":", "JSON"),
@@ -308,25 +243,16 @@ fn malformed_headers() {
 
 #[test]
 fn json_accessors_and_errors() {
-    let v = Json::parse_str(
-        r#"{"n": 3, "f": 2.5, "neg": -1, "s": "x", "a": [true, null]}"#,
-        "cfg",
-    )
-    .unwrap();
+    let v = Json::parse_str(r#"{"n": 3, "f": 2.5, "neg": -1, "s": "x", "a": [true, null]}"#, "cfg").unwrap();
     assert_eq!(v.get("n").and_then(Json::as_usize), Some(3));
     assert_eq!(v.get("f").and_then(Json::as_usize), None);
     assert_eq!(v.get("f").and_then(Json::as_f64), Some(2.5));
     assert_eq!(v.get("neg").and_then(Json::as_usize), None);
     assert_eq!(v.get("neg").and_then(Json::as_i64), Some(-1));
-    assert_eq!(
-        v.get("a").and_then(|a| a.at(0)).and_then(Json::as_bool),
-        Some(true)
-    );
+    assert_eq!(v.get("a").and_then(|a| a.at(0)).and_then(Json::as_bool), Some(true));
     assert!(v.get("a").and_then(|a| a.at(1)).unwrap().is_null());
     assert_eq!(v.get("missing"), None);
-    let e = Json::parse_str("{\"a\": [1, 2,, 3]}", "cfg.json")
-        .unwrap_err()
-        .to_string();
+    let e = Json::parse_str("{\"a\": [1, 2,, 3]}", "cfg.json").unwrap_err().to_string();
     assert!(e.contains("cfg.json") && e.contains("at byte 12"), "{e}");
 }
 
@@ -346,15 +272,9 @@ fn atomic_write_replaces_and_failed_write_keeps_old_file() {
     assert!(matches!(err, Error::Io { .. }));
     assert!(err.to_string().contains("simulated failure"), "{err}");
     assert_eq!(std::fs::read(&path).unwrap(), b"new");
-    let names: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    assert_eq!(
-        names,
-        vec!["state.json".to_string()],
-        "temp files left behind"
-    );
+    let names: Vec<_> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(names, vec!["state.json".to_string()], "temp files left behind");
 
     // Temp-file creation fails: the directory does not exist.
     let bad = dir.join("no-such-dir").join("x.bin");
@@ -365,15 +285,10 @@ fn atomic_write_replaces_and_failed_write_keeps_old_file() {
     std::fs::write(target.join("keep"), b"k").unwrap();
     assert!(write_atomic(&target, b"x").is_err());
     assert_eq!(std::fs::read(target.join("keep")).unwrap(), b"k");
-    let mut names: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let mut names: Vec<_> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
-    assert_eq!(
-        names,
-        vec!["occupied".to_string(), "state.json".to_string()]
-    );
+    assert_eq!(names, vec!["occupied".to_string(), "state.json".to_string()]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -384,15 +299,7 @@ fn fuzz_entry_points_on_seeds() {
     for n in 0..bytes.len() {
         fuzz_safetensors(&bytes[..n]);
     }
-    for s in [
-        "",
-        "{",
-        "[[[[",
-        "\"\\u12",
-        "{\"a\":[1,{\"b\":null}]}",
-        "-0",
-        "1e308",
-    ] {
+    for s in ["", "{", "[[[[", "\"\\u12", "{\"a\":[1,{\"b\":null}]}", "-0", "1e308"] {
         fuzz_json(s.as_bytes());
     }
 }

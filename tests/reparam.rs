@@ -12,24 +12,14 @@ fn randv(n: usize, rng: &mut impl Rng) -> Vec<f64> {
 
 /// A random map of the given kind on an `o × i` layer (`kind` picks the representation).
 fn random_map(kind: usize, o: usize, i: usize, groups: &[usize], rng: &mut impl Rng) -> Affine {
-    let divisors: Vec<usize> = groups
-        .iter()
-        .copied()
-        .filter(|g| i % g == 0 && o % g == 0)
-        .collect();
+    let divisors: Vec<usize> = groups.iter().copied().filter(|g| i % g == 0 && o % g == 0).collect();
     match kind % 5 {
-        0 => Affine::Dense(Dense {
-            out_dim: o,
-            in_dim: i,
-            weight: randv(o * i, rng),
-            bias: randv(o, rng),
-        }),
+        0 => Affine::Dense(Dense { out_dim: o, in_dim: i, weight: randv(o * i, rng), bias: randv(o, rng) }),
         1 | 2 => {
             let g = divisors[rng.gen_range(0..divisors.len())];
             let spec = GroupSpec::new(i, o, g, rng.gen()).unwrap();
-            let bd = Affine::BlockDiagonal(
-                BlockDiagonal::new(spec, randv(spec.weight_len(), rng), randv(o, rng)).unwrap(),
-            );
+            let bd =
+                Affine::BlockDiagonal(BlockDiagonal::new(spec, randv(spec.weight_len(), rng), randv(o, rng)).unwrap());
             if kind % 5 == 2 {
                 // A sparse map: the sum of two branches.
                 let g2 = divisors[rng.gen_range(0..divisors.len())];
@@ -56,17 +46,9 @@ fn random_map(kind: usize, o: usize, i: usize, groups: &[usize], rng: &mut impl 
         }
         _ => {
             if o == i {
-                Affine::ScaleShift(ScaleShift {
-                    gamma: randv(o, rng),
-                    beta: randv(o, rng),
-                })
+                Affine::ScaleShift(ScaleShift { gamma: randv(o, rng), beta: randv(o, rng) })
             } else {
-                Affine::Dense(Dense {
-                    out_dim: o,
-                    in_dim: i,
-                    weight: randv(o * i, rng),
-                    bias: randv(o, rng),
-                })
+                Affine::Dense(Dense { out_dim: o, in_dim: i, weight: randv(o * i, rng), bias: randv(o, rng) })
             }
         }
     }
@@ -81,14 +63,7 @@ fn assert_close(a: &[f64], b: &[f64], tol: f64) -> Result<(), TestCaseError> {
 }
 
 fn dims() -> impl Strategy<Value = (usize, usize)> {
-    prop::sample::select(vec![
-        (4usize, 4usize),
-        (8, 8),
-        (6, 12),
-        (12, 6),
-        (16, 8),
-        (24, 24),
-    ])
+    prop::sample::select(vec![(4usize, 4usize), (8, 8), (6, 12), (12, 6), (16, 8), (24, 24)])
 }
 
 const GROUPS: [usize; 6] = [1, 2, 3, 4, 6, 8];
@@ -140,28 +115,20 @@ fn union_support_counts_match_the_specification() {
         (&[96, 192, 384], true, 10752, 10692),
     ];
     for (groups, reorder, tuned, stored) in table {
-        let specs: Vec<GroupSpec> = groups
-            .iter()
-            .map(|&g| GroupSpec::new(768, 768, g, reorder).unwrap())
-            .collect();
+        let specs: Vec<GroupSpec> = groups.iter().map(|&g| GroupSpec::new(768, 768, g, reorder).unwrap()).collect();
         assert_eq!(specs.iter().map(|s| s.weight_len()).sum::<usize>(), tuned);
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let sum = specs
             .iter()
             .map(|&s| {
-                Affine::BlockDiagonal(
-                    BlockDiagonal::new(s, randv(s.weight_len(), &mut rng), vec![0.0; 768]).unwrap(),
-                )
+                Affine::BlockDiagonal(BlockDiagonal::new(s, randv(s.weight_len(), &mut rng), vec![0.0; 768]).unwrap())
             })
             .reduce(|a, b| a.add(&b).unwrap())
             .unwrap();
         assert_eq!(sum.nnz(), stored, "groups {groups:?} reorder {reorder}");
         assert_eq!(Pattern::Grouped(specs).nnz(768), stored);
         // The dense form has exactly that many non-zeros (random values are never 0).
-        assert_eq!(
-            sum.to_dense().weight.iter().filter(|v| **v != 0.0).count(),
-            stored
-        );
+        assert_eq!(sum.to_dense().weight.iter().filter(|v| **v != 0.0).count(), stored);
     }
 }
 
@@ -172,15 +139,6 @@ fn shape_mismatches_are_errors() {
     assert!(a.add(&b).is_err());
     assert!(b.compose(&a).is_err());
     assert!(a.apply(&[1.0; 5]).is_err());
-    assert!(Sparse::new(
-        2,
-        2,
-        Pattern::Csr {
-            row_ptr: vec![0, 2, 1],
-            cols: vec![0, 1]
-        },
-        vec![0.0; 2],
-        vec![0.0; 2]
-    )
-    .is_err());
+    assert!(Sparse::new(2, 2, Pattern::Csr { row_ptr: vec![0, 2, 1], cols: vec![0, 1] }, vec![0.0; 2], vec![0.0; 2])
+        .is_err());
 }

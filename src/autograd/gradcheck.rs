@@ -39,13 +39,7 @@ pub struct GradcheckOptions {
 
 impl Default for GradcheckOptions {
     fn default() -> Self {
-        GradcheckOptions {
-            step: 1e-2,
-            atol: 1e-3,
-            rtol: 1e-2,
-            max_per_input: 64,
-            seed: 0,
-        }
+        GradcheckOptions { step: 1e-2, atol: 1e-3, rtol: 1e-2, max_per_input: 64, seed: 0 }
     }
 }
 
@@ -77,10 +71,7 @@ impl std::fmt::Display for GradcheckReport {
             self.checked, self.failures, self.worst_ratio
         )?;
         if let Some((i, j, a, n)) = self.worst {
-            write!(
-                f,
-                " (input {i}, element {j}: analytic {a:.6e}, numeric {n:.6e})"
-            )?;
+            write!(f, " (input {i}, element {j}: analytic {a:.6e}, numeric {n:.6e})")?;
         }
         Ok(())
     }
@@ -99,18 +90,10 @@ where
     let y = f(&tape, &vars)?;
     let n_out = y.value().numel().max(1);
     let scale = 1.0 / (n_out as f32).sqrt();
-    let r = Tensor::new(
-        y.shape(),
-        (0..y.value().numel())
-            .map(|_| rng.gen_range(-scale..scale))
-            .collect(),
-    )?;
+    let r = Tensor::new(y.shape(), (0..y.value().numel()).map(|_| rng.gen_range(-scale..scale)).collect())?;
     let l = project(&y, &r)?;
     if !l.requires_grad() {
-        return Err(Error::invalid(
-            "gradcheck",
-            "the output does not depend on the inputs",
-        ));
+        return Err(Error::invalid("gradcheck", "the output does not depend on the inputs"));
     }
     let grads = tape.backward(&l)?;
     let loss_at = |xs: &[Tensor]| -> Result<f64> {
@@ -120,19 +103,9 @@ where
         if y.shape() != r.shape() {
             return Err(Error::shape("gradcheck", r.shape(), y.shape()));
         }
-        Ok(y.value()
-            .data()
-            .iter()
-            .zip(r.data())
-            .map(|(&a, &b)| a as f64 * b as f64)
-            .sum())
+        Ok(y.value().data().iter().zip(r.data()).map(|(&a, &b)| a as f64 * b as f64).sum())
     };
-    let mut report = GradcheckReport {
-        checked: 0,
-        failures: 0,
-        worst: None,
-        worst_ratio: 0.0,
-    };
+    let mut report = GradcheckReport { checked: 0, failures: 0, worst: None, worst_ratio: 0.0 };
     let mut xs: Vec<Tensor> = inputs.to_vec();
     for (i, v) in vars.iter().enumerate() {
         let zeros = Tensor::zeros(v.shape());
@@ -141,9 +114,7 @@ where
         let idx: Vec<usize> = if n <= opts.max_per_input {
             (0..n).collect()
         } else {
-            (0..opts.max_per_input)
-                .map(|_| rng.gen_range(0..n))
-                .collect()
+            (0..opts.max_per_input).map(|_| rng.gen_range(0..n)).collect()
         };
         for j in idx {
             let x0 = inputs[i].data()[j];
@@ -172,27 +143,11 @@ where
 
 /// `Σ r·y` as a recorded op (the projection used by [`gradcheck`]).
 fn project<'t>(y: &Var<'t>, r: &Tensor) -> Result<Var<'t>> {
-    let s: f64 = y
-        .value()
-        .data()
-        .iter()
-        .zip(r.data())
-        .map(|(&a, &b)| a as f64 * b as f64)
-        .sum();
+    let s: f64 = y.value().data().iter().zip(r.data()).map(|(&a, &b)| a as f64 * b as f64).sum();
     let yn = y.node();
     let r = r.clone();
-    y.tape().op(
-        "gradcheck.project",
-        Tensor::scalar(s as f32),
-        &[y],
-        move |dl, g| {
-            let d = dl.data()[0];
-            g.add_with(yn, || {
-                Ok(Tensor::from_parts(
-                    r.shape().to_vec(),
-                    r.data().iter().map(|v| v * d).collect(),
-                ))
-            })
-        },
-    )
+    y.tape().op("gradcheck.project", Tensor::scalar(s as f32), &[y], move |dl, g| {
+        let d = dl.data()[0];
+        g.add_with(yn, || Ok(Tensor::from_parts(r.shape().to_vec(), r.data().iter().map(|v| v * d).collect())))
+    })
 }

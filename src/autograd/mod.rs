@@ -1,7 +1,7 @@
 //! Tape-based reverse-mode automatic differentiation.
 //!
 //! - [`Tape`] records ops on values that need a gradient; [`Var`] is a value on a tape.
-//! - [`Param`](crate::Param)s are put on a tape with [`Tape::param`]; frozen ones become constants.
+//! - [`Param`]s are put on a tape with [`Tape::param`]; frozen ones become constants.
 //! - [`gradcheck`] compares the tape's gradients with finite differences.
 //!
 //! The ops are methods on [`Var`], defined in `ops/`, one file per family.

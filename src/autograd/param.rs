@@ -22,18 +22,11 @@ pub struct Param {
 impl Param {
     /// A trainable parameter.
     pub fn new(value: Tensor) -> Self {
-        Param {
-            id: ParamId(NEXT_ID.fetch_add(1, Ordering::Relaxed)),
-            value,
-            trainable: true,
-        }
+        Param { id: ParamId(NEXT_ID.fetch_add(1, Ordering::Relaxed)), value, trainable: true }
     }
     /// A frozen parameter.
     pub fn frozen(value: Tensor) -> Self {
-        Param {
-            trainable: false,
-            ..Param::new(value)
-        }
+        Param { trainable: false, ..Param::new(value) }
     }
     /// Its identity.
     pub fn id(&self) -> ParamId {

@@ -70,18 +70,11 @@ impl Tape {
     }
     /// A recording tape in evaluation mode (dropout and drop-path are the identity).
     pub fn eval() -> Self {
-        Tape {
-            train: false,
-            ..Tape::new()
-        }
+        Tape { train: false, ..Tape::new() }
     }
     /// Inference: nothing is recorded, parameters are constants, evaluation mode.
     pub fn inference() -> Self {
-        Tape {
-            record: false,
-            train: false,
-            ..Tape::new()
-        }
+        Tape { record: false, train: false, ..Tape::new() }
     }
     /// Reseeds the tape's RNG (dropout, drop-path).
     pub fn with_seed(self, seed: u64) -> Self {
@@ -118,19 +111,11 @@ impl Tape {
     /// A value that needs a gradient (a leaf), when recording.
     pub fn var(&self, value: Tensor) -> Var<'_> {
         let node = self.record.then(|| self.push(None));
-        Var {
-            tape: self,
-            value,
-            node,
-        }
+        Var { tape: self, value, node }
     }
     /// A value that never needs a gradient.
     pub fn constant(&self, value: Tensor) -> Var<'_> {
-        Var {
-            tape: self,
-            value,
-            node: None,
-        }
+        Var { tape: self, value, node: None }
     }
     /// A parameter: a leaf if it is trainable and the tape records, a constant otherwise (frozen
     /// parameters get no node, no gradient buffer, and no weight-gradient work downstream).
@@ -141,11 +126,7 @@ impl Tape {
         }
         let mut params = self.params.borrow_mut();
         let node = *params.entry(p.id()).or_insert_with(|| self.push(None));
-        Var {
-            tape: self,
-            value: p.value.clone(),
-            node: Some(node),
-        }
+        Var { tape: self, value: p.value.clone(), node: Some(node) }
     }
 
     /// Records an op. `value` is its output; `inputs` its inputs; `backward` adds the inputs'
@@ -161,37 +142,23 @@ impl Tape {
         if inputs.iter().any(|v| !std::ptr::eq(v.tape, self)) {
             return Err(Error::invalid(op, "inputs come from different tapes"));
         }
-        let node = (self.record && inputs.iter().any(|v| v.node.is_some()))
-            .then(|| self.push(Some(Box::new(backward))));
-        Ok(Var {
-            tape: self,
-            value,
-            node,
-        })
+        let node =
+            (self.record && inputs.iter().any(|v| v.node.is_some())).then(|| self.push(Some(Box::new(backward))));
+        Ok(Var { tape: self, value, node })
     }
 
     /// Reverse pass from a scalar `loss`: returns the gradients of every leaf that needs one.
     /// The tape's closures are consumed; a second call errors.
     pub fn backward(&self, loss: &Var) -> Result<Gradients> {
         if loss.value.numel() != 1 {
-            return Err(Error::bad_shape(
-                "backward",
-                loss.shape(),
-                "the loss must have one element",
-            ));
+            return Err(Error::bad_shape("backward", loss.shape(), "the loss must have one element"));
         }
         let Some(root) = loss.node else {
-            return Err(Error::invalid(
-                "backward",
-                "the loss does not depend on any value that needs a gradient",
-            ));
+            return Err(Error::invalid("backward", "the loss does not depend on any value that needs a gradient"));
         };
         let mut nodes = std::mem::take(&mut *self.nodes.borrow_mut());
         if nodes.get(root).is_none() {
-            return Err(Error::invalid(
-                "backward",
-                "this tape was already consumed by a backward pass",
-            ));
+            return Err(Error::invalid("backward", "this tape was already consumed by a backward pass"));
         }
         let mut grads = Grads { slots: Vec::new() };
         grads.slots.resize_with(nodes.len(), || None);
@@ -204,10 +171,7 @@ impl Tape {
                 }
             }
         }
-        Ok(Gradients {
-            slots: grads.slots,
-            params: self.params.borrow().clone(),
-        })
+        Ok(Gradients { slots: grads.slots, params: self.params.borrow().clone() })
     }
 }
 
@@ -234,11 +198,7 @@ impl<'t> Var<'t> {
     }
     /// The same value, cut from the tape (no gradient flows back through it).
     pub fn detach(&self) -> Var<'t> {
-        Var {
-            tape: self.tape,
-            value: self.value.clone(),
-            node: None,
-        }
+        Var { tape: self.tape, value: self.value.clone(), node: None }
     }
     /// Shorthand for `self.tape().backward(self)`.
     pub fn backward(&self) -> Result<Gradients> {
@@ -268,11 +228,7 @@ impl Grads {
         Ok(())
     }
     /// Computes and adds a gradient only when `node` needs one.
-    pub fn add_with(
-        &mut self,
-        node: Option<usize>,
-        f: impl FnOnce() -> Result<Tensor>,
-    ) -> Result<()> {
+    pub fn add_with(&mut self, node: Option<usize>, f: impl FnOnce() -> Result<Tensor>) -> Result<()> {
         match node {
             Some(n) => {
                 let g = f()?;
@@ -292,21 +248,14 @@ pub struct Gradients {
 impl Gradients {
     /// The gradient of a leaf `Var` (`None` if it needs none or the loss does not depend on it).
     pub fn get(&self, v: &Var) -> Option<&Tensor> {
-        v.node
-            .and_then(|n| self.slots.get(n))
-            .and_then(|s| s.as_ref())
+        v.node.and_then(|n| self.slots.get(n)).and_then(|s| s.as_ref())
     }
     /// The gradient of a parameter (`None` for frozen parameters).
     pub fn param(&self, p: &Param) -> Option<&Tensor> {
-        self.params
-            .get(&p.id())
-            .and_then(|&n| self.slots[n].as_ref())
+        self.params.get(&p.id()).and_then(|&n| self.slots[n].as_ref())
     }
     /// Number of parameters that received a gradient.
     pub fn num_params(&self) -> usize {
-        self.params
-            .values()
-            .filter(|&&n| self.slots[n].is_some())
-            .count()
+        self.params.values().filter(|&&n| self.slots[n].is_some()).count()
     }
 }

@@ -78,10 +78,18 @@ pub fn run_gc_bench(tokens: usize, dims: &[usize], groups: &[usize], reps: usize
             }
             let mut dbd = vec![0.0f32; d * d];
             let fused_fwd = |y: &mut [f32]| grouped_forward(&spec, 1.0, &x, &w, None, y).expect("sizes agree");
-            let dense_fwd = |y: &mut [f32]| gemm(1.0, MatRef::new(&x, tokens, d), MatRef::new(&bd, d, d).t(), 0.0, y, d);
+            let dense_fwd =
+                |y: &mut [f32]| gemm(1.0, MatRef::new(&x, tokens, d), MatRef::new(&bd, d, d).t(), 0.0, y, d);
             let loop_fwd = |y: &mut [f32]| {
                 for i in 0..g {
-                    gemm(1.0, MatRef::strided(&x[i * ci..], tokens, ci, d, 1), MatRef::new(&w[i * co * ci..], co, ci).t(), 0.0, &mut y[i * co..], d);
+                    gemm(
+                        1.0,
+                        MatRef::strided(&x[i * ci..], tokens, ci, d, 1),
+                        MatRef::new(&w[i * co * ci..], co, ci).t(),
+                        0.0,
+                        &mut y[i * co..],
+                        d,
+                    );
                 }
             };
             let fused_fwd_ms = best_ms(reps, || fused_fwd(&mut y));
@@ -102,7 +110,14 @@ pub fn run_gc_bench(tokens: usize, dims: &[usize], groups: &[usize], reps: usize
                 for i in 0..g {
                     let dyi = MatRef::strided(&dy[i * co..], tokens, co, d, 1);
                     gemm(1.0, dyi, MatRef::new(&w[i * co * ci..], co, ci), 0.0, &mut dx[i * ci..], d);
-                    gemm(1.0, dyi.t(), MatRef::strided(&x[i * ci..], tokens, ci, d, 1), 0.0, &mut dw[i * co * ci..], ci);
+                    gemm(
+                        1.0,
+                        dyi.t(),
+                        MatRef::strided(&x[i * ci..], tokens, ci, d, 1),
+                        0.0,
+                        &mut dw[i * co * ci..],
+                        ci,
+                    );
                 }
             });
             let useful = 2.0 * (tokens * d * d / g) as f64;
@@ -126,7 +141,11 @@ pub fn run_gc_bench(tokens: usize, dims: &[usize], groups: &[usize], reps: usize
 
 impl fmt::Display for GcReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "grouped connection, T = {} tokens, useful GFLOP/s (2·T·D²/g per product; fwd+bwd = 3 products)", self.tokens)?;
+        writeln!(
+            f,
+            "grouped connection, T = {} tokens, useful GFLOP/s (2·T·D²/g per product; fwd+bwd = 3 products)",
+            self.tokens
+        )?;
         writeln!(f, "|   D |   g | fused fwd | dense fwd | loop fwd | fused f+b | dense f+b | loop f+b | fused vs best fwd | fused vs best f+b | fused fwd GB/s |")?;
         writeln!(f, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
         for r in &self.rows {

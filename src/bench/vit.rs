@@ -77,7 +77,9 @@ pub fn run_vit_bench(quick: bool) -> Result<VitReport> {
     let x = images(&cfg, b);
     let labels: Vec<usize> = (0..b).map(|i| i % 10).collect();
     let released = Method::Consolidator(ConsolidatorConfig::released(cfg.embed_dim));
-    for (label, method) in [("full fine-tuning", Method::Full), ("consolidator (frozen backbone + branches)", released.clone())] {
+    for (label, method) in
+        [("full fine-tuning", Method::Full), ("consolidator (frozen backbone + branches)", released.clone())]
+    {
         let mut vit = base.clone();
         method.apply(&mut vit, 10, 0)?;
         let mut opt = Optimizer::adamw(1e-4);
@@ -114,7 +116,11 @@ impl fmt::Display for VitReport {
 impl VitReport {
     /// The report as JSON.
     pub fn to_json(&self) -> String {
-        let rows: Vec<String> = self.rows.iter().map(|r| format!("{{\"name\":\"{}\",\"batch\":{},\"ms\":{:.3}}}", r.name, r.batch, r.ms)).collect();
+        let rows: Vec<String> = self
+            .rows
+            .iter()
+            .map(|r| format!("{{\"name\":\"{}\",\"batch\":{},\"ms\":{:.3}}}", r.name, r.batch, r.ms))
+            .collect();
         format!("{{\"rows\":[{}]}}", rows.join(","))
     }
 }

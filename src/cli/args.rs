@@ -11,16 +11,7 @@ pub struct Args {
 }
 
 /// Switches that take no value.
-const SWITCHES: [&str; 8] = [
-    "json",
-    "resume",
-    "strict",
-    "non-strict",
-    "quick",
-    "help",
-    "no-progress",
-    "sgd",
-];
+const SWITCHES: [&str; 8] = ["json", "resume", "strict", "non-strict", "quick", "help", "no-progress", "sgd"];
 
 impl Args {
     pub fn parse(raw: &[String]) -> Result<Args, String> {
@@ -36,22 +27,14 @@ impl Args {
                 let value = if inline.is_some() || SWITCHES.contains(&name.as_str()) {
                     inline
                 } else {
-                    Some(
-                        it.next()
-                            .ok_or_else(|| format!("--{name} needs a value"))?
-                            .clone(),
-                    )
+                    Some(it.next().ok_or_else(|| format!("--{name} needs a value"))?.clone())
                 };
                 flags.insert(name, value);
             } else {
                 positional.push(a.clone());
             }
         }
-        Ok(Args {
-            positional,
-            flags,
-            used: Default::default(),
-        })
+        Ok(Args { positional, flags, used: Default::default() })
     }
 
     /// A flag's value parsed as `T`, or `default`.
@@ -65,10 +48,7 @@ impl Args {
         match self.flags.get(name) {
             None => Ok(None),
             Some(None) => Err(format!("--{name} needs a value")),
-            Some(Some(v)) => v
-                .parse::<T>()
-                .map(Some)
-                .map_err(|_| format!("--{name}: cannot read `{v}`")),
+            Some(Some(v)) => v.parse::<T>().map(Some).map_err(|_| format!("--{name}: cannot read `{v}`")),
         }
     }
 
@@ -91,10 +71,7 @@ impl Args {
             return Err(format!("unknown option --{k} (see `consolidator help`)"));
         }
         if self.positional.len() > max_positional {
-            return Err(format!(
-                "unexpected argument `{}`",
-                self.positional[max_positional]
-            ));
+            return Err(format!("unexpected argument `{}`", self.positional[max_positional]));
         }
         Ok(())
     }

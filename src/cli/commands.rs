@@ -9,7 +9,7 @@ use consolidator::nn::{Module, VisionTransformer, VitConfig};
 use consolidator::optim::Optimizer;
 use consolidator::peft::Method;
 use consolidator::reparam::{consolidate as stage1, merge as stage2, TaskDelta};
-use consolidator::train::{evaluate, load_checkpoint, train, TrainConfig, TrainReport};
+use consolidator::train::{evaluate, load_checkpoint, train, Position, TrainConfig, TrainReport};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -54,15 +54,9 @@ fn install_ctrlc() {
 // pretrain
 
 pub fn pretrain(args: &Args) -> R {
-    let data = PathBuf::from(
-        args.str("data")
-            .unwrap_or_else(|| "../shared/data/mnist".into()),
-    );
+    let data = PathBuf::from(args.str("data").unwrap_or_else(|| "../shared/data/mnist".into()));
     let arch = args.str("arch").unwrap_or_else(|| "vit_mnist_tiny".into());
-    let out = PathBuf::from(
-        args.str("out")
-            .unwrap_or_else(|| default_backbone().display().to_string()),
-    );
+    let out = PathBuf::from(args.str("out").unwrap_or_else(|| default_backbone().display().to_string()));
     let mut cfg = train_config(args, None, 10)?;
     cfg.batch_size = args.get("batch", 128)?;
     cfg.weight_decay = args.get("wd", 0.05)?;
@@ -88,20 +82,13 @@ pub fn pretrain(args: &Args) -> R {
     let mut vcfg = e(VitConfig::preset(&arch))?;
     vcfg.drop_path_rate = drop_path;
     let mut vit = e(VisionTransformer::new(&vcfg, cfg.seed))?;
-    let mut opt = if cfg.sgd {
-        Optimizer::sgd(0.9, cfg.weight_decay)
-    } else {
-        Optimizer::adamw(cfg.weight_decay)
-    };
-    let mut start = 0;
+    let mut opt = if cfg.sgd { Optimizer::sgd(0.9, cfg.weight_decay) } else { Optimizer::adamw(cfg.weight_decay) };
+    let mut start = Position::default();
     if resume {
-        let ck = cfg
-            .checkpoint
-            .clone()
-            .ok_or("--resume needs --checkpoint PATH")?;
+        let ck = cfg.checkpoint.clone().ok_or("--resume needs --checkpoint PATH")?;
         if ck.exists() {
             start = e(load_checkpoint(&ck, &mut vit, &mut opt))?;
-            eprintln!("resuming from {} after epoch {start}", ck.display());
+            eprintln!("resuming from {} at epoch {}, step {}", ck.display(), start.epoch + 1, start.step);
         }
     }
     println!(
@@ -127,23 +114,15 @@ pub fn pretrain(args: &Args) -> R {
             ep.epoch,
             ep.train_loss,
             100.0 * ep.train_acc,
-            ep.val_acc
-                .map_or("-".into(), |a| format!("{:.2}%", 100.0 * a)),
+            ep.val_acc.map_or("-".into(), |a| format!("{:.2}%", 100.0 * a)),
             ep.lr,
             ep.seconds
         );
     }
     let (test_acc, test_loss) = e(evaluate(&vit, &test, 256))?;
     let secs = t0.elapsed().as_secs_f32();
-    println!(
-        "MNIST test accuracy {:.2}% (loss {test_loss:.4}) after {:.1} min",
-        100.0 * test_acc,
-        secs / 60.0
-    );
-    let command = format!(
-        "consolidator pretrain {}",
-        std::env::args().skip(2).collect::<Vec<_>>().join(" ")
-    );
+    println!("MNIST test accuracy {:.2}% (loss {test_loss:.4}) after {:.1} min", 100.0 * test_acc, secs / 60.0);
+    let command = format!("consolidator pretrain {}", std::env::args().skip(2).collect::<Vec<_>>().join(" "));
     vit.freeze();
     e(save_model(
         &out,
@@ -184,75 +163,41 @@ pub fn run_adapt(
 ) -> consolidator::Result<AdaptResult> {
     let mut vit = backbone.clone();
     method.apply(&mut vit, task.train.num_classes, cfg.seed)?;
-    let mut opt = if cfg.sgd {
-        Optimizer::sgd(0.9, cfg.weight_decay)
-    } else {
-        Optimizer::adamw(cfg.weight_decay)
-    };
+    let mut opt = if cfg.sgd { Optimizer::sgd(0.9, cfg.weight_decay) } else { Optimizer::adamw(cfg.weight_decay) };
     let mut cfg = cfg.clone();
-    let mut start = 0;
+    let mut start = Position::default();
     if let Some(ck) = &cfg.checkpoint {
         if ck.exists() && std::env::var("CONSOLIDATOR_RESUME").is_ok() {
             start = load_checkpoint(ck, &mut vit, &mut opt)?;
         }
     }
     cfg.eval_every = cfg.eval_every.max(1);
-    let report = train(
-        &mut vit,
-        &mut opt,
-        &task.train,
-        Some(&task.val),
-        &cfg,
-        start,
-        &mut progress_line(label, show),
-    )?;
+    let report = train(&mut vit, &mut opt, &task.train, Some(&task.val), &cfg, start, &mut progress_line(label, show))?;
     let (val_acc, _) = evaluate(&vit, &task.val, 256)?;
     let (test_acc, _) = evaluate(&vit, &task.test, 256)?;
     let tunable = vit.num_trainable();
-    let stored_bytes = if method.mergeable() {
-        stage1(&vit, backbone, method)?.storage_bytes()
-    } else {
-        4 * tunable
-    };
-    Ok(AdaptResult {
-        model: vit,
-        report,
-        val_acc,
-        test_acc,
-        tunable,
-        stored_bytes,
-    })
+    let stored_bytes = if method.mergeable() { stage1(&vit, backbone, method)?.storage_bytes() } else { 4 * tunable };
+    Ok(AdaptResult { model: vit, report, val_acc, test_acc, tunable, stored_bytes })
 }
 
 fn parse_task(args: &Args) -> R<Task> {
-    let t = args
-        .str("task")
-        .ok_or("--task is required (optdigits, orientation, location, counting, shift)")?;
+    let t = args.str("task").ok_or("--task is required (optdigits, orientation, location, counting, shift)")?;
     t.parse::<Task>().map_err(|e| e.to_string())
 }
 
 pub fn adapt(args: &Args) -> R {
-    let backbone_path = PathBuf::from(
-        args.str("backbone")
-            .unwrap_or_else(|| default_backbone().display().to_string()),
-    );
+    let backbone_path = PathBuf::from(args.str("backbone").unwrap_or_else(|| default_backbone().display().to_string()));
     let (backbone, m) = e(load_model(&backbone_path, args.str("arch").as_deref()))?;
     if m.is_some() {
-        return Err(format!(
-            "{} is an adapted model; pass a plain backbone",
-            backbone_path.display()
-        ));
+        return Err(format!("{} is an adapted model; pass a plain backbone", backbone_path.display()));
     }
-    let method = e(Method::parse(
-        &args.str("method").unwrap_or_else(|| "consolidator".into()),
-        backbone.config.embed_dim,
-    ))?;
+    let method =
+        e(Method::parse(&args.str("method").unwrap_or_else(|| "consolidator".into()), backbone.config.embed_dim))?;
     let task = parse_task(args)?;
     let cfg = train_config(args, Some(&method), 30)?;
-    let out =
-        PathBuf::from(args.str("out").unwrap_or_else(|| {
-            format!("runs/adapt-{}-{}.safetensors", method.name(), task.name())
-        }));
+    let out = PathBuf::from(
+        args.str("out").unwrap_or_else(|| format!("runs/adapt-{}-{}.safetensors", method.name(), task.name())),
+    );
     let json = args.has("json");
     let resume = args.has("resume");
     let quiet = args.has("no-progress");
@@ -270,8 +215,7 @@ pub fn adapt(args: &Args) -> R {
         !quiet && !json,
     ))?;
     if let Some(p) = out.parent() {
-        std::fs::create_dir_all(p)
-            .map_err(|err| format!("cannot create {}: {err}", p.display()))?;
+        std::fs::create_dir_all(p).map_err(|err| format!("cannot create {}: {err}", p.display()))?;
     }
     e(save_model(
         &out,
@@ -317,25 +261,14 @@ pub fn adapt(args: &Args) -> R {
 fn method_string(m: &Method) -> String {
     match m {
         Method::LinearProbe | Method::Full | Method::BitFit => m.name().into(),
-        Method::Lora {
-            rank,
-            alpha,
-            layers,
-        } => format!(
-            "lora:r={rank},alpha={alpha},layers={}",
-            layer_string(layers)
-        ),
+        Method::Lora { rank, alpha, layers } => format!("lora:r={rank},alpha={alpha},layers={}", layer_string(layers)),
         Method::Adapter { dim, scale } => format!("adapter:dim={dim},scale={scale}"),
         Method::Vpt { prompts } => format!("vpt:prompts={prompts}"),
         Method::Ssf { layers } => format!("ssf:layers={}", layer_string(layers)),
         Method::Consolidator(c) => {
             let mut s = format!(
                 "consolidator:g={},dp={},layers={}",
-                c.branches
-                    .iter()
-                    .map(|b| b.0.to_string())
-                    .collect::<Vec<_>>()
-                    .join("+"),
+                c.branches.iter().map(|b| b.0.to_string()).collect::<Vec<_>>().join("+"),
                 c.drop_path,
                 layer_string(&c.layers)
             );
@@ -355,12 +288,7 @@ fn method_string(m: &Method) -> String {
 
 fn layer_string(l: &consolidator::peft::LayerSet) -> String {
     let mut v = Vec::new();
-    for (on, n) in [
-        (l.qkv, "qkv"),
-        (l.proj, "proj"),
-        (l.fc1, "fc1"),
-        (l.fc2, "fc2"),
-    ] {
+    for (on, n) in [(l.qkv, "qkv"), (l.proj, "proj"), (l.fc1, "fc1"), (l.fc2, "fc2")] {
         if on {
             v.push(n);
         }
@@ -372,45 +300,26 @@ fn layer_string(l: &consolidator::peft::LayerSet) -> String {
 // consolidate / merge
 
 pub fn consolidate(args: &Args) -> R {
-    let backbone_path = PathBuf::from(
-        args.str("backbone")
-            .unwrap_or_else(|| default_backbone().display().to_string()),
-    );
-    let model_path = PathBuf::from(
-        args.str("model")
-            .ok_or("--model FILE (an adapted model) is required")?,
-    );
+    let backbone_path = PathBuf::from(args.str("backbone").unwrap_or_else(|| default_backbone().display().to_string()));
+    let model_path = PathBuf::from(args.str("model").ok_or("--model FILE (an adapted model) is required")?);
     let out = PathBuf::from(args.str("out").ok_or("--out FILE is required")?);
     args.finish(0)?;
     let (backbone, _) = e(load_model(&backbone_path, None))?;
     let (adapted, method) = e(load_model(&model_path, None))?;
-    let method = method.ok_or_else(|| {
-        format!(
-            "{} has no `method` metadata: it is not an adapted model",
-            model_path.display()
-        )
-    })?;
+    let method = method
+        .ok_or_else(|| format!("{} has no `method` metadata: it is not an adapted model", model_path.display()))?;
     let delta = e(stage1(&adapted, &backbone, &method))?;
     e(delta.save(&out))?;
     let full = 4 * adapted
         .named_params()
         .iter()
-        .filter(|(k, _)| {
-            !k.contains(".consolidator.") && !k.contains(".lora_") && !k.contains(".ssf_")
-        })
+        .filter(|(k, _)| !k.contains(".consolidator.") && !k.contains(".lora_") && !k.contains(".ssf_"))
         .map(|(_, p)| p.numel())
         .sum::<usize>();
     let trained = adapted.num_trainable();
     println!("stage 1: {} → {}", model_path.display(), out.display());
-    println!(
-        "  stored      {:>10}  ({} values)",
-        bytes(delta.storage_bytes()),
-        delta.storage_bytes() / 4
-    );
-    println!(
-        "  trained     {:>10}  ({trained} values)",
-        bytes(4 * trained)
-    );
+    println!("  stored      {:>10}  ({} values)", bytes(delta.storage_bytes()), delta.storage_bytes() / 4);
+    println!("  trained     {:>10}  ({trained} values)", bytes(4 * trained));
     println!(
         "  full model  {:>10}  ({:.3}% of it is stored per task)",
         bytes(full),
@@ -420,19 +329,13 @@ pub fn consolidate(args: &Args) -> R {
 }
 
 pub fn merge(args: &Args) -> R {
-    let backbone_path = PathBuf::from(
-        args.str("backbone")
-            .unwrap_or_else(|| default_backbone().display().to_string()),
-    );
+    let backbone_path = PathBuf::from(args.str("backbone").unwrap_or_else(|| default_backbone().display().to_string()));
     let delta_path = PathBuf::from(args.str("delta").ok_or("--delta FILE is required")?);
     let out = PathBuf::from(args.str("out").ok_or("--out FILE is required")?);
     args.finish(0)?;
     let (backbone, m) = e(load_model(&backbone_path, None))?;
     if m.is_some() {
-        return Err(format!(
-            "{} is an adapted model, not a backbone",
-            backbone_path.display()
-        ));
+        return Err(format!("{} is an adapted model, not a backbone", backbone_path.display()));
     }
     let delta = e(TaskDelta::load(&delta_path))?;
     let merged = e(stage2(&backbone, &delta))?;
@@ -485,10 +388,8 @@ pub fn eval(args: &Args) -> R {
 
 pub fn forward(args: &Args) -> R {
     let model_path = PathBuf::from(args.str("model").ok_or("--model FILE is required")?);
-    let input = PathBuf::from(
-        args.str("input")
-            .ok_or("--input FILE is required (safetensors with key `input` [B, C, H, W])")?,
-    );
+    let input =
+        PathBuf::from(args.str("input").ok_or("--input FILE is required (safetensors with key `input` [B, C, H, W])")?);
     let output = PathBuf::from(args.str("output").ok_or("--output FILE is required")?);
     let arch = args.str("arch");
     args.finish(0)?;
@@ -501,20 +402,12 @@ pub fn forward(args: &Args) -> R {
     let mut out = TensorFile::new();
     out.insert("logits", logits.clone());
     e(out.save(&output))?;
-    println!(
-        "logits {:?} written to {} ({ms:.1} ms)",
-        logits.shape(),
-        output.display()
-    );
+    println!("logits {:?} written to {} ({ms:.1} ms)", logits.shape(), output.display());
     Ok(())
 }
 
 pub fn inspect(args: &Args) -> R {
-    let path = PathBuf::from(
-        args.positional
-            .first()
-            .ok_or("usage: consolidator inspect FILE")?,
-    );
+    let path = PathBuf::from(args.positional.first().ok_or("usage: consolidator inspect FILE")?);
     args.finish(1)?;
     let f = e(TensorFile::load(&path))?;
     let total: usize = f.tensors.values().map(|t| t.numel()).sum();
@@ -533,12 +426,7 @@ pub fn inspect(args: &Args) -> R {
     } else {
         "tensor file"
     };
-    println!(
-        "{}: {kind}, {} tensors, {total} values ({})",
-        path.display(),
-        f.tensors.len(),
-        bytes(4 * total)
-    );
+    println!("{}: {kind}, {} tensors, {total} values ({})", path.display(), f.tensors.len(), bytes(4 * total));
     for (k, v) in &f.metadata {
         println!("  {k}: {v}");
     }
@@ -554,7 +442,15 @@ pub fn inspect(args: &Args) -> R {
     if let Ok(cfg) = VitConfig::from_checkpoint(&f) {
         println!(
             "  architecture: {}x{} image, patch {:?}, {} channels, width {}, depth {}, {} heads, mlp {}, {} classes",
-            cfg.img_size.0, cfg.img_size.1, cfg.patch_size, cfg.in_chans, cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.mlp_hidden, cfg.num_classes
+            cfg.img_size.0,
+            cfg.img_size.1,
+            cfg.patch_size,
+            cfg.in_chans,
+            cfg.embed_dim,
+            cfg.depth,
+            cfg.num_heads,
+            cfg.mlp_hidden,
+            cfg.num_classes
         );
     }
     let mut groups: std::collections::BTreeMap<String, (usize, usize)> = Default::default();

@@ -49,10 +49,7 @@ pub fn load_model(path: &Path, arch: Option<&str>) -> Result<(VisionTransformer,
     if f.metadata.get("format").map(String::as_str) == Some("consolidator-delta") {
         return Err(Error::invalid(
             "load model",
-            format!(
-                "{} is a task delta, not a model: merge it into a backbone first",
-                path.display()
-            ),
+            format!("{} is a task delta, not a model: merge it into a backbone first", path.display()),
         ));
     }
     let cfg = match arch {
@@ -75,11 +72,8 @@ pub fn load_model(path: &Path, arch: Option<&str>) -> Result<(VisionTransformer,
     let mut f = f;
     f.tensors.retain(|k, _| !k.starts_with("opt."));
     vit.load_state_dict(&f, true)?;
-    vit.merged_deltas = f
-        .metadata
-        .get("merged_deltas")
-        .map(|s| s.split(';').map(String::from).collect())
-        .unwrap_or_default();
+    vit.merged_deltas =
+        f.metadata.get("merged_deltas").map(|s| s.split(';').map(String::from).collect()).unwrap_or_default();
     Ok((vit, method))
 }
 

@@ -21,22 +21,13 @@ fn e<T>(r: consolidator::Result<T>) -> R<T> {
 }
 
 fn load_backbone(args: &Args) -> R<(PathBuf, VisionTransformer)> {
-    let path = PathBuf::from(
-        args.str("backbone")
-            .unwrap_or_else(|| default_backbone().display().to_string()),
-    );
+    let path = PathBuf::from(args.str("backbone").unwrap_or_else(|| default_backbone().display().to_string()));
     if !path.exists() {
-        return Err(format!(
-            "backbone {} not found: run `consolidator pretrain` first (see README)",
-            path.display()
-        ));
+        return Err(format!("backbone {} not found: run `consolidator pretrain` first (see README)", path.display()));
     }
     let (vit, m) = e(load_model(&path, None))?;
     if m.is_some() {
-        return Err(format!(
-            "{} is an adapted model, not a backbone",
-            path.display()
-        ));
+        return Err(format!("{} is an adapted model, not a backbone", path.display()));
     }
     Ok((path, vit))
 }
@@ -47,11 +38,7 @@ fn config(method: &Method, epochs: usize, lr: f32, seed: u64) -> TrainConfig {
         epochs,
         batch_size: 32,
         lr,
-        weight_decay: if matches!(method, Method::Full) {
-            0.05
-        } else {
-            1e-4
-        },
+        weight_decay: if matches!(method, Method::Full) { 0.05 } else { 1e-4 },
         warmup_epochs: (epochs / 10).max(1),
         clip_grad: 1.0,
         eval_every: epochs,
@@ -77,24 +64,17 @@ fn latency_ms(vit: &VisionTransformer, x: &Tensor) -> R<f64> {
 
 pub fn demo(args: &Args) -> R {
     let (bb_path, backbone) = load_backbone(args)?;
-    let task: Task = args
-        .str("task")
-        .unwrap_or_else(|| "shift".into())
-        .parse()
-        .map_err(|e: consolidator::Error| e.to_string())?;
+    let task: Task =
+        args.str("task").unwrap_or_else(|| "shift".into()).parse().map_err(|e: consolidator::Error| e.to_string())?;
     let epochs: usize = args.get("epochs", 12)?;
     let out_dir = PathBuf::from(args.str("out").unwrap_or_else(|| "runs/demo".into()));
     let quiet = args.has("no-progress");
     args.finish(0)?;
-    std::fs::create_dir_all(&out_dir)
-        .map_err(|err| format!("cannot create {}: {err}", out_dir.display()))?;
+    std::fs::create_dir_all(&out_dir).map_err(|err| format!("cannot create {}: {err}", out_dir.display()))?;
     let t_start = Instant::now();
     let data = e(load_task(task))?;
     let bb = backbone_params(&backbone);
-    println!(
-        "consolidator demo: adapting the shipped backbone {} ({bb} parameters)",
-        bb_path.display()
-    );
+    println!("consolidator demo: adapting the shipped backbone {} ({bb} parameters)", bb_path.display());
     println!(
         "task `{}`: {} ({} train, {} val, {} test)\n",
         task.name(),
@@ -106,33 +86,17 @@ pub fn demo(args: &Args) -> R {
     let methods = [
         Method::LinearProbe,
         Method::Full,
-        Method::Consolidator(consolidator::peft::ConsolidatorConfig::released(
-            backbone.config.embed_dim,
-        )),
+        Method::Consolidator(consolidator::peft::ConsolidatorConfig::released(backbone.config.embed_dim)),
     ];
     let mut rows = Vec::new();
     let mut adapted_consolidator = None;
     for m in &methods {
         let lr = lr_grid(m)[0];
-        let r = e(run_adapt(
-            &backbone,
-            m,
-            &data,
-            &config(m, epochs, lr, 0),
-            format!("{:<13}", m.name()),
-            !quiet,
-        ))?;
+        let r = e(run_adapt(&backbone, m, &data, &config(m, epochs, lr, 0), format!("{:<13}", m.name()), !quiet))?;
         if matches!(m, Method::Consolidator(_)) {
             adapted_consolidator = Some(r.model.clone());
         }
-        rows.push((
-            m.name(),
-            r.val_acc,
-            r.test_acc,
-            r.tunable,
-            r.stored_bytes,
-            r.report.seconds,
-        ));
+        rows.push((m.name(), r.val_acc, r.test_acc, r.tunable, r.stored_bytes, r.report.seconds));
     }
     // Stage 1 and stage 2 on the consolidator, through files, then verify.
     let method = &methods[2];
@@ -155,20 +119,16 @@ pub fn demo(args: &Args) -> R {
     let d1 = stage1_logits.max_abs_diff(&unmerged_logits);
     let agree = argmax_agreement(&merged_logits, &unmerged_logits);
     if d2 > 1e-4 * scale || d1 > 1e-4 * scale {
-        return Err(format!("merged logits differ from unmerged ones by {d2:.3e} (stage 1: {d1:.3e}; logit scale {scale:.2})"));
+        return Err(format!(
+            "merged logits differ from unmerged ones by {d2:.3e} (stage 1: {d1:.3e}; logit scale {scale:.2})"
+        ));
     }
     // Latency of one batch of 64 test images.
-    let xb = e(data
-        .test
-        .subset(&(0..64.min(data.test.len())).collect::<Vec<_>>()))?
-    .images;
+    let xb = e(data.test.subset(&(0..64.min(data.test.len())).collect::<Vec<_>>()))?.images;
     let mut base = backbone.clone();
     base.reset_head(data.train.num_classes, 0);
-    let (lat_base, lat_unmerged, lat_merged) = (
-        latency_ms(&base, &xb)?,
-        latency_ms(&adapted, &xb)?,
-        latency_ms(&merged_model, &xb)?,
-    );
+    let (lat_base, lat_unmerged, lat_merged) =
+        (latency_ms(&base, &xb)?, latency_ms(&adapted, &xb)?, latency_ms(&merged_model, &xb)?);
 
     println!("\n| method | val acc | test acc | tunable params | % of backbone | stored per task | train time |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
@@ -192,17 +152,12 @@ pub fn demo(args: &Args) -> R {
         x.shape()[0],
         100.0 * agree
     );
-    println!(
-        "\ninference latency, batch of {} images (median of 7):",
-        xb.shape()[0]
-    );
+    println!("\ninference latency, batch of {} images (median of 7):", xb.shape()[0]);
     println!("| model | latency | vs backbone |");
     println!("|---|---:|---:|");
-    for (n, l) in [
-        ("backbone", lat_base),
-        ("unmerged (with branches)", lat_unmerged),
-        ("merged (plain ViT)", lat_merged),
-    ] {
+    for (n, l) in
+        [("backbone", lat_base), ("unmerged (with branches)", lat_unmerged), ("merged (plain ViT)", lat_merged)]
+    {
         println!("| {n} | {l:.2} ms | {:.2}× |", l / lat_base);
     }
     println!("\ndone in {:.1}s", t_start.elapsed().as_secs_f32());
@@ -211,15 +166,9 @@ pub fn demo(args: &Args) -> R {
 
 fn argmax_agreement(a: &Tensor, b: &Tensor) -> f64 {
     let k = a.shape()[1];
-    let arg = |r: &[f32]| {
-        r.iter()
-            .enumerate()
-            .fold(0, |m, (j, &v)| if v > r[m] { j } else { m })
-    };
+    let arg = |r: &[f32]| r.iter().enumerate().fold(0, |m, (j, &v)| if v > r[m] { j } else { m });
     let n = a.shape()[0];
-    (0..n)
-        .filter(|&i| arg(&a.data()[i * k..(i + 1) * k]) == arg(&b.data()[i * k..(i + 1) * k]))
-        .count() as f64
+    (0..n).filter(|&i| arg(&a.data()[i * k..(i + 1) * k]) == arg(&b.data()[i * k..(i + 1) * k])).count() as f64
         / n as f64
 }
 
@@ -244,21 +193,16 @@ pub fn suite(args: &Args) -> R {
     let quiet = args.has("no-progress");
     let json = args.has("json");
     args.finish(0)?;
-    std::fs::create_dir_all(&out_dir)
-        .map_err(|err| format!("cannot create {}: {err}", out_dir.display()))?;
+    std::fs::create_dir_all(&out_dir).map_err(|err| format!("cannot create {}: {err}", out_dir.display()))?;
     let dim = backbone.config.embed_dim;
     let methods: Vec<Method> = match &only {
-        Some(list) => list
-            .split(';')
-            .map(|m| e(Method::parse(m, dim)))
-            .collect::<R<_>>()?,
+        Some(list) => list.split(';').map(|m| e(Method::parse(m, dim))).collect::<R<_>>()?,
         None => Method::all(dim),
     };
     let tasks: Vec<Task> = match &tasks_arg {
-        Some(list) => list
-            .split(',')
-            .map(|t| t.parse().map_err(|e: consolidator::Error| e.to_string()))
-            .collect::<R<_>>()?,
+        Some(list) => {
+            list.split(',').map(|t| t.parse().map_err(|e: consolidator::Error| e.to_string())).collect::<R<_>>()?
+        }
         None => Task::all().to_vec(),
     };
     let bb = backbone_params(&backbone);
@@ -296,10 +240,7 @@ pub fn suite(args: &Args) -> R {
             row.lrs.push(lr);
             row.tunable_pct = 100.0 * r.tunable as f64 / bb as f64;
             row.stored = r.stored_bytes;
-            let xb = e(data
-                .test
-                .subset(&(0..64.min(data.test.len())).collect::<Vec<_>>()))?
-            .images;
+            let xb = e(data.test.subset(&(0..64.min(data.test.len())).collect::<Vec<_>>()))?.images;
             let deploy = if m.mergeable() {
                 e(merge(&backbone, &e(consolidate(&r.model, &backbone, m))?))?.model
             } else {
@@ -307,24 +248,19 @@ pub fn suite(args: &Args) -> R {
             };
             row.latency_ms = latency_ms(&deploy, &xb)?;
             if !quiet {
-                eprintln!(
-                    "{:<12} {:<11} test {:.1}% (lr {lr:.0e})",
-                    m.name(),
-                    t.name(),
-                    100.0 * r.test_acc
-                );
+                eprintln!("{:<12} {:<11} test {:.1}% (lr {lr:.0e})", m.name(), t.name(), 100.0 * r.test_acc);
             }
         }
         rows.push(row);
     }
     // Outputs: Markdown, CSV, SVG.
     let mut md = String::new();
-    let _ = writeln!(md, "| method | {} | mean | tunable % | stored per task | train time (all runs) | latency (64 images) |", tasks.iter().map(|t| t.name()).collect::<Vec<_>>().join(" | "));
     let _ = writeln!(
         md,
-        "|---|{}---:|---:|---:|---:|---:|",
-        "---:|".repeat(tasks.len())
+        "| method | {} | mean | tunable % | stored per task | train time (all runs) | latency (64 images) |",
+        tasks.iter().map(|t| t.name()).collect::<Vec<_>>().join(" | ")
     );
+    let _ = writeln!(md, "|---|{}---:|---:|---:|---:|---:|", "---:|".repeat(tasks.len()));
     let mut csv = format!(
         "method,{},mean,tunable_pct,stored_bytes,train_seconds,latency_ms\n",
         tasks.iter().map(|t| t.name()).collect::<Vec<_>>().join(",")
@@ -335,11 +271,7 @@ pub fn suite(args: &Args) -> R {
             md,
             "| {} | {} | **{:.1}** | {:.2}% | {} | {:.0}s | {:.2} ms |",
             r.method,
-            r.acc
-                .iter()
-                .map(|a| format!("{:.1}", 100.0 * a))
-                .collect::<Vec<_>>()
-                .join(" | "),
+            r.acc.iter().map(|a| format!("{:.1}", 100.0 * a)).collect::<Vec<_>>().join(" | "),
             100.0 * mean,
             r.tunable_pct,
             bytes(r.stored),
@@ -350,11 +282,7 @@ pub fn suite(args: &Args) -> R {
             csv,
             "{},{},{:.4},{:.4},{},{:.1},{:.3}",
             r.method,
-            r.acc
-                .iter()
-                .map(|a| format!("{a:.4}"))
-                .collect::<Vec<_>>()
-                .join(","),
+            r.acc.iter().map(|a| format!("{a:.4}")).collect::<Vec<_>>().join(","),
             mean,
             r.tunable_pct,
             r.stored,
@@ -364,11 +292,7 @@ pub fn suite(args: &Args) -> R {
     }
     let _ = writeln!(md, "\nTest accuracy (%) per task; learning rate chosen per method and task on the 200 validation examples from {:?}; {epochs} epochs, batch 32, AdamW, cosine schedule.", "the method's grid");
     let svg = plot(&rows);
-    for (name, body) in [
-        ("results.md", &md),
-        ("results.csv", &csv),
-        ("results.svg", &svg),
-    ] {
+    for (name, body) in [("results.md", &md), ("results.csv", &csv), ("results.svg", &svg)] {
         e(write_atomic(&out_dir.join(name), body.as_bytes()))?;
     }
     if json {
@@ -388,13 +312,15 @@ fn csv_to_json(csv: &str) -> String {
             let cells: Vec<String> = l
                 .split(',')
                 .zip(&head)
-                .map(|(v, h)| {
-                    if v.parse::<f64>().is_ok() {
-                        format!("\"{h}\":{v}")
-                    } else {
-                        format!("\"{h}\":\"{v}\"")
-                    }
-                })
+                .map(
+                    |(v, h)| {
+                        if v.parse::<f64>().is_ok() {
+                            format!("\"{h}\":{v}")
+                        } else {
+                            format!("\"{h}\":\"{v}\"")
+                        }
+                    },
+                )
                 .collect();
             format!("{{{}}}", cells.join(","))
         })
@@ -415,12 +341,8 @@ fn plot(rows: &[SuiteRow]) -> String {
             )
         })
         .collect();
-    let (xmin, xmax) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| {
-        (a.min(p.0.floor()), b.max(p.0.ceil()))
-    });
-    let (ymin, ymax) = pts
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    let (xmin, xmax) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0.floor()), b.max(p.0.ceil())));
+    let (ymin, ymax) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
     let (ymin, ymax) = ((ymin - 5.0).floor(), (ymax + 5.0).ceil().min(100.0));
     let sx = |x: f64| m + (x - xmin) / (xmax - xmin).max(1e-9) * (w - 2.0 * m);
     let sy = |y: f64| h - m - (y - ymin) / (ymax - ymin).max(1e-9) * (h - 2.0 * m);
@@ -439,12 +361,7 @@ fn plot(rows: &[SuiteRow]) -> String {
     }
     for k in 0..=4 {
         let y = ymin + (ymax - ymin) * k as f64 / 4.0;
-        let _ = writeln!(
-            s,
-            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{y:.0}</text>",
-            m - 6.0,
-            sy(y) + 4.0
-        );
+        let _ = writeln!(s, "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{y:.0}</text>", m - 6.0, sy(y) + 4.0);
     }
     let _ = writeln!(
         s,
@@ -452,14 +369,22 @@ fn plot(rows: &[SuiteRow]) -> String {
         w / 2.0,
         h - 15.0
     );
-    let _ = writeln!(s, "<text x=\"15\" y=\"{}\" transform=\"rotate(-90 15 {})\" text-anchor=\"middle\">mean test accuracy (%)</text>", h / 2.0, h / 2.0);
+    let _ = writeln!(
+        s,
+        "<text x=\"15\" y=\"{}\" transform=\"rotate(-90 15 {})\" text-anchor=\"middle\">mean test accuracy (%)</text>",
+        h / 2.0,
+        h / 2.0
+    );
     for (x, y, n) in pts {
-        let color = if n == "consolidator" {
-            "#d62728"
-        } else {
-            "#1f77b4"
-        };
-        let _ = writeln!(s, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"5\" fill=\"{color}\"/><text x=\"{:.1}\" y=\"{:.1}\">{n}</text>", sx(x), sy(y), sx(x) + 8.0, sy(y) - 6.0);
+        let color = if n == "consolidator" { "#d62728" } else { "#1f77b4" };
+        let _ = writeln!(
+            s,
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"5\" fill=\"{color}\"/><text x=\"{:.1}\" y=\"{:.1}\">{n}</text>",
+            sx(x),
+            sy(y),
+            sx(x) + 8.0,
+            sy(y) - 6.0
+        );
     }
     s.push_str("</svg>\n");
     s

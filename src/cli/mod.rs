@@ -56,9 +56,7 @@ pub fn run(raw: &[String]) -> Result<(), String> {
             println!("{HELP}");
             Ok(())
         }
-        other => Err(format!(
-            "unknown command `{other}` (see `consolidator help`)"
-        )),
+        other => Err(format!("unknown command `{other}` (see `consolidator help`)")),
     };
     r
 }

@@ -54,44 +54,29 @@ impl Idx {
         if is_gzip(bytes) {
             let mut dec = GzDecoder::new(bytes);
             let mut head = [0u8; 4];
-            dec.read_exact(&mut head)
-                .map_err(|e| fail(format!("gzip stream ends before the IDX magic: {e}")))?;
+            dec.read_exact(&mut head).map_err(|e| fail(format!("gzip stream ends before the IDX magic: {e}")))?;
             let ndims = check_magic(head).map_err(fail)?;
             let mut dims_bytes = vec![0u8; 4 * ndims];
-            dec.read_exact(&mut dims_bytes).map_err(|e| {
-                fail(format!(
-                    "gzip stream ends inside the {ndims} IDX dimensions: {e}"
-                ))
-            })?;
+            dec.read_exact(&mut dims_bytes)
+                .map_err(|e| fail(format!("gzip stream ends inside the {ndims} IDX dimensions: {e}")))?;
             let (dims, numel) = parse_dims(&dims_bytes).map_err(fail)?;
             // Read at most numel + 1 bytes: enough to detect trailing data, never more.
             let mut data = Vec::with_capacity(numel.min(64 << 20));
-            dec.take(numel as u64 + 1)
-                .read_to_end(&mut data)
-                .map_err(|e| fail(format!("corrupt gzip stream: {e}")))?;
+            dec.take(numel as u64 + 1).read_to_end(&mut data).map_err(|e| fail(format!("corrupt gzip stream: {e}")))?;
             check_len(data.len(), numel, &dims).map_err(fail)?;
             Ok(Idx { dims, data })
         } else {
             if bytes.len() < 4 {
-                return Err(fail(format!(
-                    "{} bytes is too short to hold the IDX magic",
-                    bytes.len()
-                )));
+                return Err(fail(format!("{} bytes is too short to hold the IDX magic", bytes.len())));
             }
             let ndims = check_magic([bytes[0], bytes[1], bytes[2], bytes[3]]).map_err(fail)?;
             let header = 4 + 4 * ndims;
             let dims_bytes = bytes.get(4..header).ok_or_else(|| {
-                fail(format!(
-                    "{} bytes is too short to hold the {ndims} IDX dimensions",
-                    bytes.len()
-                ))
+                fail(format!("{} bytes is too short to hold the {ndims} IDX dimensions", bytes.len()))
             })?;
             let (dims, numel) = parse_dims(dims_bytes).map_err(fail)?;
             check_len(bytes.len() - header, numel, &dims).map_err(fail)?;
-            Ok(Idx {
-                dims,
-                data: bytes[header..].to_vec(),
-            })
+            Ok(Idx { dims, data: bytes[header..].to_vec() })
         }
     }
 
@@ -142,10 +127,7 @@ fn check_magic(m: [u8; 4]) -> std::result::Result<usize, String> {
         ));
     }
     if m[2] != 0x08 {
-        return Err(format!(
-            "element type 0x{:02x} is not supported (only 0x08, unsigned bytes)",
-            m[2]
-        ));
+        return Err(format!("element type 0x{:02x} is not supported (only 0x08, unsigned bytes)", m[2]));
     }
     let ndims = m[3] as usize;
     if !(1..=4).contains(&ndims) {
@@ -155,15 +137,10 @@ fn check_magic(m: [u8; 4]) -> std::result::Result<usize, String> {
 }
 
 fn parse_dims(b: &[u8]) -> std::result::Result<(Vec<usize>, usize), String> {
-    let dims: Vec<usize> = b
-        .chunks_exact(4)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
-        .collect();
+    let dims: Vec<usize> = b.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize).collect();
     let numel = crate::tensor::checked_numel(&dims)
         .filter(|&n| n <= MAX_IDX_BYTES)
-        .ok_or_else(|| {
-            format!("declared dimensions {dims:?} exceed the {MAX_IDX_BYTES}-byte limit")
-        })?;
+        .ok_or_else(|| format!("declared dimensions {dims:?} exceed the {MAX_IDX_BYTES}-byte limit"))?;
     Ok((dims, numel))
 }
 
@@ -174,9 +151,7 @@ fn check_len(got: usize, numel: usize, dims: &[usize]) -> std::result::Result<()
         ));
     }
     if got > numel {
-        return Err(format!(
-            "trailing data after the {numel} bytes that dimensions {dims:?} declare"
-        ));
+        return Err(format!("trailing data after the {numel} bytes that dimensions {dims:?} declare"));
     }
     Ok(())
 }

@@ -22,25 +22,12 @@ use crate::{Error, Result};
 /// One output index's `(input index, weight)` taps.
 type Taps = Vec<Vec<(usize, f32)>>;
 
-fn check(
-    src: &[f32],
-    h: usize,
-    w: usize,
-    out_h: usize,
-    out_w: usize,
-    op: &'static str,
-) -> Result<()> {
+fn check(src: &[f32], h: usize, w: usize, out_h: usize, out_w: usize, op: &'static str) -> Result<()> {
     if h.checked_mul(w) != Some(src.len()) {
-        return Err(Error::invalid(
-            op,
-            format!("{} values do not form a {h}×{w} image", src.len()),
-        ));
+        return Err(Error::invalid(op, format!("{} values do not form a {h}×{w} image", src.len())));
     }
     if h == 0 || w == 0 || out_h == 0 || out_w == 0 {
-        return Err(Error::invalid(
-            op,
-            format!("cannot resize {h}×{w} to {out_h}×{out_w}: sizes must be positive"),
-        ));
+        return Err(Error::invalid(op, format!("cannot resize {h}×{w} to {out_h}×{out_w}: sizes must be positive")));
     }
     Ok(())
 }
@@ -97,31 +84,14 @@ fn resample(src: &[f32], w: usize, ty: &Taps, tx: &Taps) -> Vec<f32> {
 }
 
 /// Bilinear resize of an `h × w` image to `out_h × out_w` (pixel-centre sampling, edge clamped).
-pub fn resize_bilinear(
-    src: &[f32],
-    h: usize,
-    w: usize,
-    out_h: usize,
-    out_w: usize,
-) -> Result<Vec<f32>> {
+pub fn resize_bilinear(src: &[f32], h: usize, w: usize, out_h: usize, out_w: usize) -> Result<Vec<f32>> {
     check(src, h, w, out_h, out_w, "resize_bilinear")?;
-    Ok(resample(
-        src,
-        w,
-        &bilinear_taps(h, out_h),
-        &bilinear_taps(w, out_w),
-    ))
+    Ok(resample(src, w, &bilinear_taps(h, out_h), &bilinear_taps(w, out_w)))
 }
 
 /// Area (box-filter) resize of an `h × w` image to `out_h × out_w`: each output pixel is the mean
 /// of the input area it covers.
-pub fn resize_area(
-    src: &[f32],
-    h: usize,
-    w: usize,
-    out_h: usize,
-    out_w: usize,
-) -> Result<Vec<f32>> {
+pub fn resize_area(src: &[f32], h: usize, w: usize, out_h: usize, out_w: usize) -> Result<Vec<f32>> {
     check(src, h, w, out_h, out_w, "resize_area")?;
     Ok(resample(src, w, &area_taps(h, out_h), &area_taps(w, out_w)))
 }
@@ -131,11 +101,7 @@ pub fn resize_area(
 /// # Panics
 /// If `src.len() != size * size`.
 pub fn rotate90(src: &[f32], size: usize, quarter_turns: usize) -> Vec<f32> {
-    assert_eq!(
-        src.len(),
-        size * size,
-        "rotate90: not a {size}×{size} image"
-    );
+    assert_eq!(src.len(), size * size, "rotate90: not a {size}×{size} image");
     let n = size;
     let mut out = vec![0.0; n * n];
     for y in 0..n {

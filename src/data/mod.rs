@@ -51,11 +51,7 @@ pub struct Dataset {
 impl Dataset {
     /// A dataset from images `[N, C, H, W]` and `N` labels, each below `num_classes`.
     pub fn new(images: Tensor, labels: Vec<usize>, num_classes: usize) -> Result<Self> {
-        let ds = Dataset {
-            images,
-            labels,
-            num_classes,
-        };
+        let ds = Dataset { images, labels, num_classes };
         ds.check_consistent()?;
         Ok(ds)
     }
@@ -63,17 +59,9 @@ impl Dataset {
     fn check_consistent(&self) -> Result<()> {
         let [n, _, _, _] = self.images.dims::<4>("Dataset")?;
         if n != self.labels.len() {
-            return Err(Error::data(format!(
-                "{n} images but {} labels",
-                self.labels.len()
-            )));
+            return Err(Error::data(format!("{n} images but {} labels", self.labels.len())));
         }
-        if let Some((i, &l)) = self
-            .labels
-            .iter()
-            .enumerate()
-            .find(|(_, &l)| l >= self.num_classes)
-        {
+        if let Some((i, &l)) = self.labels.iter().enumerate().find(|(_, &l)| l >= self.num_classes) {
             return Err(Error::data(format!(
                 "label {l} of example {i} is out of range for {} classes",
                 self.num_classes
@@ -103,22 +91,14 @@ impl Dataset {
 
     /// Checks that the dataset fits a model taking `[channels, height, width]` images and
     /// predicting `num_classes` classes: not empty, images of that size, labels in range.
-    pub fn validate(
-        &self,
-        channels: usize,
-        height: usize,
-        width: usize,
-        num_classes: usize,
-    ) -> Result<()> {
+    pub fn validate(&self, channels: usize, height: usize, width: usize, num_classes: usize) -> Result<()> {
         self.check_consistent()?;
         if self.is_empty() {
             return Err(Error::data("the dataset is empty"));
         }
         let [c, h, w] = self.image_shape();
         if c != channels {
-            return Err(Error::data(format!(
-                "images have {c} channel(s), the model expects {channels}"
-            )));
+            return Err(Error::data(format!("images have {c} channel(s), the model expects {channels}")));
         }
         if (h, w) != (height, width) {
             return Err(Error::data(format!(
@@ -126,12 +106,7 @@ impl Dataset {
             )));
         }
         if self.num_classes > num_classes {
-            if let Some((i, &l)) = self
-                .labels
-                .iter()
-                .enumerate()
-                .find(|(_, &l)| l >= num_classes)
-            {
+            if let Some((i, &l)) = self.labels.iter().enumerate().find(|(_, &l)| l >= num_classes) {
                 return Err(Error::data(format!(
                     "label {l} of example {i} is out of range for a model with {num_classes} classes"
                 )));
@@ -149,9 +124,7 @@ impl Dataset {
         if !(std.is_finite() && std > 0.0 && mean.is_finite()) {
             return Err(Error::invalid(
                 "Dataset::normalize",
-                format!(
-                    "needs a finite mean and a positive finite std, got mean {mean}, std {std}"
-                ),
+                format!("needs a finite mean and a positive finite std, got mean {mean}, std {std}"),
             ));
         }
         let inv = 1.0 / std;
@@ -169,19 +142,12 @@ impl Dataset {
         let mut labels = Vec::with_capacity(indices.len());
         for &i in indices {
             if i >= self.len() {
-                return Err(Error::data(format!(
-                    "subset index {i} is out of range for {} examples",
-                    self.len()
-                )));
+                return Err(Error::data(format!("subset index {i} is out of range for {} examples", self.len())));
             }
             data.extend_from_slice(&self.images.data()[i * per..(i + 1) * per]);
             labels.push(self.labels[i]);
         }
-        Dataset::new(
-            Tensor::new(&[indices.len(), c, h, w], data)?,
-            labels,
-            self.num_classes,
-        )
+        Dataset::new(Tensor::new(&[indices.len(), c, h, w], data)?, labels, self.num_classes)
     }
 
     /// Mini-batches `(images [B, C, H, W], labels)` in order, or shuffled by `shuffle_seed`
@@ -189,12 +155,7 @@ impl Dataset {
     ///
     /// # Panics
     /// If `batch_size` is 0 (like [`slice::chunks`]).
-    pub fn batches(
-        &self,
-        batch_size: usize,
-        shuffle_seed: Option<u64>,
-        drop_last: bool,
-    ) -> Batches<'_> {
+    pub fn batches(&self, batch_size: usize, shuffle_seed: Option<u64>, drop_last: bool) -> Batches<'_> {
         assert!(batch_size > 0, "Dataset::batches: batch_size must be > 0");
         let mut order: Vec<usize> = (0..self.len()).collect();
         if let Some(seed) = shuffle_seed {
@@ -203,12 +164,7 @@ impl Dataset {
         if drop_last {
             order.truncate(self.len() / batch_size * batch_size);
         }
-        Batches {
-            ds: self,
-            order,
-            batch_size,
-            next: 0,
-        }
+        Batches { ds: self, order, batch_size, next: 0 }
     }
 }
 
@@ -238,8 +194,8 @@ impl Iterator for Batches<'_> {
             data.extend_from_slice(&src[i * per..(i + 1) * per]);
         }
         let labels = idx.iter().map(|&i| self.ds.labels[i]).collect();
-        let images = Tensor::new(&[idx.len(), c, h, w], data)
-            .expect("batch shape matches the copied data by construction");
+        let images =
+            Tensor::new(&[idx.len(), c, h, w], data).expect("batch shape matches the copied data by construction");
         Some((images, labels))
     }
 
@@ -269,10 +225,7 @@ fn find_plain_or_gz(dir: &Path, name: &str) -> Result<PathBuf> {
     }
     Err(Error::io(
         &plain,
-        std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            format!("neither this file nor {} exists", gz.display()),
-        ),
+        std::io::Error::new(std::io::ErrorKind::NotFound, format!("neither this file nor {} exists", gz.display())),
     ))
 }
 
@@ -291,18 +244,9 @@ pub fn load_mnist(dir: impl AsRef<Path>, train: bool) -> Result<Dataset> {
 
 /// Builds an MNIST-style dataset from parsed IDX images `[N, H, W]` and labels `[N]` (labels must
 /// be below 10). The paths only name the sources in errors.
-pub fn mnist_from_idx(
-    images: Idx,
-    labels: Idx,
-    images_path: &Path,
-    labels_path: &Path,
-) -> Result<Dataset> {
-    let [n, h, w] = <[usize; 3]>::try_from(images.dims.as_slice()).map_err(|_| {
-        Error::format(
-            format!("IDX file {}", images_path.display()),
-            "expected images [N, H, W]",
-        )
-    })?;
+pub fn mnist_from_idx(images: Idx, labels: Idx, images_path: &Path, labels_path: &Path) -> Result<Dataset> {
+    let [n, h, w] = <[usize; 3]>::try_from(images.dims.as_slice())
+        .map_err(|_| Error::format(format!("IDX file {}", images_path.display()), "expected images [N, H, W]"))?;
     if labels.dims != [n] {
         return Err(Error::data(format!(
             "{} holds {n} images but {} holds {:?} labels",
@@ -318,9 +262,5 @@ pub fn mnist_from_idx(
         ));
     }
     let pixels = images.data.iter().map(|&b| b as f32 / 255.0).collect();
-    Dataset::new(
-        Tensor::new(&[n, 1, h, w], pixels)?,
-        labels.data.iter().map(|&l| l as usize).collect(),
-        10,
-    )
+    Dataset::new(Tensor::new(&[n, 1, h, w], pixels)?, labels.data.iter().map(|&l| l as usize).collect(), 10)
 }

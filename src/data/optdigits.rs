@@ -36,9 +36,7 @@ pub fn parse_optdigits(bytes: &[u8], what: &str) -> Result<Dataset> {
             .read_to_end(&mut out)
             .map_err(|e| fail(format!("corrupt gzip stream: {e}")))?;
         if out.len() > MAX_OPTDIGITS_BYTES {
-            return Err(fail(format!(
-                "decompresses to more than {MAX_OPTDIGITS_BYTES} bytes"
-            )));
+            return Err(fail(format!("decompresses to more than {MAX_OPTDIGITS_BYTES} bytes")));
         }
         owned = out;
         &owned
@@ -48,12 +46,8 @@ pub fn parse_optdigits(bytes: &[u8], what: &str) -> Result<Dataset> {
         }
         bytes
     };
-    let text = std::str::from_utf8(text).map_err(|e| {
-        fail(format!(
-            "not text (invalid UTF-8 at byte {})",
-            e.valid_up_to()
-        ))
-    })?;
+    let text =
+        std::str::from_utf8(text).map_err(|e| fail(format!("not text (invalid UTF-8 at byte {})", e.valid_up_to())))?;
     let mut pixels = Vec::new();
     let mut labels = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -71,19 +65,13 @@ pub fn parse_optdigits(bytes: &[u8], what: &str) -> Result<Dataset> {
             }
             let field = field.trim();
             let max = if col <= 64 { 16 } else { 9 };
-            let v: u32 = field.parse().map_err(|_| {
-                fail(format!(
-                    "line {line_no}, column {col}: {field:?} is not a non-negative integer"
-                ))
-            })?;
+            let v: u32 = field
+                .parse()
+                .map_err(|_| fail(format!("line {line_no}, column {col}: {field:?} is not a non-negative integer")))?;
             if v > max {
                 return Err(fail(format!(
                     "line {line_no}, column {col}: {v} is outside 0..={max}{}",
-                    if col <= 64 {
-                        " (pixel count)"
-                    } else {
-                        " (label)"
-                    }
+                    if col <= 64 { " (pixel count)" } else { " (label)" }
                 )));
             }
             if col <= 64 {
@@ -93,9 +81,7 @@ pub fn parse_optdigits(bytes: &[u8], what: &str) -> Result<Dataset> {
             }
         }
         if count != 65 {
-            return Err(fail(format!(
-                "line {line_no}: {count} columns, expected 65 (64 pixel counts then the label)"
-            )));
+            return Err(fail(format!("line {line_no}: {count} columns, expected 65 (64 pixel counts then the label)")));
         }
     }
     let n = labels.len();

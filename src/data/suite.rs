@@ -70,13 +70,7 @@ pub enum Task {
 impl Task {
     /// Every task, in a fixed order.
     pub fn all() -> [Task; 5] {
-        [
-            Task::Optdigits,
-            Task::Orientation,
-            Task::Location,
-            Task::Counting,
-            Task::Shift,
-        ]
+        [Task::Optdigits, Task::Orientation, Task::Location, Task::Counting, Task::Shift]
     }
 
     /// The task's name (`optdigits`, `orientation`, `location`, `counting`, `shift`).
@@ -124,18 +118,12 @@ impl fmt::Display for Task {
 impl FromStr for Task {
     type Err = Error;
     fn from_str(s: &str) -> Result<Task> {
-        Task::all()
-            .into_iter()
-            .find(|t| t.name().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| {
-                Error::invalid(
-                    "Task::from_str",
-                    format!(
-                        "unknown task {s:?}; expected one of: {}",
-                        Task::all().map(Task::name).join(", ")
-                    ),
-                )
-            })
+        Task::all().into_iter().find(|t| t.name().eq_ignore_ascii_case(s.trim())).ok_or_else(|| {
+            Error::invalid(
+                "Task::from_str",
+                format!("unknown task {s:?}; expected one of: {}", Task::all().map(Task::name).join(", ")),
+            )
+        })
     }
 }
 
@@ -169,20 +157,12 @@ pub struct TaskData {
 /// Builds `task` deterministically from `seed`. `mnist_test` must be the MNIST test set
 /// (`[N, 1, 28, 28]`, N ≥ 10,000 for the full suite; at least enough images for each half),
 /// `optdigits` the optdigits rows (`[M, 1, 8, 8]`, M > 1000).
-pub fn build_task(
-    task: Task,
-    mnist_test: &Dataset,
-    optdigits: &Dataset,
-    seed: u64,
-) -> Result<TaskData> {
-    let mut rng =
-        StdRng::seed_from_u64(seed ^ 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(task.index() + 1));
+pub fn build_task(task: Task, mnist_test: &Dataset, optdigits: &Dataset, seed: u64) -> Result<TaskData> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(task.index() + 1));
     let (train_val, test) = match task {
         Task::Optdigits => build_optdigits(optdigits, &mut rng)?,
         _ => {
-            if mnist_test.image_shape() != [1, IMAGE_SIZE, IMAGE_SIZE]
-                || mnist_test.num_classes != 10
-            {
+            if mnist_test.image_shape() != [1, IMAGE_SIZE, IMAGE_SIZE] || mnist_test.num_classes != 10 {
                 return Err(Error::data(format!(
                     "task {task}: the MNIST test set must be [N, 1, 28, 28] with 10 classes, got images {:?} and {} classes",
                     mnist_test.images.shape(),
@@ -195,31 +175,19 @@ pub fn build_task(
             let mut test_pool: Vec<usize> = (half..n).collect();
             train_pool.shuffle(&mut rng);
             test_pool.shuffle(&mut rng);
-            let train_val = synth(
-                task,
-                mnist_test,
-                &train_pool,
-                TRAIN_SIZE + VAL_SIZE,
-                &mut rng,
-            )?;
+            let train_val = synth(task, mnist_test, &train_pool, TRAIN_SIZE + VAL_SIZE, &mut rng)?;
             let test = synth(task, mnist_test, &test_pool, TEST_SIZE, &mut rng)?;
             (train_val, test)
         }
     };
     let classes = task.num_classes();
-    let split =
-        |part: &Part, range: std::ops::Range<usize>| -> Result<(Dataset, Vec<Vec<usize>>)> {
-            let per = IMAGE_SIZE * IMAGE_SIZE;
-            let n = range.len();
-            let images = Tensor::new(
-                &[n, 1, IMAGE_SIZE, IMAGE_SIZE],
-                part.pixels[range.start * per..range.end * per].to_vec(),
-            )?;
-            Ok((
-                Dataset::new(images, part.labels[range.clone()].to_vec(), classes)?,
-                part.sources[range].to_vec(),
-            ))
-        };
+    let split = |part: &Part, range: std::ops::Range<usize>| -> Result<(Dataset, Vec<Vec<usize>>)> {
+        let per = IMAGE_SIZE * IMAGE_SIZE;
+        let n = range.len();
+        let images =
+            Tensor::new(&[n, 1, IMAGE_SIZE, IMAGE_SIZE], part.pixels[range.start * per..range.end * per].to_vec())?;
+        Ok((Dataset::new(images, part.labels[range.clone()].to_vec(), classes)?, part.sources[range].to_vec()))
+    };
     let (train, train_src) = split(&train_val, 0..TRAIN_SIZE)?;
     let (val, val_src) = split(&train_val, TRAIN_SIZE..TRAIN_SIZE + VAL_SIZE)?;
     let (test, test_src) = split(&test, 0..test.labels.len())?;
@@ -228,11 +196,7 @@ pub fn build_task(
         val,
         test,
         description: format!("{} (seed {seed})", task.description()),
-        sources: Sources {
-            train: train_src,
-            val: val_src,
-            test: test_src,
-        },
+        sources: Sources { train: train_src, val: val_src, test: test_src },
     })
 }
 
@@ -288,11 +252,8 @@ fn synth(task: Task, mnist: &Dataset, pool: &[usize], n: usize, rng: &mut StdRng
     let mut balanced: Vec<usize> = (0..n).map(|i| i % classes).collect();
     balanced.shuffle(rng);
 
-    let mut part = Part {
-        pixels: Vec::with_capacity(n * per),
-        labels: Vec::with_capacity(n),
-        sources: Vec::with_capacity(n),
-    };
+    let mut part =
+        Part { pixels: Vec::with_capacity(n * per), labels: Vec::with_capacity(n), sources: Vec::with_capacity(n) };
     let mut next = 0usize;
     let mut take = |k: usize| -> Result<Vec<usize>> {
         let got = pool.get(next..next + k).ok_or_else(|| {
@@ -330,10 +291,8 @@ fn synth(task: Task, mnist: &Dataset, pool: &[usize], n: usize, rng: &mut StdRng
             }
             Task::Shift => {
                 let src = take(1)?;
-                let img = image(src[0])
-                    .iter()
-                    .map(|&x| (1.0 - x + SHIFT_NOISE_STD * normal(rng)).clamp(0.0, 1.0))
-                    .collect();
+                let img =
+                    image(src[0]).iter().map(|&x| (1.0 - x + SHIFT_NOISE_STD * normal(rng)).clamp(0.0, 1.0)).collect();
                 (img, mnist.labels[src[0]], src)
             }
             Task::Optdigits => unreachable!("optdigits is built by build_optdigits"),

@@ -40,13 +40,7 @@ where
     F: FnOnce(&mut dyn Write) -> std::io::Result<()>,
 {
     let file_name = path.file_name().ok_or_else(|| {
-        Error::io(
-            path,
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "the path has no file name",
-            ),
-        )
+        Error::io(path, std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path has no file name"))
     })?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -75,10 +69,7 @@ fn create_temp(dir: &Path, name: &str) -> Result<(PathBuf, File)> {
             Err(e) => return Err(Error::io(&tmp, e)),
         }
     }
-    Err(Error::io(
-        dir,
-        last_err.unwrap_or_else(|| std::io::Error::other("could not create a temporary file")),
-    ))
+    Err(Error::io(dir, last_err.unwrap_or_else(|| std::io::Error::other("could not create a temporary file"))))
 }
 
 fn write_and_sync<F>(file: File, fill: F) -> std::io::Result<()>

@@ -22,18 +22,13 @@ pub fn fuzz_safetensors(bytes: &[u8]) {
     if file.tensors.contains_key(super::safetensors::METADATA_KEY) {
         return; // unreachable: the reader treats that key as metadata
     }
-    let again = TensorFile::from_bytes(&file.to_bytes(), "fuzz round trip")
-        .expect("a file we wrote must read back");
+    let again = TensorFile::from_bytes(&file.to_bytes(), "fuzz round trip").expect("a file we wrote must read back");
     assert_eq!(file.metadata, again.metadata);
     assert_eq!(file.tensors.len(), again.tensors.len());
     for ((ka, a), (kb, b)) in file.tensors.iter().zip(&again.tensors) {
         assert_eq!(ka, kb);
         assert_eq!(a.shape(), b.shape());
-        assert!(a
-            .data()
-            .iter()
-            .zip(b.data())
-            .all(|(x, y)| x.to_bits() == y.to_bits()));
+        assert!(a.data().iter().zip(b.data()).all(|(x, y)| x.to_bits() == y.to_bits()));
     }
 }
 
@@ -44,7 +39,6 @@ pub fn fuzz_json(bytes: &[u8]) {
     };
     let compact = Json::parse_str(&v.to_string(), "fuzz round trip").expect("compact round trip");
     assert_eq!(compact, v);
-    let pretty =
-        Json::parse_str(&v.to_string_pretty(), "fuzz round trip").expect("pretty round trip");
+    let pretty = Json::parse_str(&v.to_string_pretty(), "fuzz round trip").expect("pretty round trip");
     assert_eq!(pretty, v);
 }

@@ -59,19 +59,10 @@ impl Json {
         if bytes.len() > MAX_INPUT {
             return Err(Error::format(
                 what,
-                format!(
-                    "JSON text of {} bytes exceeds the {MAX_INPUT}-byte limit",
-                    bytes.len()
-                ),
+                format!("JSON text of {} bytes exceeds the {MAX_INPUT}-byte limit", bytes.len()),
             ));
         }
-        let mut p = Parser {
-            b: bytes,
-            pos: 0,
-            what,
-            values: 0,
-            max_values,
-        };
+        let mut p = Parser { b: bytes, pos: 0, what, values: 0, max_values };
         p.skip_ws();
         let v = p.value(0)?;
         p.skip_ws();
@@ -129,9 +120,7 @@ impl Json {
     /// The number as a `u64`, if it is a non-negative integer not above 2^53 (exact in `f64`).
     pub fn as_u64(&self) -> Option<u64> {
         match self {
-            Json::Num(v) if *v >= 0.0 && v.fract() == 0.0 && *v <= 9_007_199_254_740_992.0 => {
-                Some(*v as u64)
-            }
+            Json::Num(v) if *v >= 0.0 && v.fract() == 0.0 && *v <= 9_007_199_254_740_992.0 => Some(*v as u64),
             _ => None,
         }
     }
@@ -139,9 +128,7 @@ impl Json {
     /// The number as an `i64`, if it is an integer of magnitude not above 2^53.
     pub fn as_i64(&self) -> Option<i64> {
         match self {
-            Json::Num(v) if v.fract() == 0.0 && v.abs() <= 9_007_199_254_740_992.0 => {
-                Some(*v as i64)
-            }
+            Json::Num(v) if v.fract() == 0.0 && v.abs() <= 9_007_199_254_740_992.0 => Some(*v as i64),
             _ => None,
         }
     }
@@ -370,10 +357,7 @@ impl Parser<'_> {
     fn value(&mut self, depth: usize) -> Result<Json> {
         self.values += 1;
         if self.values > self.max_values {
-            return Err(self.err(format_args!(
-                "more than {} values in the document",
-                self.max_values
-            )));
+            return Err(self.err(format_args!("more than {} values in the document", self.max_values)));
         }
         match self.peek() {
             None => Err(self.err("unexpected end of input, expected a value")),
@@ -390,10 +374,7 @@ impl Parser<'_> {
                 self.check_depth(depth)?;
                 self.object(depth + 1)
             }
-            Some(c) => Err(self.err(format_args!(
-                "unexpected character {:?}, expected a value",
-                c as char
-            ))),
+            Some(c) => Err(self.err(format_args!("unexpected character {:?}, expected a value", c as char))),
         }
     }
 
@@ -472,15 +453,11 @@ impl Parser<'_> {
     }
 
     fn hex4(&mut self) -> Result<u32> {
-        let digits = self
-            .b
-            .get(self.pos..self.pos + 4)
-            .ok_or_else(|| self.err("unexpected end of input in a \\u escape"))?;
+        let digits =
+            self.b.get(self.pos..self.pos + 4).ok_or_else(|| self.err("unexpected end of input in a \\u escape"))?;
         let mut v = 0u32;
         for &d in digits {
-            let x = (d as char)
-                .to_digit(16)
-                .ok_or_else(|| self.err("invalid hex digit in a \\u escape"))?;
+            let x = (d as char).to_digit(16).ok_or_else(|| self.err("invalid hex digit in a \\u escape"))?;
             v = v * 16 + x;
         }
         self.pos += 4;
@@ -510,17 +487,12 @@ impl Parser<'_> {
                     self.pos += 1;
                     return String::from_utf8(out).map_err(|e| {
                         let off = start + 1 + e.utf8_error().valid_up_to();
-                        Error::format(
-                            self.what,
-                            format!("JSON: invalid UTF-8 in a string near byte {off}"),
-                        )
+                        Error::format(self.what, format!("JSON: invalid UTF-8 in a string near byte {off}"))
                     });
                 }
                 Some(b'\\') => {
                     self.pos += 1;
-                    let esc = self
-                        .peek()
-                        .ok_or_else(|| self.err("unexpected end of input in an escape"))?;
+                    let esc = self.peek().ok_or_else(|| self.err("unexpected end of input in an escape"))?;
                     self.pos += 1;
                     let simple = match esc {
                         b'"' => Some(b'"'),
@@ -534,10 +506,7 @@ impl Parser<'_> {
                         b'u' => None,
                         _ => {
                             self.pos -= 2;
-                            return Err(self.err(format_args!(
-                                "invalid escape \\{}",
-                                (esc as char).escape_default()
-                            )));
+                            return Err(self.err(format_args!("invalid escape \\{}", (esc as char).escape_default())));
                         }
                     };
                     if let Some(c) = simple {
@@ -606,9 +575,7 @@ impl Parser<'_> {
         let len = self.pos - start;
         if len > MAX_NUMBER_LEN {
             self.pos = start;
-            return Err(self.err(format_args!(
-                "number literal longer than {MAX_NUMBER_LEN} characters"
-            )));
+            return Err(self.err(format_args!("number literal longer than {MAX_NUMBER_LEN} characters")));
         }
         // The grammar above only admits ASCII, so this is valid UTF-8 and a valid Rust float.
         let text = std::str::from_utf8(&self.b[start..self.pos]).unwrap_or("x");
@@ -689,14 +656,8 @@ mod tests {
     fn round_trip() {
         let v = Json::obj([
             ("s", Json::from("q\"\\\u{1}\u{7f}é")),
-            (
-                "n",
-                Json::from(vec![Json::Num(0.1), Json::Num(-0.0), Json::Num(1e300)]),
-            ),
-            (
-                "o",
-                Json::obj([("x", Json::Null), ("y", Json::Bool(false))]),
-            ),
+            ("n", Json::from(vec![Json::Num(0.1), Json::Num(-0.0), Json::Num(1e300)])),
+            ("o", Json::obj([("x", Json::Null), ("y", Json::Bool(false))])),
             ("e", Json::Arr(vec![])),
         ]);
         assert_eq!(p(&v.to_string()).unwrap(), v);

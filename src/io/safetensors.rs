@@ -113,9 +113,7 @@ impl TensorFile {
 
     /// The tensor named `key`, or [`Error::MissingKey`].
     pub fn get(&self, key: &str) -> Result<&Tensor> {
-        self.tensors.get(key).ok_or_else(|| Error::MissingKey {
-            key: key.to_string(),
-        })
+        self.tensors.get(key).ok_or_else(|| Error::MissingKey { key: key.to_string() })
     }
 
     /// Adds (or replaces) the tensor named `key`.
@@ -184,11 +182,7 @@ impl TensorFile {
         if !self.metadata.is_empty() {
             header.push((
                 METADATA_KEY.to_string(),
-                Json::obj(
-                    self.metadata
-                        .iter()
-                        .map(|(k, v)| (k.clone(), Json::Str(v.clone()))),
-                ),
+                Json::obj(self.metadata.iter().map(|(k, v)| (k.clone(), Json::Str(v.clone())))),
             ));
         }
         let mut offset = 0usize;
@@ -198,14 +192,8 @@ impl TensorFile {
                 key.clone(),
                 Json::obj([
                     ("dtype", Json::from("F32")),
-                    (
-                        "shape",
-                        Json::Arr(t.shape().iter().map(|&d| Json::from(d)).collect()),
-                    ),
-                    (
-                        "data_offsets",
-                        Json::Arr(vec![Json::from(offset), Json::from(end)]),
-                    ),
+                    ("shape", Json::Arr(t.shape().iter().map(|&d| Json::from(d)).collect())),
+                    ("data_offsets", Json::Arr(vec![Json::from(offset), Json::from(end)])),
                 ]),
             ));
             offset = end;
@@ -225,18 +213,13 @@ impl TensorFile {
     pub fn from_bytes(bytes: &[u8], what: &str) -> Result<Self> {
         let fail = |msg: String| Error::format(format!("safetensors file {what}"), msg);
         if bytes.len() < 8 {
-            return Err(fail(format!(
-                "{} bytes is too short to hold the 8-byte header length",
-                bytes.len()
-            )));
+            return Err(fail(format!("{} bytes is too short to hold the 8-byte header length", bytes.len())));
         }
         let mut len_bytes = [0u8; 8];
         len_bytes.copy_from_slice(&bytes[..8]);
         let header_len = u64::from_le_bytes(len_bytes);
         if header_len > MAX_HEADER {
-            return Err(fail(format!(
-                "declared header length {header_len} exceeds the {MAX_HEADER}-byte limit"
-            )));
+            return Err(fail(format!("declared header length {header_len} exceeds the {MAX_HEADER}-byte limit")));
         }
         let available = (bytes.len() - 8) as u64;
         if header_len > available {
@@ -249,11 +232,7 @@ impl TensorFile {
         if header_bytes.first() != Some(&b'{') {
             return Err(fail("the header does not start with '{'".to_string()));
         }
-        let header = Json::parse_limited(
-            header_bytes,
-            &format!("safetensors header of {what}"),
-            MAX_HEADER_VALUES,
-        )?;
+        let header = Json::parse_limited(header_bytes, &format!("safetensors header of {what}"), MAX_HEADER_VALUES)?;
         let buffer = &bytes[header_end..];
 
         let Json::Obj(pairs) = header else {
@@ -289,18 +268,14 @@ impl TensorFile {
             cursor = e.end;
         }
         if cursor != buffer.len() {
-            return Err(fail(format!(
-                "the tensors cover {cursor} bytes of a {}-byte buffer",
-                buffer.len()
-            )));
+            return Err(fail(format!("the tensors cover {cursor} bytes of a {}-byte buffer", buffer.len())));
         }
 
         let mut tensors = BTreeMap::new();
         for e in entries {
-            let data = convert(&buffer[e.start..e.end], e.dtype)
-                .map_err(|msg| fail(format!("tensor `{}`: {msg}", e.key)))?;
-            let t = Tensor::new(&e.shape, data)
-                .map_err(|err| fail(format!("tensor `{}`: {err}", e.key)))?;
+            let data =
+                convert(&buffer[e.start..e.end], e.dtype).map_err(|msg| fail(format!("tensor `{}`: {msg}", e.key)))?;
+            let t = Tensor::new(&e.shape, data).map_err(|err| fail(format!("tensor `{}`: {err}", e.key)))?;
             tensors.insert(e.key, t);
         }
         Ok(TensorFile { tensors, metadata })
@@ -314,9 +289,7 @@ fn parse_metadata(value: &Json) -> std::result::Result<BTreeMap<String, String>,
     let mut out = BTreeMap::new();
     for (k, v) in pairs {
         let Json::Str(s) = v else {
-            return Err(format!(
-                "`{METADATA_KEY}` entry `{k}` is not a string (metadata values must be strings)"
-            ));
+            return Err(format!("`{METADATA_KEY}` entry `{k}` is not a string (metadata values must be strings)"));
         };
         out.insert(k.clone(), s.clone());
     }
@@ -327,10 +300,7 @@ fn parse_entry(key: String, value: &Json, buffer_len: usize) -> std::result::Res
     let Json::Obj(fields) = value else {
         return Err(format!("tensor `{key}`: the entry is not an object"));
     };
-    if let Some((f, _)) = fields
-        .iter()
-        .find(|(f, _)| !matches!(f.as_str(), "dtype" | "shape" | "data_offsets"))
-    {
+    if let Some((f, _)) = fields.iter().find(|(f, _)| !matches!(f.as_str(), "dtype" | "shape" | "data_offsets")) {
         return Err(format!("tensor `{key}`: unknown field `{f}`"));
     }
     let dtype_name = value
@@ -339,9 +309,7 @@ fn parse_entry(key: String, value: &Json, buffer_len: usize) -> std::result::Res
         .as_str()
         .ok_or_else(|| format!("tensor `{key}`: `dtype` is not a string"))?;
     let dtype = Dtype::parse(dtype_name).ok_or_else(|| {
-        format!(
-            "tensor `{key}`: unsupported dtype {dtype_name:?} (supported: F32, F64, F16, BF16, I64, I32, U8, BOOL)"
-        )
+        format!("tensor `{key}`: unsupported dtype {dtype_name:?} (supported: F32, F64, F16, BF16, I64, I32, U8, BOOL)")
     })?;
     let shape = value
         .get("shape")
@@ -349,11 +317,7 @@ fn parse_entry(key: String, value: &Json, buffer_len: usize) -> std::result::Res
         .as_array()
         .ok_or_else(|| format!("tensor `{key}`: `shape` is not an array"))?
         .iter()
-        .map(|d| {
-            d.as_usize().ok_or_else(|| {
-                format!("tensor `{key}`: shape entry {d} is not a non-negative integer")
-            })
-        })
+        .map(|d| d.as_usize().ok_or_else(|| format!("tensor `{key}`: shape entry {d} is not a non-negative integer")))
         .collect::<std::result::Result<Vec<usize>, String>>()?;
     let offsets = value
         .get("data_offsets")
@@ -361,20 +325,13 @@ fn parse_entry(key: String, value: &Json, buffer_len: usize) -> std::result::Res
         .as_array()
         .ok_or_else(|| format!("tensor `{key}`: `data_offsets` is not an array"))?;
     let [start, end] = offsets else {
-        return Err(format!(
-            "tensor `{key}`: `data_offsets` must hold exactly 2 numbers, it holds {}",
-            offsets.len()
-        ));
+        return Err(format!("tensor `{key}`: `data_offsets` must hold exactly 2 numbers, it holds {}", offsets.len()));
     };
     let (Some(start), Some(end)) = (start.as_usize(), end.as_usize()) else {
-        return Err(format!(
-            "tensor `{key}`: `data_offsets` are not non-negative integers"
-        ));
+        return Err(format!("tensor `{key}`: `data_offsets` are not non-negative integers"));
     };
     if start > end {
-        return Err(format!(
-            "tensor `{key}`: data_offsets [{start}, {end}] run backwards"
-        ));
+        return Err(format!("tensor `{key}`: data_offsets [{start}, {end}] run backwards"));
     }
     if end > buffer_len {
         return Err(format!(
@@ -390,13 +347,7 @@ fn parse_entry(key: String, value: &Json, buffer_len: usize) -> std::result::Res
             end - start
         ));
     }
-    Ok(Entry {
-        key,
-        dtype,
-        shape,
-        start,
-        end,
-    })
+    Ok(Entry { key, dtype, shape, start, end })
 }
 
 /// Converts little-endian elements of `dtype` to `f32`. `bytes.len()` is a multiple of the size.
@@ -426,9 +377,7 @@ fn convert(bytes: &[u8], dtype: Dtype) -> std::result::Result<Vec<f32>, String> 
             }
         }),
         Dtype::F16 => each(bytes, |a| Ok(f16_to_f32(u16::from_le_bytes(a)))),
-        Dtype::BF16 => each(bytes, |a| {
-            Ok(f32::from_bits((u16::from_le_bytes(a) as u32) << 16))
-        }),
+        Dtype::BF16 => each(bytes, |a| Ok(f32::from_bits((u16::from_le_bytes(a) as u32) << 16))),
         Dtype::I64 => each(bytes, |a| {
             let v = i64::from_le_bytes(a);
             let x = v as f32;

@@ -66,10 +66,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// Scalar twin of [`dot`] (accumulates in `f64`).
 pub fn dot_scalar(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(&x, &y)| x as f64 * y as f64)
-        .sum::<f64>() as f32
+    a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum::<f64>() as f32
 }
 
 /// Column sums of a row-major `rows × cols` matrix, added into `out[cols]` (bias gradients).

@@ -23,33 +23,15 @@ pub struct MatRef<'a> {
 impl<'a> MatRef<'a> {
     /// A contiguous row-major `rows × cols` matrix.
     pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        MatRef {
-            data,
-            rows,
-            cols,
-            rs: cols,
-            cs: 1,
-        }
+        MatRef { data, rows, cols, rs: cols, cs: 1 }
     }
     /// A strided view.
     pub fn strided(data: &'a [f32], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
-        MatRef {
-            data,
-            rows,
-            cols,
-            rs,
-            cs,
-        }
+        MatRef { data, rows, cols, rs, cs }
     }
     /// The transpose, as a view.
     pub fn t(self) -> Self {
-        MatRef {
-            data: self.data,
-            rows: self.cols,
-            cols: self.rows,
-            rs: self.cs,
-            cs: self.rs,
-        }
+        MatRef { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
     }
     /// Element `(r, c)`.
     #[inline]
@@ -60,29 +42,18 @@ impl<'a> MatRef<'a> {
     fn check(&self, what: &str) {
         if self.rows > 0 && self.cols > 0 {
             let last = (self.rows - 1) * self.rs + (self.cols - 1) * self.cs;
-            assert!(
-                last < self.data.len(),
-                "gemm: operand {what} view {self:?} exceeds its slice"
-            );
+            assert!(last < self.data.len(), "gemm: operand {what} view {self:?} exceeds its slice");
         }
     }
     /// The sub-view of rows `r0..r0 + n`.
     fn rows_range(self, r0: usize, n: usize) -> Self {
         let off = if n == 0 { 0 } else { r0 * self.rs };
-        MatRef {
-            data: &self.data[off.min(self.data.len())..],
-            rows: n,
-            ..self
-        }
+        MatRef { data: &self.data[off.min(self.data.len())..], rows: n, ..self }
     }
     /// The sub-view of columns `c0..c0 + n`.
     fn cols_range(self, c0: usize, n: usize) -> Self {
         let off = if n == 0 { 0 } else { c0 * self.cs };
-        MatRef {
-            data: &self.data[off.min(self.data.len())..],
-            cols: n,
-            ..self
-        }
+        MatRef { data: &self.data[off.min(self.data.len())..], cols: n, ..self }
     }
 }
 
@@ -94,19 +65,12 @@ const PAR_MIN_MACS: usize = 1 << 18;
 /// With `β = 0` the old contents of `C` are ignored (NaN included), as in BLAS.
 pub fn gemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], ldc: usize) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert_eq!(
-        b.rows, k,
-        "gemm: inner dimensions {}x{} · {}x{}",
-        a.rows, a.cols, b.rows, b.cols
-    );
+    assert_eq!(b.rows, k, "gemm: inner dimensions {}x{} · {}x{}", a.rows, a.cols, b.rows, b.cols);
     assert!(ldc >= n, "gemm: ldc {ldc} < n {n}");
     if m == 0 || n == 0 {
         return;
     }
-    assert!(
-        c.len() >= (m - 1) * ldc + n,
-        "gemm: C slice too short for {m}x{n} (ldc {ldc})"
-    );
+    assert!(c.len() >= (m - 1) * ldc + n, "gemm: C slice too short for {m}x{n} (ldc {ldc})");
     a.check("A");
     b.check("B");
     let threads = par::threads();
@@ -212,22 +176,10 @@ pub fn gemm_batched(
     if batch == 0 || m == 0 || n == 0 {
         return;
     }
-    assert!(
-        stride_c >= (m - 1) * ldc + n,
-        "gemm_batched: output batches overlap"
-    );
-    assert!(
-        c.len() >= (batch - 1) * stride_c + (m - 1) * ldc + n,
-        "gemm_batched: C too short"
-    );
-    let at = |i: usize| MatRef {
-        data: &a.data[(i * stride_a).min(a.data.len())..],
-        ..a
-    };
-    let bt = |i: usize| MatRef {
-        data: &b.data[(i * stride_b).min(b.data.len())..],
-        ..b
-    };
+    assert!(stride_c >= (m - 1) * ldc + n, "gemm_batched: output batches overlap");
+    assert!(c.len() >= (batch - 1) * stride_c + (m - 1) * ldc + n, "gemm_batched: C too short");
+    let at = |i: usize| MatRef { data: &a.data[(i * stride_a).min(a.data.len())..], ..a };
+    let bt = |i: usize| MatRef { data: &b.data[(i * stride_b).min(b.data.len())..], ..b };
     for i in 0..batch {
         at(i).check("A_i");
         bt(i).check("B_i");
@@ -239,9 +191,7 @@ pub fn gemm_batched(
             gemm_serial(alpha, at(i), bt(i), beta, cc, ldc);
         }
     } else {
-        par::for_each_chunk_mut(c, stride_c, |i, cc| {
-            gemm_serial(alpha, at(i), bt(i), beta, cc, ldc)
-        });
+        par::for_each_chunk_mut(c, stride_c, |i, cc| gemm_serial(alpha, at(i), bt(i), beta, cc, ldc));
     }
 }
 
@@ -255,11 +205,7 @@ pub fn gemm_naive(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], ld
             for p in 0..k {
                 acc += a.at(i, p) as f64 * b.at(p, j) as f64;
             }
-            let old = if beta == 0.0 {
-                0.0
-            } else {
-                beta as f64 * c[i * ldc + j] as f64
-            };
+            let old = if beta == 0.0 { 0.0 } else { beta as f64 * c[i * ldc + j] as f64 };
             c[i * ldc + j] = (alpha as f64 * acc + old) as f32;
         }
     }

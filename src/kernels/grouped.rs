@@ -45,23 +45,13 @@ pub struct Run {
 impl GroupSpec {
     /// A validated spec: `groups ≥ 1` must divide both widths.
     pub fn new(in_dim: usize, out_dim: usize, groups: usize, reorder: bool) -> Result<Self> {
-        if groups == 0
-            || in_dim == 0
-            || out_dim == 0
-            || in_dim % groups != 0
-            || out_dim % groups != 0
-        {
+        if groups == 0 || in_dim == 0 || out_dim == 0 || in_dim % groups != 0 || out_dim % groups != 0 {
             return Err(Error::invalid(
                 "grouped connection",
                 format!("group count {groups} must be ≥ 1 and divide both the input width {in_dim} and the output width {out_dim}"),
             ));
         }
-        Ok(GroupSpec {
-            in_dim,
-            out_dim,
-            groups,
-            reorder,
-        })
+        Ok(GroupSpec { in_dim, out_dim, groups, reorder })
     }
     /// Inputs per group.
     pub fn ci(&self) -> usize {
@@ -101,23 +91,13 @@ impl GroupSpec {
     pub fn runs(&self, i: usize) -> Vec<Run> {
         let ci = self.ci();
         if !self.reorder {
-            return vec![Run {
-                offset: 0,
-                len: ci,
-                start: i * ci,
-                stride: 1,
-            }];
+            return vec![Run { offset: 0, len: ci, start: i * ci, stride: 1 }];
         }
         let mut runs = Vec::new();
         let (mut j, end) = (i * ci, (i + 1) * ci);
         while j < end {
             let next = ((j / self.groups + 1) * self.groups).min(end);
-            runs.push(Run {
-                offset: j - i * ci,
-                len: next - j,
-                start: self.src(j),
-                stride: ci,
-            });
+            runs.push(Run { offset: j - i * ci, len: next - j, start: self.src(j), stride: ci });
             j = next;
         }
         runs
@@ -127,21 +107,12 @@ impl GroupSpec {
     }
 }
 
-fn check(
-    spec: &GroupSpec,
-    x_len: usize,
-    w_len: usize,
-    y_len: usize,
-    op: &'static str,
-) -> Result<usize> {
+fn check(spec: &GroupSpec, x_len: usize, w_len: usize, y_len: usize, op: &'static str) -> Result<usize> {
     let rows = x_len / spec.in_dim;
     if x_len != rows * spec.in_dim || y_len != rows * spec.out_dim {
         return Err(Error::invalid(
             op,
-            format!(
-                "x has {x_len} values and y {y_len}: not rows of {} and {}",
-                spec.in_dim, spec.out_dim
-            ),
+            format!("x has {x_len} values and y {y_len}: not rows of {} and {}", spec.in_dim, spec.out_dim),
         ));
     }
     if w_len != spec.weight_len() {
@@ -233,13 +204,7 @@ pub fn grouped_forward(
 }
 
 /// Input gradient: `dx[r] += α·(BD(G)·P)ᵀ·dy[r]`.
-pub fn grouped_backward_input(
-    spec: &GroupSpec,
-    alpha: f32,
-    dy: &[f32],
-    w: &[f32],
-    dx: &mut [f32],
-) -> Result<()> {
+pub fn grouped_backward_input(spec: &GroupSpec, alpha: f32, dy: &[f32], w: &[f32], dx: &mut [f32]) -> Result<()> {
     let rows = check(spec, dx.len(), w.len(), dy.len(), "grouped_backward_input")?;
     let (i_dim, o_dim, ci, co, g) = (spec.in_dim, spec.out_dim, spec.ci(), spec.co(), spec.groups);
     if rows == 0 {
@@ -393,8 +358,7 @@ pub fn grouped_forward_scalar(
             let i = o / co;
             let mut acc = bias.map_or(0.0, |b| b[o] as f64);
             for s in 0..ci {
-                acc += w[(i * co + o % co) * ci + s] as f64
-                    * x[r * i_dim + spec.src(i * ci + s)] as f64;
+                acc += w[(i * co + o % co) * ci + s] as f64 * x[r * i_dim + spec.src(i * ci + s)] as f64;
             }
             y[r * o_dim + o] += alpha * acc as f32;
         }
@@ -439,9 +403,8 @@ pub fn grouped_backward_weight_scalar(
     let (i_dim, o_dim, ci, co) = (spec.in_dim, spec.out_dim, spec.ci(), spec.co());
     for (idx, d) in dw.iter_mut().enumerate() {
         let (i, o, s) = (idx / (co * ci), (idx / ci) % co, idx % ci);
-        let acc: f64 = (0..rows)
-            .map(|r| dy[r * o_dim + i * co + o] as f64 * x[r * i_dim + spec.src(i * ci + s)] as f64)
-            .sum();
+        let acc: f64 =
+            (0..rows).map(|r| dy[r * o_dim + i * co + o] as f64 * x[r * i_dim + spec.src(i * ci + s)] as f64).sum();
         *d += alpha * acc as f32;
     }
     if let Some(db) = dbias {

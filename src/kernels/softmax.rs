@@ -33,11 +33,7 @@ pub fn softmax_backward_rows_scalar(y: &[f32], dy: &[f32], dx: &mut [f32], n: us
     if n == 0 {
         return;
     }
-    for ((yr, dyr), dxr) in y
-        .chunks_exact(n)
-        .zip(dy.chunks_exact(n))
-        .zip(dx.chunks_exact_mut(n))
-    {
+    for ((yr, dyr), dxr) in y.chunks_exact(n).zip(dy.chunks_exact(n)).zip(dx.chunks_exact_mut(n)) {
         let d: f32 = yr.iter().zip(dyr).map(|(a, b)| a * b).sum();
         for ((o, &a), &b) in dxr.iter_mut().zip(yr).zip(dyr) {
             *o = a * (b - d);

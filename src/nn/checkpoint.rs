@@ -29,12 +29,9 @@ pub struct LoadReport {
 fn meta_usize(m: &BTreeMap<String, String>, k: &str) -> Result<Option<usize>> {
     m.get(k)
         .map(|v| {
-            v.trim().parse::<usize>().map_err(|_| {
-                Error::format(
-                    "checkpoint metadata",
-                    format!("`{k}` = `{v}` is not a whole number"),
-                )
-            })
+            v.trim()
+                .parse::<usize>()
+                .map_err(|_| Error::format("checkpoint metadata", format!("`{k}` = `{v}` is not a whole number")))
         })
         .transpose()
 }
@@ -55,15 +52,7 @@ impl VitConfig {
         put("num_heads", self.num_heads.to_string());
         put("mlp_hidden", self.mlp_hidden.to_string());
         put("num_classes", self.num_classes.to_string());
-        put(
-            "global_pool",
-            if self.pool == Pool::Avg {
-                "avg"
-            } else {
-                "token"
-            }
-            .to_string(),
-        );
+        put("global_pool", if self.pool == Pool::Avg { "avg" } else { "token" }.to_string());
     }
 
     /// The configuration of a checkpoint: from its metadata where present, otherwise inferred
@@ -73,14 +62,9 @@ impl VitConfig {
         let shape = |k: &str| f.get(k).map(|t| t.shape().to_vec());
         let pw = shape("patch_embed.proj.weight")?;
         let [e, c, ph, pww] = <[usize; 4]>::try_from(pw.as_slice()).map_err(|_| {
-            Error::format(
-                "checkpoint",
-                format!("patch_embed.proj.weight has shape {pw:?}, expected [E, C, ph, pw]"),
-            )
+            Error::format("checkpoint", format!("patch_embed.proj.weight has shape {pw:?}, expected [E, C, ph, pw]"))
         })?;
-        let depth = (0..)
-            .take_while(|i| f.tensors.contains_key(&format!("blocks.{i}.norm1.weight")))
-            .count();
+        let depth = (0..).take_while(|i| f.tensors.contains_key(&format!("blocks.{i}.norm1.weight"))).count();
         let hidden = shape("blocks.0.mlp.fc1.weight")?[0];
         let classes = shape("head.weight")?[0];
         let pool = match m.get("global_pool").map(String::as_str) {
@@ -91,12 +75,8 @@ impl VitConfig {
         };
         let pos = shape("pos_embed")?;
         let patch = (
-            meta_usize(m, "patch_h")?
-                .or(meta_usize(m, "patch_size")?)
-                .unwrap_or(ph),
-            meta_usize(m, "patch_w")?
-                .or(meta_usize(m, "patch_size")?)
-                .unwrap_or(pww),
+            meta_usize(m, "patch_h")?.or(meta_usize(m, "patch_size")?).unwrap_or(ph),
+            meta_usize(m, "patch_w")?.or(meta_usize(m, "patch_size")?).unwrap_or(pww),
         );
         let img = match (meta_usize(m, "img_size_h")?, meta_usize(m, "img_size_w")?) {
             (Some(h), Some(w)) => (h, w),
@@ -104,7 +84,12 @@ impl VitConfig {
                 let n = pos.get(1).copied().unwrap_or(1).saturating_sub(1);
                 let g = (n as f64).sqrt().round() as usize;
                 if g * g != n {
-                    return Err(Error::format("checkpoint", format!("pos_embed has {n} patch positions: not a square grid; give the image size in the metadata")));
+                    return Err(Error::format(
+                        "checkpoint",
+                        format!(
+                            "pos_embed has {n} patch positions: not a square grid; give the image size in the metadata"
+                        ),
+                    ));
                 }
                 (g * patch.0, g * patch.1)
             }
@@ -143,8 +128,7 @@ impl VisionTransformer {
         self.visit("", &mut |k, p| f.insert(k, p.value.clone()));
         self.config.to_metadata(&mut f.metadata);
         if !self.merged_deltas.is_empty() {
-            f.metadata
-                .insert("merged_deltas".into(), self.merged_deltas.join(";"));
+            f.metadata.insert("merged_deltas".into(), self.merged_deltas.join(";"));
         }
         f
     }
@@ -191,11 +175,8 @@ impl VisionTransformer {
                 }
             }
             if t.shape() != p.shape() {
-                err = Some(Error::KeyShape {
-                    key: k.to_string(),
-                    expected: p.shape().to_vec(),
-                    got: t.shape().to_vec(),
-                });
+                err =
+                    Some(Error::KeyShape { key: k.to_string(), expected: p.shape().to_vec(), got: t.shape().to_vec() });
                 return;
             }
             p.value = t;
@@ -224,11 +205,8 @@ impl VisionTransformer {
         };
         let mut vit = VisionTransformer::new(&cfg, 0)?;
         vit.load_state_dict(f, true)?;
-        vit.merged_deltas = f
-            .metadata
-            .get("merged_deltas")
-            .map(|s| s.split(';').map(String::from).collect())
-            .unwrap_or_default();
+        vit.merged_deltas =
+            f.metadata.get("merged_deltas").map(|s| s.split(';').map(String::from).collect()).unwrap_or_default();
         Ok(vit)
     }
 
@@ -248,16 +226,8 @@ fn file_grid(f: &TensorFile, patch: (usize, usize)) -> Option<(usize, usize)> {
     let m = &f.metadata;
     let h = m.get("img_size_h").and_then(|v| v.parse::<usize>().ok());
     let w = m.get("img_size_w").and_then(|v| v.parse::<usize>().ok());
-    let ph = m
-        .get("patch_h")
-        .or(m.get("patch_size"))
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(patch.0);
-    let pw = m
-        .get("patch_w")
-        .or(m.get("patch_size"))
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(patch.1);
+    let ph = m.get("patch_h").or(m.get("patch_size")).and_then(|v| v.parse::<usize>().ok()).unwrap_or(patch.0);
+    let pw = m.get("patch_w").or(m.get("patch_size")).and_then(|v| v.parse::<usize>().ok()).unwrap_or(patch.1);
     if let (Some(h), Some(w)) = (h, w) {
         if ph > 0 && pw > 0 {
             return Some((h / ph, w / pw));
@@ -272,20 +242,9 @@ fn file_grid(f: &TensorFile, patch: (usize, usize)) -> Option<(usize, usize)> {
 /// `prefix` (class) tokens: separable bicubic (a = −0.5) with the kernel widened when shrinking
 /// and weights renormalised at the borders — what timm's `resample_abs_pos_embed` gets from
 /// `F.interpolate(mode='bicubic', antialias=True)`.
-pub fn resample_pos_embed(
-    pos: &Tensor,
-    from: (usize, usize),
-    to: (usize, usize),
-    prefix: usize,
-) -> Result<Tensor> {
+pub fn resample_pos_embed(pos: &Tensor, from: (usize, usize), to: (usize, usize), prefix: usize) -> Result<Tensor> {
     let [one, t, e] = pos.dims::<3>("resample_pos_embed")?;
-    if one != 1
-        || t != prefix + from.0 * from.1
-        || from.0 == 0
-        || from.1 == 0
-        || to.0 == 0
-        || to.1 == 0
-    {
+    if one != 1 || t != prefix + from.0 * from.1 || from.0 == 0 || from.1 == 0 || to.0 == 0 || to.1 == 0 {
         return Err(Error::bad_shape(
             "resample_pos_embed",
             pos.shape(),
@@ -347,9 +306,7 @@ fn resample_weights(n_in: usize, n_out: usize) -> Vec<(usize, Vec<f64>)> {
             let center = (i as f64 + 0.5) * scale;
             let lo = ((center - support + 0.5).floor().max(0.0)) as usize;
             let hi = ((center + support + 0.5).floor() as usize).min(n_in);
-            let mut w: Vec<f64> = (lo..hi)
-                .map(|j| cubic((j as f64 - center + 0.5) * inv))
-                .collect();
+            let mut w: Vec<f64> = (lo..hi).map(|j| cubic((j as f64 - center + 0.5) * inv)).collect();
             let s: f64 = w.iter().sum();
             if s != 0.0 {
                 w.iter_mut().for_each(|v| *v /= s);

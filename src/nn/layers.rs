@@ -57,20 +57,13 @@ impl Linear {
         match &self.peft {
             LinearPeft::None => x.linear(&w, b.as_ref()),
             LinearPeft::Consolidator(c) => {
-                let vars: Vec<(Var, Var)> = c
-                    .branches
-                    .iter()
-                    .map(|br| (tape.param(&br.weight), tape.param(&br.bias)))
-                    .collect();
+                let vars: Vec<(Var, Var)> =
+                    c.branches.iter().map(|br| (tape.param(&br.weight), tape.param(&br.bias))).collect();
                 let branches: Vec<Branch> = c
                     .branches
                     .iter()
                     .zip(&vars)
-                    .map(|(br, (g, beta))| Branch {
-                        spec: br.spec,
-                        weight: g,
-                        bias: Some(beta),
-                    })
+                    .map(|(br, (g, beta))| Branch { spec: br.spec, weight: g, bias: Some(beta) })
                     .collect();
                 x.consolidated_linear(&w, b.as_ref(), &branches, c.drop_path)
             }
@@ -157,11 +150,7 @@ pub struct LayerNorm {
 impl LayerNorm {
     /// γ = 1, β = 0.
     pub fn new(dim: usize) -> Self {
-        LayerNorm {
-            weight: Param::new(Tensor::full(&[dim], 1.0)),
-            bias: Param::new(Tensor::zeros(&[dim])),
-            eps: 1e-6,
-        }
+        LayerNorm { weight: Param::new(Tensor::full(&[dim], 1.0)), bias: Param::new(Tensor::zeros(&[dim])), eps: 1e-6 }
     }
     /// Forward.
     pub fn forward<'t>(&self, tape: &'t Tape, x: &Var<'t>) -> Result<Var<'t>> {
@@ -193,11 +182,7 @@ impl PatchEmbed {
     /// Random init (truncated normal 0.02, zero bias).
     pub fn new(in_chans: usize, dim: usize, patch: (usize, usize), rng: &mut impl Rng) -> Self {
         PatchEmbed {
-            weight: Param::new(Tensor::trunc_normal(
-                &[dim, in_chans, patch.0, patch.1],
-                0.02,
-                rng,
-            )),
+            weight: Param::new(Tensor::trunc_normal(&[dim, in_chans, patch.0, patch.1], 0.02, rng)),
             bias: Param::new(Tensor::zeros(&[dim])),
             patch,
         }
@@ -205,9 +190,7 @@ impl PatchEmbed {
     /// `[B, C, H, W] → [B, N, E]`.
     pub fn forward<'t>(&self, tape: &'t Tape, images: &Var<'t>) -> Result<Var<'t>> {
         let [e, c, ph, pw] = self.weight.value.dims::<4>("patch_embed")?;
-        let [_, ic, _, _] = images
-            .value()
-            .dims::<4>("patch_embed (images [B, C, H, W])")?;
+        let [_, ic, _, _] = images.value().dims::<4>("patch_embed (images [B, C, H, W])")?;
         if ic != c {
             return Err(Error::invalid(
                 "patch_embed",
@@ -215,9 +198,7 @@ impl PatchEmbed {
             ));
         }
         let w = tape.param(&self.weight).reshape(&[e, c * ph * pw])?;
-        images
-            .patchify(ph, pw)?
-            .linear(&w, Some(&tape.param(&self.bias)))
+        images.patchify(ph, pw)?.linear(&w, Some(&tape.param(&self.bias)))
     }
 }
 
@@ -269,8 +250,7 @@ pub struct Mlp {
 impl Mlp {
     /// Forward.
     pub fn forward<'t>(&self, tape: &'t Tape, x: &Var<'t>) -> Result<Var<'t>> {
-        self.fc2
-            .forward(tape, &self.fc1.forward(tape, x)?.gelu_erf()?)
+        self.fc2.forward(tape, &self.fc1.forward(tape, x)?.gelu_erf()?)
     }
 }
 

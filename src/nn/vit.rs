@@ -36,13 +36,8 @@ pub struct VitConfig {
 
 impl VitConfig {
     /// Names of the built-in presets.
-    pub const PRESETS: [&'static str; 5] = [
-        "vit_tiny_patch16_224",
-        "vit_small_patch16_224",
-        "vit_base_patch16_224",
-        "vit_mnist_tiny",
-        "vit_mnist_small",
-    ];
+    pub const PRESETS: [&'static str; 5] =
+        ["vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224", "vit_mnist_tiny", "vit_mnist_small"];
 
     /// A preset: timm's three ViTs at 224, and this project's 28×28 grayscale models.
     pub fn preset(name: &str) -> Result<Self> {
@@ -80,10 +75,7 @@ impl VitConfig {
             _ => {
                 return Err(Error::invalid(
                     "VitConfig::preset",
-                    format!(
-                        "unknown preset `{name}`; known: {}",
-                        Self::PRESETS.join(", ")
-                    ),
+                    format!("unknown preset `{name}`; known: {}", Self::PRESETS.join(", ")),
                 ))
             }
         })
@@ -91,10 +83,7 @@ impl VitConfig {
 
     /// Patches along (height, width).
     pub fn grid(&self) -> (usize, usize) {
-        (
-            self.img_size.0 / self.patch_size.0,
-            self.img_size.1 / self.patch_size.1,
-        )
+        (self.img_size.0 / self.patch_size.0, self.img_size.1 / self.patch_size.1)
     }
     /// Tokens per image (patches + class token).
     pub fn tokens(&self) -> usize {
@@ -109,10 +98,7 @@ impl VitConfig {
             || self.img_size.0 % self.patch_size.0 != 0
             || self.img_size.1 % self.patch_size.1 != 0
         {
-            return bad(format!(
-                "image {:?} is not a whole number of patches {:?}",
-                self.img_size, self.patch_size
-            ));
+            return bad(format!("image {:?} is not a whole number of patches {:?}", self.img_size, self.patch_size));
         }
         if self.embed_dim == 0 || self.num_heads == 0 || self.embed_dim % self.num_heads != 0 {
             return bad(format!(
@@ -124,10 +110,7 @@ impl VitConfig {
             return bad("in_chans, depth, mlp_hidden and num_classes must be positive".into());
         }
         if !(0.0..1.0).contains(&self.drop_path_rate) {
-            return bad(format!(
-                "drop_path_rate {} must be in [0, 1)",
-                self.drop_path_rate
-            ));
+            return bad(format!("drop_path_rate {} must be in [0, 1)", self.drop_path_rate));
         }
         Ok(())
     }
@@ -155,15 +138,9 @@ impl Block {
             Some(p) => {
                 let [b, _, c] = x.value().dims::<3>("block")?;
                 let n = p.shape()[0];
-                let prompts = tape
-                    .param(p)
-                    .reshape(&[1, n, c])?
-                    .broadcast_to(&[b, n, c])?;
+                let prompts = tape.param(p).reshape(&[1, n, c])?.broadcast_to(&[b, n, c])?;
                 let t = x.shape()[1];
-                (
-                    Var::concat(&[&x.narrow(1, 0, 1)?, &prompts, &x.narrow(1, 1, t - 1)?], 1)?,
-                    n,
-                )
+                (Var::concat(&[&x.narrow(1, 0, 1)?, &prompts, &x.narrow(1, 1, t - 1)?], 1)?, n)
             }
         };
         let h = self.attn.forward(tape, &self.norm1.forward(tape, &x)?)?;
@@ -178,13 +155,7 @@ impl Block {
             return Ok(x);
         }
         let t = x.shape()[1];
-        Var::concat(
-            &[
-                &x.narrow(1, 0, 1)?,
-                &x.narrow(1, 1 + n_prompts, t - 1 - n_prompts)?,
-            ],
-            1,
-        )
+        Var::concat(&[&x.narrow(1, 0, 1)?, &x.narrow(1, 1 + n_prompts, t - 1 - n_prompts)?], 1)
     }
 }
 
@@ -329,10 +300,7 @@ impl VisionTransformer {
     /// Inference on a batch of images: logits, with no tape recording.
     pub fn predict(&self, images: &Tensor) -> Result<Tensor> {
         let tape = Tape::inference();
-        Ok(self
-            .forward(&tape, &tape.constant(images.clone()))?
-            .value()
-            .clone())
+        Ok(self.forward(&tape, &tape.constant(images.clone()))?.value().clone())
     }
 
     /// Replaces the head with a fresh one for `num_classes` classes (truncated normal 0.02 / zero).
@@ -383,8 +351,7 @@ impl Module for VisionTransformer {
         self.head.visit(&format!("{prefix}head."), f);
     }
     fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Param)) {
-        self.patch_embed
-            .visit_mut(&format!("{prefix}patch_embed."), f);
+        self.patch_embed.visit_mut(&format!("{prefix}patch_embed."), f);
         f(&format!("{prefix}cls_token"), &mut self.cls_token);
         f(&format!("{prefix}pos_embed"), &mut self.pos_embed);
         for (i, b) in self.blocks.iter_mut().enumerate() {

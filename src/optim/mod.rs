@@ -13,10 +13,7 @@ use std::collections::BTreeMap;
 
 /// Whether timm would apply weight decay to the parameter `key` of shape `shape`.
 pub fn decays(key: &str, shape: &[usize]) -> bool {
-    shape.len() > 1
-        && !key.ends_with("bias")
-        && !key.ends_with("cls_token")
-        && !key.ends_with("pos_embed")
+    shape.len() > 1 && !key.ends_with("bias") && !key.ends_with("cls_token") && !key.ends_with("pos_embed")
 }
 
 /// The optimiser kinds.
@@ -43,11 +40,7 @@ impl Optimizer {
     /// AdamW with β = (0.9, 0.999), ε = 1e-8.
     pub fn adamw(weight_decay: f32) -> Self {
         Optimizer {
-            kind: OptimizerKind::AdamW {
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-            },
+            kind: OptimizerKind::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
             weight_decay,
             t: 0,
             state: BTreeMap::new(),
@@ -55,23 +48,12 @@ impl Optimizer {
     }
     /// SGD with momentum.
     pub fn sgd(momentum: f32, weight_decay: f32) -> Self {
-        Optimizer {
-            kind: OptimizerKind::Sgd { momentum },
-            weight_decay,
-            t: 0,
-            state: BTreeMap::new(),
-        }
+        Optimizer { kind: OptimizerKind::Sgd { momentum }, weight_decay, t: 0, state: BTreeMap::new() }
     }
 
     /// One update of every trainable parameter of `model` that has a gradient, at learning rate
     /// `lr`, with gradients multiplied by `grad_scale` (from [`clip_scale`]).
-    pub fn step(
-        &mut self,
-        model: &mut dyn Module,
-        grads: &Gradients,
-        lr: f32,
-        grad_scale: f32,
-    ) -> Result<()> {
+    pub fn step(&mut self, model: &mut dyn Module, grads: &Gradients, lr: f32, grad_scale: f32) -> Result<()> {
         self.t += 1;
         let t = self.t as i32;
         let wd = self.weight_decay;
@@ -84,9 +66,7 @@ impl Optimizer {
             let Some(g) = grads.param(p) else { return };
             let decay = if decays(key, p.shape()) { wd } else { 0.0 };
             let n = p.numel();
-            let (m, v) = state
-                .entry(key.to_string())
-                .or_insert_with(|| (vec![0.0; n], Vec::new()));
+            let (m, v) = state.entry(key.to_string()).or_insert_with(|| (vec![0.0; n], Vec::new()));
             let w = p.value.data_mut();
             match kind {
                 OptimizerKind::AdamW { beta1, beta2, eps } => {
@@ -119,15 +99,9 @@ impl Optimizer {
     /// The optimiser state as tensors (`opt.m.<key>`, `opt.v.<key>`) plus metadata.
     pub fn state_dict(&self, f: &mut TensorFile) {
         for (k, (m, v)) in &self.state {
-            f.insert(
-                format!("opt.m.{k}"),
-                Tensor::new(&[m.len()], m.clone()).expect("1-D"),
-            );
+            f.insert(format!("opt.m.{k}"), Tensor::new(&[m.len()], m.clone()).expect("1-D"));
             if !v.is_empty() {
-                f.insert(
-                    format!("opt.v.{k}"),
-                    Tensor::new(&[v.len()], v.clone()).expect("1-D"),
-                );
+                f.insert(format!("opt.v.{k}"), Tensor::new(&[v.len()], v.clone()).expect("1-D"));
             }
         }
         f.metadata.insert("opt.t".into(), self.t.to_string());
@@ -144,11 +118,7 @@ impl Optimizer {
         self.state.clear();
         for (k, t) in &f.tensors {
             if let Some(name) = k.strip_prefix("opt.m.") {
-                let v = f
-                    .tensors
-                    .get(&format!("opt.v.{name}"))
-                    .map(|t| t.data().to_vec())
-                    .unwrap_or_default();
+                let v = f.tensors.get(&format!("opt.v.{name}")).map(|t| t.data().to_vec()).unwrap_or_default();
                 self.state.insert(name.to_string(), (t.data().to_vec(), v));
             }
         }
@@ -166,11 +136,7 @@ pub fn clip_scale(model: &dyn Module, grads: &Gradients, max_norm: f32) -> (f32,
         }
     });
     let norm = sq.sqrt() as f32;
-    let scale = if max_norm > 0.0 && norm > max_norm {
-        max_norm / (norm + 1e-6)
-    } else {
-        1.0
-    };
+    let scale = if max_norm > 0.0 && norm > max_norm { max_norm / (norm + 1e-6) } else { 1.0 };
     (scale, norm)
 }
 
@@ -203,13 +169,7 @@ mod tests {
 
     #[test]
     fn schedule_warms_up_then_decays_to_min() {
-        let s = CosineSchedule {
-            base_lr: 1.0,
-            warmup_lr: 0.0,
-            min_lr: 0.1,
-            warmup_steps: 10,
-            total_steps: 110,
-        };
+        let s = CosineSchedule { base_lr: 1.0, warmup_lr: 0.0, min_lr: 0.1, warmup_steps: 10, total_steps: 110 };
         assert_eq!(s.lr(0), 0.0);
         assert!((s.lr(5) - 0.5).abs() < 1e-6);
         assert!((s.lr(10) - 1.0).abs() < 1e-6);

@@ -17,12 +17,7 @@ pub struct LayerSet {
 
 impl LayerSet {
     /// All four.
-    pub const ALL: LayerSet = LayerSet {
-        qkv: true,
-        proj: true,
-        fc1: true,
-        fc2: true,
-    };
+    pub const ALL: LayerSet = LayerSet { qkv: true, proj: true, fc1: true, fc2: true };
     fn contains(&self, key: &str) -> bool {
         (self.qkv && key.ends_with("attn.qkv."))
             || (self.proj && key.ends_with("attn.proj."))
@@ -30,12 +25,7 @@ impl LayerSet {
             || (self.fc2 && key.ends_with("mlp.fc2."))
     }
     fn parse(s: &str) -> Result<Self> {
-        let mut l = LayerSet {
-            qkv: false,
-            proj: false,
-            fc1: false,
-            fc2: false,
-        };
+        let mut l = LayerSet { qkv: false, proj: false, fc1: false, fc2: false };
         for part in s.split('+') {
             match part {
                 "qkv" => l.qkv = true,
@@ -44,10 +34,7 @@ impl LayerSet {
                 "fc2" => l.fc2 = true,
                 "all" => l = LayerSet::ALL,
                 _ => {
-                    return Err(Error::invalid(
-                        "method",
-                        format!("unknown layer `{part}` (qkv, proj, fc1, fc2, all)"),
-                    ))
+                    return Err(Error::invalid("method", format!("unknown layer `{part}` (qkv, proj, fc1, fc2, all)")))
                 }
             }
         }
@@ -105,11 +92,7 @@ pub enum Method {
     /// Every bias (and the head) trains.
     BitFit,
     /// Rank-`rank` updates `(alpha/rank)·B·A` on the chosen layers.
-    Lora {
-        rank: usize,
-        alpha: f32,
-        layers: LayerSet,
-    },
+    Lora { rank: usize, alpha: f32, layers: LayerSet },
     /// AdaptFormer bottleneck of width `dim` beside every MLP, output scaled by `scale`.
     Adapter { dim: usize, scale: f32 },
     /// VPT-deep: `prompts` learned tokens per block.
@@ -127,16 +110,10 @@ impl Method {
             Method::LinearProbe,
             Method::Full,
             Method::BitFit,
-            Method::Lora {
-                rank: 4,
-                alpha: 4.0,
-                layers: LayerSet::ALL,
-            },
+            Method::Lora { rank: 4, alpha: 4.0, layers: LayerSet::ALL },
             Method::Adapter { dim: 8, scale: 0.1 },
             Method::Vpt { prompts: 5 },
-            Method::Ssf {
-                layers: LayerSet::ALL,
-            },
+            Method::Ssf { layers: LayerSet::ALL },
             Method::Consolidator(ConsolidatorConfig::released(embed_dim)),
         ]
     }
@@ -165,21 +142,18 @@ impl Method {
     /// `embed_dim` sizes the defaults.
     pub fn parse(s: &str, embed_dim: usize) -> Result<Method> {
         let (name, opts) = s.split_once(':').unwrap_or((s, ""));
-        let opts: Vec<(&str, &str)> = opts
-            .split(',')
-            .filter(|o| !o.is_empty())
-            .map(|o| o.split_once('=').unwrap_or((o, "")))
-            .collect();
+        let opts: Vec<(&str, &str)> =
+            opts.split(',').filter(|o| !o.is_empty()).map(|o| o.split_once('=').unwrap_or((o, ""))).collect();
         let bad = |k: &str| Error::invalid("method", format!("`{name}` has no option `{k}`"));
         let num = |k: &str, v: &str| {
-            v.parse::<f64>().map_err(|_| {
-                Error::invalid("method", format!("option `{k}` needs a number, got `{v}`"))
-            })
+            v.parse::<f64>().map_err(|_| Error::invalid("method", format!("option `{k}` needs a number, got `{v}`")))
         };
-        let mut m = Method::all(embed_dim)
-            .into_iter()
-            .find(|m| m.name() == name)
-            .ok_or_else(|| Error::invalid("method", format!("unknown method `{name}` (linear, full, bitfit, lora, adapter, vpt, ssf, consolidator)")))?;
+        let mut m = Method::all(embed_dim).into_iter().find(|m| m.name() == name).ok_or_else(|| {
+            Error::invalid(
+                "method",
+                format!("unknown method `{name}` (linear, full, bitfit, lora, adapter, vpt, ssf, consolidator)"),
+            )
+        })?;
         let mut reorder = false;
         let mut groups: Option<Vec<usize>> = None;
         for (k, v) in opts {
@@ -193,21 +167,13 @@ impl Method {
                 (Method::Adapter { scale, .. }, "scale") => *scale = num(k, v)? as f32,
                 (Method::Vpt { prompts }, "prompts") => *prompts = num(k, v)? as usize,
                 (Method::Consolidator(_), "g") => {
-                    groups = Some(
-                        v.split('+')
-                            .map(|g| num(k, g).map(|g| g as usize))
-                            .collect::<Result<_>>()?,
-                    );
+                    groups = Some(v.split('+').map(|g| num(k, g).map(|g| g as usize)).collect::<Result<_>>()?);
                 }
                 (Method::Consolidator(_), "reorder") => reorder = true,
                 (Method::Consolidator(c), "dp") => c.drop_path = num(k, v)? as f32,
                 (Method::Consolidator(c), "layers") => c.layers = LayerSet::parse(v)?,
                 (Method::Consolidator(c), "init") => {
-                    c.init = if v == "zero" {
-                        Init::Zero
-                    } else {
-                        Init::Uniform(num(k, v)? as f32)
-                    }
+                    c.init = if v == "zero" { Init::Zero } else { Init::Uniform(num(k, v)? as f32) }
                 }
                 (Method::Consolidator(c), "frozen-norms") => c.train_norms = false,
                 (Method::Consolidator(c), "frozen-biases") => c.train_biases = false,
@@ -233,11 +199,7 @@ impl Method {
             Method::LinearProbe => {}
             Method::Full => vit.visit_mut("", &mut |_, p| p.trainable = true),
             Method::BitFit => vit.visit_mut("", &mut |k, p| p.trainable = k.ends_with("bias")),
-            Method::Lora {
-                rank,
-                alpha,
-                layers,
-            } => {
+            Method::Lora { rank, alpha, layers } => {
                 if *rank == 0 {
                     return Err(Error::invalid("lora", "rank must be ≥ 1"));
                 }
@@ -245,12 +207,7 @@ impl Method {
                     if layers.contains(&key) {
                         let bound = 1.0 / (lin.in_dim() as f32).sqrt();
                         lin.peft = LinearPeft::Lora(Lora {
-                            a: Param::new(Tensor::rand_uniform(
-                                &[*rank, lin.in_dim()],
-                                -bound,
-                                bound,
-                                &mut rng,
-                            )),
+                            a: Param::new(Tensor::rand_uniform(&[*rank, lin.in_dim()], -bound, bound, &mut rng)),
                             b: Param::new(Tensor::zeros(&[lin.out_dim(), *rank])),
                             scale: alpha / *rank as f32,
                         });
@@ -264,22 +221,13 @@ impl Method {
                     let bound = 1.0 / (dim as f32).sqrt();
                     let mut down = Linear::new(dim, *d, true, &mut rng);
                     down.weight.value = Tensor::rand_uniform(&[*d, dim], -bound, bound, &mut rng);
-                    b.adapter = Some(Adapter {
-                        down,
-                        up,
-                        scale: *scale,
-                    });
+                    b.adapter = Some(Adapter { down, up, scale: *scale });
                 }
             }
             Method::Vpt { prompts } => {
                 let bound = (6.0 / (dim + dim) as f32).sqrt();
                 for b in &mut vit.blocks {
-                    b.prompts = Some(Param::new(Tensor::rand_uniform(
-                        &[*prompts, dim],
-                        -bound,
-                        bound,
-                        &mut rng,
-                    )));
+                    b.prompts = Some(Param::new(Tensor::rand_uniform(&[*prompts, dim], -bound, bound, &mut rng)));
                 }
             }
             Method::Ssf { layers } => {
@@ -303,10 +251,7 @@ impl Method {
                     ));
                 }
                 if c.branches.is_empty() {
-                    return Err(Error::invalid(
-                        "consolidator",
-                        "at least one branch is needed",
-                    ));
+                    return Err(Error::invalid("consolidator", "at least one branch is needed"));
                 }
                 for (key, lin) in vit.fc_layers_mut() {
                     if !c.layers.contains(&key) {
@@ -315,9 +260,8 @@ impl Method {
                     let (i, o) = (lin.in_dim(), lin.out_dim());
                     let mut branches = Vec::new();
                     for &(g, reorder) in &c.branches {
-                        let spec = GroupSpec::new(i, o, g, reorder).map_err(|e| {
-                            Error::invalid("consolidator", format!("layer {key}: {e}"))
-                        })?;
+                        let spec = GroupSpec::new(i, o, g, reorder)
+                            .map_err(|e| Error::invalid("consolidator", format!("layer {key}: {e}")))?;
                         let init = |shape: &[usize], rng: &mut rand::rngs::StdRng| match c.init {
                             Init::Uniform(a) if a > 0.0 => Tensor::rand_uniform(shape, -a, a, rng),
                             _ => Tensor::zeros(shape),
@@ -333,10 +277,7 @@ impl Method {
                             b.trainable = true;
                         }
                     }
-                    lin.peft = LinearPeft::Consolidator(Consolidator {
-                        branches,
-                        drop_path: c.drop_path,
-                    });
+                    lin.peft = LinearPeft::Consolidator(Consolidator { branches, drop_path: c.drop_path });
                 }
                 if c.train_norms {
                     vit.visit_mut("", &mut |k, p| {

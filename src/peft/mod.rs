@@ -95,9 +95,7 @@ pub struct Adapter {
 impl Adapter {
     /// Forward.
     pub fn forward<'t>(&self, tape: &'t Tape, x: &Var<'t>) -> Result<Var<'t>> {
-        self.up
-            .forward(tape, &self.down.forward(tape, x)?.relu()?)?
-            .scale(self.scale)
+        self.up.forward(tape, &self.down.forward(tape, x)?.relu()?)?.scale(self.scale)
     }
 }
 

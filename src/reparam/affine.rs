@@ -54,10 +54,7 @@ pub enum Pattern {
     /// so it stores no index arrays.
     Grouped(Vec<GroupSpec>),
     /// General compressed sparse rows.
-    Csr {
-        row_ptr: Vec<usize>,
-        cols: Vec<usize>,
-    },
+    Csr { row_ptr: Vec<usize>, cols: Vec<usize> },
 }
 
 /// `x ↦ S·x + b` with `S` zero outside its pattern; `values` in canonical order (row-major over
@@ -106,10 +103,7 @@ fn f64s(v: &[f32]) -> Vec<f64> {
 
 fn check_len(op: &'static str, what: &str, got: usize, want: usize) -> Result<()> {
     if got != want {
-        return Err(Error::invalid(
-            op,
-            format!("{what} has {got} values, expected {want}"),
-        ));
+        return Err(Error::invalid(op, format!("{what} has {got} values, expected {want}")));
     }
     Ok(())
 }
@@ -119,28 +113,15 @@ impl Dense {
     pub fn from_f32(out_dim: usize, in_dim: usize, weight: &[f32], bias: &[f32]) -> Result<Self> {
         check_len("Dense", "weight", weight.len(), out_dim * in_dim)?;
         check_len("Dense", "bias", bias.len(), out_dim)?;
-        Ok(Dense {
-            out_dim,
-            in_dim,
-            weight: f64s(weight),
-            bias: f64s(bias),
-        })
+        Ok(Dense { out_dim, in_dim, weight: f64s(weight), bias: f64s(bias) })
     }
     /// The zero map.
     pub fn zeros(out_dim: usize, in_dim: usize) -> Self {
-        Dense {
-            out_dim,
-            in_dim,
-            weight: vec![0.0; out_dim * in_dim],
-            bias: vec![0.0; out_dim],
-        }
+        Dense { out_dim, in_dim, weight: vec![0.0; out_dim * in_dim], bias: vec![0.0; out_dim] }
     }
     /// Rounds once to `f32`: `(W, b)`.
     pub fn to_f32(&self) -> (Vec<f32>, Vec<f32>) {
-        (
-            self.weight.iter().map(|&v| v as f32).collect(),
-            self.bias.iter().map(|&v| v as f32).collect(),
-        )
+        (self.weight.iter().map(|&v| v as f32).collect(), self.bias.iter().map(|&v| v as f32).collect())
     }
 }
 
@@ -206,31 +187,13 @@ impl Sparse {
                 values.push(dense.weight[o * in_dim + c]);
             }
         }
-        Sparse {
-            out_dim,
-            in_dim,
-            pattern,
-            values,
-            bias: dense.bias.clone(),
-        }
+        Sparse { out_dim, in_dim, pattern, values, bias: dense.bias.clone() }
     }
     /// A sparse map from its stored parts; the value count must match the pattern.
-    pub fn new(
-        out_dim: usize,
-        in_dim: usize,
-        pattern: Pattern,
-        values: Vec<f64>,
-        bias: Vec<f64>,
-    ) -> Result<Self> {
+    pub fn new(out_dim: usize, in_dim: usize, pattern: Pattern, values: Vec<f64>, bias: Vec<f64>) -> Result<Self> {
         if let Pattern::Grouped(specs) = &pattern {
-            if specs
-                .iter()
-                .any(|s| s.in_dim != in_dim || s.out_dim != out_dim)
-            {
-                return Err(Error::invalid(
-                    "Sparse",
-                    format!("a group spec does not fit {out_dim}x{in_dim}"),
-                ));
+            if specs.iter().any(|s| s.in_dim != in_dim || s.out_dim != out_dim) {
+                return Err(Error::invalid("Sparse", format!("a group spec does not fit {out_dim}x{in_dim}")));
             }
         }
         if let Pattern::Csr { row_ptr, cols } = &pattern {
@@ -238,11 +201,7 @@ impl Sparse {
                 && row_ptr[0] == 0
                 && row_ptr.windows(2).all(|w| w[0] <= w[1])
                 && row_ptr[out_dim] == cols.len()
-                && (0..out_dim).all(|o| {
-                    cols[row_ptr[o]..row_ptr[o + 1]]
-                        .windows(2)
-                        .all(|w| w[0] < w[1])
-                })
+                && (0..out_dim).all(|o| cols[row_ptr[o]..row_ptr[o + 1]].windows(2).all(|w| w[0] < w[1]))
                 && cols.iter().all(|&c| c < in_dim);
             if !ok {
                 return Err(Error::invalid("Sparse", "malformed CSR pattern"));
@@ -250,13 +209,7 @@ impl Sparse {
         }
         check_len("Sparse", "values", values.len(), pattern.nnz(out_dim))?;
         check_len("Sparse", "bias", bias.len(), out_dim)?;
-        Ok(Sparse {
-            out_dim,
-            in_dim,
-            pattern,
-            values,
-            bias,
-        })
+        Ok(Sparse { out_dim, in_dim, pattern, values, bias })
     }
 }
 
@@ -306,10 +259,7 @@ impl Affine {
     pub fn apply(&self, x: &[f64]) -> Result<Vec<f64>> {
         let (i_dim, o_dim) = (self.in_dim(), self.out_dim());
         if i_dim == 0 || x.len() % i_dim != 0 {
-            return Err(Error::invalid(
-                "Affine::apply",
-                format!("{} values are not rows of {i_dim}", x.len()),
-            ));
+            return Err(Error::invalid("Affine::apply", format!("{} values are not rows of {i_dim}", x.len())));
         }
         let rows = x.len() / i_dim;
         let mut y = Vec::with_capacity(rows * o_dim);
@@ -320,45 +270,28 @@ impl Affine {
             match self {
                 Affine::Dense(d) => {
                     for (o, v) in yr.iter_mut().enumerate() {
-                        *v += d.weight[o * i_dim..(o + 1) * i_dim]
-                            .iter()
-                            .zip(xr)
-                            .map(|(a, b)| a * b)
-                            .sum::<f64>();
+                        *v += d.weight[o * i_dim..(o + 1) * i_dim].iter().zip(xr).map(|(a, b)| a * b).sum::<f64>();
                     }
                 }
                 Affine::BlockDiagonal(b) => {
                     let (ci, co) = (b.spec.ci(), b.spec.co());
                     for (o, v) in yr.iter_mut().enumerate() {
                         let i = o / co;
-                        *v += (0..ci)
-                            .map(|s| b.blocks[o * ci + s] * xr[b.spec.src(i * ci + s)])
-                            .sum::<f64>();
+                        *v += (0..ci).map(|s| b.blocks[o * ci + s] * xr[b.spec.src(i * ci + s)]).sum::<f64>();
                     }
                 }
                 Affine::Sparse(s) => {
                     let (row_ptr, cols) = s.pattern.to_csr(o_dim);
                     for (o, v) in yr.iter_mut().enumerate() {
-                        *v += (row_ptr[o]..row_ptr[o + 1])
-                            .map(|k| s.values[k] * xr[cols[k]])
-                            .sum::<f64>();
+                        *v += (row_ptr[o]..row_ptr[o + 1]).map(|k| s.values[k] * xr[cols[k]]).sum::<f64>();
                     }
                 }
                 Affine::LowRank(l) => {
                     let ax: Vec<f64> = (0..l.rank)
-                        .map(|q| {
-                            l.a[q * i_dim..(q + 1) * i_dim]
-                                .iter()
-                                .zip(xr)
-                                .map(|(a, b)| a * b)
-                                .sum()
-                        })
+                        .map(|q| l.a[q * i_dim..(q + 1) * i_dim].iter().zip(xr).map(|(a, b)| a * b).sum())
                         .collect();
                     for (o, v) in yr.iter_mut().enumerate() {
-                        *v += l.scale
-                            * (0..l.rank)
-                                .map(|q| l.b[o * l.rank + q] * ax[q])
-                                .sum::<f64>();
+                        *v += l.scale * (0..l.rank).map(|q| l.b[o * l.rank + q] * ax[q]).sum::<f64>();
                     }
                 }
                 Affine::ScaleShift(s) => {
@@ -401,10 +334,8 @@ impl Affine {
             Affine::LowRank(l) => {
                 for o in 0..o_dim {
                     for c in 0..i_dim {
-                        w[o * i_dim + c] += l.scale
-                            * (0..l.rank)
-                                .map(|q| l.b[o * l.rank + q] * l.a[q * i_dim + c])
-                                .sum::<f64>();
+                        w[o * i_dim + c] +=
+                            l.scale * (0..l.rank).map(|q| l.b[o * l.rank + q] * l.a[q * i_dim + c]).sum::<f64>();
                     }
                 }
             }
@@ -420,8 +351,7 @@ impl Affine {
     /// The same map as a [`Dense`].
     pub fn to_dense(&self) -> Dense {
         let mut d = Dense::zeros(self.out_dim(), self.in_dim());
-        self.add_into(&mut d.weight, &mut d.bias)
-            .expect("to_dense: sizes agree by construction");
+        self.add_into(&mut d.weight, &mut d.bias).expect("to_dense: sizes agree by construction");
         d
     }
 
@@ -439,10 +369,7 @@ impl Affine {
     /// Bytes needed to store the map as `f32` values (+ `u32` indices for a CSR pattern).
     pub fn storage_bytes(&self) -> usize {
         let index = match self {
-            Affine::Sparse(Sparse {
-                pattern: Pattern::Csr { row_ptr, cols },
-                ..
-            }) => row_ptr.len() + cols.len(),
+            Affine::Sparse(Sparse { pattern: Pattern::Csr { row_ptr, cols }, .. }) => row_ptr.len() + cols.len(),
             _ => 0,
         };
         4 * (self.nnz() + self.bias().len() + index)
@@ -452,10 +379,7 @@ impl Affine {
     fn grouped_specs(&self) -> Option<Vec<GroupSpec>> {
         match self {
             Affine::BlockDiagonal(b) => Some(vec![b.spec]),
-            Affine::Sparse(Sparse {
-                pattern: Pattern::Grouped(s),
-                ..
-            }) => Some(s.clone()),
+            Affine::Sparse(Sparse { pattern: Pattern::Grouped(s), .. }) => Some(s.clone()),
             // A diagonal is the block-diagonal pattern with g = D.
             Affine::ScaleShift(s) => Some(vec![GroupSpec {
                 in_dim: s.gamma.len(),
@@ -479,43 +403,24 @@ impl Affine {
             ));
         }
         let (o_dim, i_dim) = (self.out_dim(), self.in_dim());
-        let bias: Vec<f64> = self
-            .bias()
-            .iter()
-            .zip(other.bias())
-            .map(|(a, b)| a + b)
-            .collect();
+        let bias: Vec<f64> = self.bias().iter().zip(other.bias()).map(|(a, b)| a + b).collect();
         match (self, other) {
             (Affine::BlockDiagonal(a), Affine::BlockDiagonal(b)) if a.spec == b.spec => {
                 let blocks = a.blocks.iter().zip(&b.blocks).map(|(x, y)| x + y).collect();
-                return Ok(Affine::BlockDiagonal(BlockDiagonal {
-                    spec: a.spec,
-                    blocks,
-                    bias,
-                }));
+                return Ok(Affine::BlockDiagonal(BlockDiagonal { spec: a.spec, blocks, bias }));
             }
             (Affine::ScaleShift(a), Affine::ScaleShift(b)) => {
                 let gamma = a.gamma.iter().zip(&b.gamma).map(|(x, y)| x + y).collect();
                 return Ok(Affine::ScaleShift(ScaleShift { gamma, beta: bias }));
             }
-            (Affine::LowRank(a), Affine::LowRank(b))
-                if (a.rank + b.rank) * (i_dim + o_dim) < i_dim * o_dim =>
-            {
+            (Affine::LowRank(a), Affine::LowRank(b)) if (a.rank + b.rank) * (i_dim + o_dim) < i_dim * o_dim => {
                 let rank = a.rank + b.rank;
                 let mut av = a.a.clone();
                 av.extend_from_slice(&b.a);
                 let mut bv = Vec::with_capacity(o_dim * rank);
                 for o in 0..o_dim {
-                    bv.extend(
-                        a.b[o * a.rank..(o + 1) * a.rank]
-                            .iter()
-                            .map(|v| v * a.scale),
-                    );
-                    bv.extend(
-                        b.b[o * b.rank..(o + 1) * b.rank]
-                            .iter()
-                            .map(|v| v * b.scale),
-                    );
+                    bv.extend(a.b[o * a.rank..(o + 1) * a.rank].iter().map(|v| v * a.scale));
+                    bv.extend(b.b[o * b.rank..(o + 1) * b.rank].iter().map(|v| v * b.scale));
                 }
                 return Ok(Affine::LowRank(LowRank {
                     rank,
@@ -540,12 +445,7 @@ impl Affine {
                     sa.push(s);
                 }
             }
-            return Ok(Affine::Sparse(Sparse::gather(
-                o_dim,
-                i_dim,
-                Pattern::Grouped(sa),
-                &dense,
-            )));
+            return Ok(Affine::Sparse(Sparse::gather(o_dim, i_dim, Pattern::Grouped(sa), &dense)));
         }
         if let (Affine::Sparse(_), Affine::Sparse(_)) = (self, other) {
             // General patterns: the union as CSR.
@@ -559,12 +459,7 @@ impl Affine {
                 cols.extend(r);
                 row_ptr.push(cols.len());
             }
-            return Ok(Affine::Sparse(Sparse::gather(
-                o_dim,
-                i_dim,
-                Pattern::Csr { row_ptr, cols },
-                &dense,
-            )));
+            return Ok(Affine::Sparse(Sparse::gather(o_dim, i_dim, Pattern::Csr { row_ptr, cols }, &dense)));
         }
         Ok(Affine::Dense(dense))
     }
@@ -580,11 +475,7 @@ impl Affine {
     /// either side keeps the other's structure (rows or columns scaled); anything else is dense.
     pub fn compose(&self, inner: &Affine) -> Result<Affine> {
         if self.in_dim() != inner.out_dim() {
-            return Err(Error::shape(
-                "Affine::compose",
-                &[self.in_dim()],
-                &[inner.out_dim()],
-            ));
+            return Err(Error::shape("Affine::compose", &[self.in_dim()], &[inner.out_dim()]));
         }
         // The outer map applied to the inner bias gives the composed bias.
         let bias = self.apply(inner.bias())?;
@@ -598,56 +489,24 @@ impl Affine {
                 }),
                 Affine::BlockDiagonal(b) => {
                     let ci = b.spec.ci();
-                    let blocks = b
-                        .blocks
-                        .iter()
-                        .enumerate()
-                        .map(|(k, v)| v * row(k / ci))
-                        .collect();
-                    Affine::BlockDiagonal(BlockDiagonal {
-                        spec: b.spec,
-                        blocks,
-                        bias,
-                    })
+                    let blocks = b.blocks.iter().enumerate().map(|(k, v)| v * row(k / ci)).collect();
+                    Affine::BlockDiagonal(BlockDiagonal { spec: b.spec, blocks, bias })
                 }
                 Affine::Sparse(sp) => {
                     let (row_ptr, _) = sp.pattern.to_csr(sp.out_dim);
                     let mut values = sp.values.clone();
                     for o in 0..sp.out_dim {
-                        values[row_ptr[o]..row_ptr[o + 1]]
-                            .iter_mut()
-                            .for_each(|v| *v *= row(o));
+                        values[row_ptr[o]..row_ptr[o + 1]].iter_mut().for_each(|v| *v *= row(o));
                     }
-                    Affine::Sparse(Sparse {
-                        values,
-                        bias,
-                        ..sp.clone()
-                    })
+                    Affine::Sparse(Sparse { values, bias, ..sp.clone() })
                 }
                 Affine::LowRank(l) => {
-                    let b =
-                        l.b.iter()
-                            .enumerate()
-                            .map(|(k, v)| v * row(k / l.rank))
-                            .collect();
-                    Affine::LowRank(LowRank {
-                        b,
-                        bias,
-                        ..l.clone()
-                    })
+                    let b = l.b.iter().enumerate().map(|(k, v)| v * row(k / l.rank)).collect();
+                    Affine::LowRank(LowRank { b, bias, ..l.clone() })
                 }
                 Affine::Dense(d) => {
-                    let weight = d
-                        .weight
-                        .iter()
-                        .enumerate()
-                        .map(|(k, v)| v * row(k / d.in_dim))
-                        .collect();
-                    Affine::Dense(Dense {
-                        weight,
-                        bias,
-                        ..d.clone()
-                    })
+                    let weight = d.weight.iter().enumerate().map(|(k, v)| v * row(k / d.in_dim)).collect();
+                    Affine::Dense(Dense { weight, bias, ..d.clone() })
                 }
             });
         }
@@ -663,50 +522,20 @@ impl Affine {
                         .enumerate()
                         .map(|(k, v)| v * col(b.spec.src((k / (ci * co)) * ci + k % ci)))
                         .collect();
-                    Affine::BlockDiagonal(BlockDiagonal {
-                        spec: b.spec,
-                        blocks,
-                        bias,
-                    })
+                    Affine::BlockDiagonal(BlockDiagonal { spec: b.spec, blocks, bias })
                 }
                 Affine::Sparse(sp) => {
                     let (_, cols) = sp.pattern.to_csr(sp.out_dim);
-                    let values = sp
-                        .values
-                        .iter()
-                        .zip(&cols)
-                        .map(|(v, &c)| v * col(c))
-                        .collect();
-                    Affine::Sparse(Sparse {
-                        values,
-                        bias,
-                        ..sp.clone()
-                    })
+                    let values = sp.values.iter().zip(&cols).map(|(v, &c)| v * col(c)).collect();
+                    Affine::Sparse(Sparse { values, bias, ..sp.clone() })
                 }
                 Affine::LowRank(l) => {
-                    let a =
-                        l.a.iter()
-                            .enumerate()
-                            .map(|(k, v)| v * col(k % l.in_dim))
-                            .collect();
-                    Affine::LowRank(LowRank {
-                        a,
-                        bias,
-                        ..l.clone()
-                    })
+                    let a = l.a.iter().enumerate().map(|(k, v)| v * col(k % l.in_dim)).collect();
+                    Affine::LowRank(LowRank { a, bias, ..l.clone() })
                 }
                 Affine::Dense(d) => {
-                    let weight = d
-                        .weight
-                        .iter()
-                        .enumerate()
-                        .map(|(k, v)| v * col(k % d.in_dim))
-                        .collect();
-                    Affine::Dense(Dense {
-                        weight,
-                        bias,
-                        ..d.clone()
-                    })
+                    let weight = d.weight.iter().enumerate().map(|(k, v)| v * col(k % d.in_dim)).collect();
+                    Affine::Dense(Dense { weight, bias, ..d.clone() })
                 }
                 Affine::ScaleShift(_) => unreachable!("handled above"),
             });
@@ -725,21 +554,12 @@ impl Affine {
                 }
             }
         }
-        Ok(Affine::Dense(Dense {
-            out_dim: o_dim,
-            in_dim: i_dim,
-            weight,
-            bias,
-        }))
+        Ok(Affine::Dense(Dense { out_dim: o_dim, in_dim: i_dim, weight, bias }))
     }
 }
 
 /// A block-diagonal branch from `f32` parameters.
 pub fn branch_from_f32(spec: GroupSpec, blocks: &[f32], bias: Option<&[f32]>) -> Result<Affine> {
     let bias = bias.map(f64s).unwrap_or_else(|| vec![0.0; spec.out_dim]);
-    Ok(Affine::BlockDiagonal(BlockDiagonal::new(
-        spec,
-        f64s(blocks),
-        bias,
-    )?))
+    Ok(Affine::BlockDiagonal(BlockDiagonal::new(spec, f64s(blocks), bias)?))
 }

@@ -5,9 +5,7 @@
 
 pub mod affine;
 
-pub use affine::{
-    branch_from_f32, Affine, BlockDiagonal, Dense, LowRank, Pattern, ScaleShift, Sparse,
-};
+pub use affine::{branch_from_f32, Affine, BlockDiagonal, Dense, LowRank, Pattern, ScaleShift, Sparse};
 pub mod stage;
 
 pub use stage::{attach_delta, consolidate, fingerprint, merge, LayerDelta, Merged, TaskDelta};

@@ -87,22 +87,17 @@ fn f64s(t: &Tensor) -> Vec<f64> {
 }
 
 /// Stage 1: the delta of a model adapted from `backbone` with `method`.
-pub fn consolidate(
-    adapted: &VisionTransformer,
-    backbone: &VisionTransformer,
-    method: &Method,
-) -> Result<TaskDelta> {
+pub fn consolidate(adapted: &VisionTransformer, backbone: &VisionTransformer, method: &Method) -> Result<TaskDelta> {
     if !method.mergeable() {
         return Err(Error::invalid(
             "consolidate",
-            format!("method `{}` is not mergeable: its modules are not linear maps (keep the adapted checkpoint instead)", method.name()),
+            format!(
+                "method `{}` is not mergeable: its modules are not linear maps (keep the adapted checkpoint instead)",
+                method.name()
+            ),
         ));
     }
-    let base: BTreeMap<String, Tensor> = backbone
-        .named_params()
-        .into_iter()
-        .map(|(k, p)| (k, p.value))
-        .collect();
+    let base: BTreeMap<String, Tensor> = backbone.named_params().into_iter().map(|(k, p)| (k, p.value)).collect();
     let mut layers = BTreeMap::new();
     for (key, lin) in adapted.fc_layers() {
         let bkey = format!("{key}bias");
@@ -112,12 +107,7 @@ pub fn consolidate(
                     if b.value.shape() != b0.shape() {
                         return Err(Error::shape("consolidate", b0.shape(), b.value.shape()));
                     }
-                    Ok(b.value
-                        .data()
-                        .iter()
-                        .zip(b0.data())
-                        .map(|(&x, &y)| x as f64 - y as f64)
-                        .collect())
+                    Ok(b.value.data().iter().zip(b0.data()).map(|(&x, &y)| x as f64 - y as f64).collect())
                 }
                 _ => Ok(vec![0.0; o]),
             }
@@ -134,34 +124,20 @@ pub fn consolidate(
                 let specs: Vec<GroupSpec> = c.branches.iter().map(|b| b.spec).collect();
                 let mut dense = Dense::zeros(o, i);
                 for b in &c.branches {
-                    super::affine::branch_from_f32(
-                        b.spec,
-                        b.weight.value.data(),
-                        Some(b.bias.value.data()),
-                    )?
-                    .add_into(&mut dense.weight, &mut dense.bias)?;
+                    super::affine::branch_from_f32(b.spec, b.weight.value.data(), Some(b.bias.value.data()))?
+                        .add_into(&mut dense.weight, &mut dense.bias)?;
                 }
                 for (d, v) in dense.bias.iter_mut().zip(bias_change(o)?) {
                     *d += v;
                 }
                 layers.insert(
                     key.clone(),
-                    LayerDelta::Add(Affine::Sparse(Sparse::gather(
-                        o,
-                        i,
-                        Pattern::Grouped(specs),
-                        &dense,
-                    ))),
+                    LayerDelta::Add(Affine::Sparse(Sparse::gather(o, i, Pattern::Grouped(specs), &dense))),
                 );
             }
             LinearPeft::Lora(l) => {
                 let r = l.a.shape()[0];
-                let b: Vec<f64> =
-                    l.b.value
-                        .data()
-                        .iter()
-                        .map(|&v| v as f64 * l.scale as f64)
-                        .collect();
+                let b: Vec<f64> = l.b.value.data().iter().map(|&v| v as f64 * l.scale as f64).collect();
                 layers.insert(
                     key.clone(),
                     LayerDelta::Add(Affine::LowRank(LowRank {
@@ -180,32 +156,21 @@ pub fn consolidate(
             }
             LinearPeft::Ssf(s) => {
                 if lin.bias.as_ref().is_some_and(|b| b.trainable) {
-                    return Err(Error::invalid(
-                        "consolidate",
-                        "SSF with trained original biases is not supported",
-                    ));
+                    return Err(Error::invalid("consolidate", "SSF with trained original biases is not supported"));
                 }
                 layers.insert(
                     key.clone(),
-                    LayerDelta::Post(ScaleShift {
-                        gamma: f64s(&s.scale.value),
-                        beta: f64s(&s.shift.value),
-                    }),
+                    LayerDelta::Post(ScaleShift { gamma: f64s(&s.scale.value), beta: f64s(&s.shift.value) }),
                 );
             }
         }
     }
     // Dense tensors the task changed: trainable, not an FC bias handled above, not a method module.
     let mut dense = BTreeMap::new();
-    let layer_bias: std::collections::BTreeSet<String> =
-        layers.keys().map(|k| format!("{k}bias")).collect();
+    let layer_bias: std::collections::BTreeSet<String> = layers.keys().map(|k| format!("{k}bias")).collect();
     let mut err = None;
     adapted.visit("", &mut |k, p| {
-        if err.is_some()
-            || !p.trainable
-            || !is_backbone_key(k) && !k.starts_with("head.")
-            || layer_bias.contains(k)
-        {
+        if err.is_some() || !p.trainable || !is_backbone_key(k) && !k.starts_with("head.") || layer_bias.contains(k) {
             return;
         }
         if k.ends_with(".weight")
@@ -241,16 +206,8 @@ fn method_string(m: &Method) -> String {
     match m {
         Method::Consolidator(c) => format!(
             "consolidator:g={}{}",
-            c.branches
-                .iter()
-                .map(|b| b.0.to_string())
-                .collect::<Vec<_>>()
-                .join("+"),
-            if c.branches.iter().any(|b| b.1) {
-                ",reorder"
-            } else {
-                ""
-            }
+            c.branches.iter().map(|b| b.0.to_string()).collect::<Vec<_>>().join("+"),
+            if c.branches.iter().any(|b| b.1) { ",reorder" } else { "" }
         ),
         other => other.name().to_string(),
     }
@@ -261,10 +218,7 @@ fn bias_only(o: usize, i: usize, bias: Vec<f64>) -> Affine {
     Affine::Sparse(Sparse {
         out_dim: o,
         in_dim: i,
-        pattern: Pattern::Csr {
-            row_ptr: vec![0; o + 1],
-            cols: vec![],
-        },
+        pattern: Pattern::Csr { row_ptr: vec![0; o + 1], cols: vec![] },
         values: vec![],
         bias,
     })
@@ -290,17 +244,13 @@ impl TaskDelta {
     /// `num_classes`, and per sparse layer its pattern (`<layer>delta.pattern`).
     pub fn to_file(&self) -> Result<TensorFile> {
         let mut f = TensorFile::new();
-        let t =
-            |v: &[f64], shape: &[usize]| Tensor::new(shape, v.iter().map(|&x| x as f32).collect());
+        let t = |v: &[f64], shape: &[usize]| Tensor::new(shape, v.iter().map(|&x| x as f32).collect());
         for (k, l) in &self.layers {
             match l {
                 LayerDelta::Add(Affine::Sparse(s)) => {
                     f.insert(format!("{k}delta.values"), t(&s.values, &[s.values.len()])?);
                     f.insert(format!("{k}delta.bias"), t(&s.bias, &[s.out_dim])?);
-                    f.metadata.insert(
-                        format!("{k}delta.pattern"),
-                        pattern_string(&s.pattern, s.in_dim, s.out_dim)?,
-                    );
+                    f.metadata.insert(format!("{k}delta.pattern"), pattern_string(&s.pattern, s.in_dim, s.out_dim)?);
                 }
                 LayerDelta::Add(Affine::LowRank(l)) => {
                     f.insert(format!("{k}lora_a.weight"), t(&l.a, &[l.rank, l.in_dim])?);
@@ -343,13 +293,10 @@ impl TaskDelta {
             ));
         }
         let get = |k: &str| {
-            m.get(k)
-                .cloned()
-                .ok_or_else(|| Error::format("delta file", format!("metadata `{k}` is missing")))
+            m.get(k).cloned().ok_or_else(|| Error::format("delta file", format!("metadata `{k}` is missing")))
         };
-        let num_classes = get("num_classes")?
-            .parse()
-            .map_err(|_| Error::format("delta file", "num_classes is not a number"))?;
+        let num_classes =
+            get("num_classes")?.parse().map_err(|_| Error::format("delta file", "num_classes is not a number"))?;
         let f64v = |t: &Tensor| t.data().iter().map(|&v| v as f64).collect::<Vec<f64>>();
         let mut layers = BTreeMap::new();
         let mut dense = BTreeMap::new();
@@ -360,13 +307,7 @@ impl TaskDelta {
                 let bias = f.get(&format!("{layer}delta.bias"))?;
                 layers.insert(
                     layer.to_string(),
-                    LayerDelta::Add(Affine::Sparse(Sparse::new(
-                        o,
-                        i,
-                        pattern,
-                        f64v(t),
-                        f64v(bias),
-                    )?)),
+                    LayerDelta::Add(Affine::Sparse(Sparse::new(o, i, pattern, f64v(t), f64v(bias))?)),
                 );
             } else if let Some(layer) = k.strip_suffix("lora_a.weight") {
                 let b = f.get(&format!("{layer}lora_b.weight"))?;
@@ -376,11 +317,7 @@ impl TaskDelta {
                 if r != r2 || bias.shape() != [o] {
                     return Err(Error::format(
                         "delta file",
-                        format!(
-                            "layer {layer}: LoRA factors {:?} and {:?} do not fit",
-                            t.shape(),
-                            b.shape()
-                        ),
+                        format!("layer {layer}: LoRA factors {:?} and {:?} do not fit", t.shape(), b.shape()),
                     ));
                 }
                 layers.insert(
@@ -400,34 +337,15 @@ impl TaskDelta {
                 if shift.shape() != t.shape() || t.rank() != 1 {
                     return Err(Error::format(
                         "delta file",
-                        format!(
-                            "layer {layer}: SSF scale {:?} and shift {:?}",
-                            t.shape(),
-                            shift.shape()
-                        ),
+                        format!("layer {layer}: SSF scale {:?} and shift {:?}", t.shape(), shift.shape()),
                     ));
                 }
-                layers.insert(
-                    layer.to_string(),
-                    LayerDelta::Post(ScaleShift {
-                        gamma: f64v(t),
-                        beta: f64v(shift),
-                    }),
-                );
-            } else if !(k.ends_with("lora_b.weight")
-                || k.ends_with("ssf_shift")
-                || k.ends_with("delta.bias"))
-            {
+                layers.insert(layer.to_string(), LayerDelta::Post(ScaleShift { gamma: f64v(t), beta: f64v(shift) }));
+            } else if !(k.ends_with("lora_b.weight") || k.ends_with("ssf_shift") || k.ends_with("delta.bias")) {
                 dense.insert(k.clone(), t.clone());
             }
         }
-        Ok(TaskDelta {
-            method: get("method")?,
-            layers,
-            dense,
-            backbone: get("backbone_fingerprint")?,
-            num_classes,
-        })
+        Ok(TaskDelta { method: get("method")?, layers, dense, backbone: get("backbone_fingerprint")?, num_classes })
     }
 
     /// Saves atomically.
@@ -451,41 +369,23 @@ fn pattern_string(p: &Pattern, i: usize, o: usize) -> Result<String> {
                 .join(",")
         )),
         Pattern::Csr { cols, .. } if cols.is_empty() => Ok(format!("bias {o}x{i}")),
-        Pattern::Csr { .. } => Err(Error::invalid(
-            "TaskDelta::to_file",
-            "general sparse patterns are not stored in delta files",
-        )),
+        Pattern::Csr { .. } => {
+            Err(Error::invalid("TaskDelta::to_file", "general sparse patterns are not stored in delta files"))
+        }
     }
 }
 
 fn parse_pattern(s: &str) -> Result<(usize, usize, Pattern)> {
-    let bad = || {
-        Error::format(
-            "delta file",
-            format!("bad pattern `{s}` (expected `grouped OxI g[r],g[r],…`)"),
-        )
-    };
+    let bad = || Error::format("delta file", format!("bad pattern `{s}` (expected `grouped OxI g[r],g[r],…`)"));
     let mut parts = s.split(' ');
     let kind = parts.next();
-    let (o, i) = parts
-        .next()
-        .and_then(|d| d.split_once('x'))
-        .ok_or_else(bad)?;
+    let (o, i) = parts.next().and_then(|d| d.split_once('x')).ok_or_else(bad)?;
     let (o, i): (usize, usize) = (o.parse().map_err(|_| bad())?, i.parse().map_err(|_| bad())?);
     if o.checked_mul(i).is_none() || o > 1 << 24 || i > 1 << 24 {
         return Err(bad());
     }
     match kind {
-        Some("bias") => {
-            return Ok((
-                o,
-                i,
-                Pattern::Csr {
-                    row_ptr: vec![0; o + 1],
-                    cols: vec![],
-                },
-            ))
-        }
+        Some("bias") => return Ok((o, i, Pattern::Csr { row_ptr: vec![0; o + 1], cols: vec![] })),
         Some("grouped") => {}
         _ => return Err(bad()),
     }
@@ -560,20 +460,12 @@ pub fn merge(backbone: &VisionTransformer, delta: &TaskDelta) -> Result<Merged> 
             ),
         ));
     }
-    if backbone
-        .fc_layers()
-        .iter()
-        .any(|(_, l)| !matches!(l.peft, LinearPeft::None))
-    {
-        return Err(Error::invalid(
-            "merge",
-            "the backbone must be a plain ViT (it has method modules attached)",
-        ));
+    if backbone.fc_layers().iter().any(|(_, l)| !matches!(l.peft, LinearPeft::None)) {
+        return Err(Error::invalid("merge", "the backbone must be a plain ViT (it has method modules attached)"));
     }
     let mut model = backbone.clone();
     model.reset_head(delta.num_classes, 0);
-    let known: std::collections::BTreeSet<String> =
-        model.fc_layers().iter().map(|(k, _)| k.clone()).collect();
+    let known: std::collections::BTreeSet<String> = model.fc_layers().iter().map(|(k, _)| k.clone()).collect();
     for k in delta.layers.keys() {
         if !known.contains(k) {
             return Err(Error::invalid(
@@ -587,22 +479,14 @@ pub fn merge(backbone: &VisionTransformer, delta: &TaskDelta) -> Result<Merged> 
             continue;
         };
         let (o, i) = (lin.out_dim(), lin.in_dim());
-        let b0: Vec<f32> = lin
-            .bias
-            .as_ref()
-            .map(|b| b.value.data().to_vec())
-            .unwrap_or_else(|| vec![0.0; o]);
+        let b0: Vec<f32> = lin.bias.as_ref().map(|b| b.value.data().to_vec()).unwrap_or_else(|| vec![0.0; o]);
         let base = Affine::Dense(Dense::from_f32(o, i, lin.weight.value.data(), &b0)?);
         let merged = match ld {
             LayerDelta::Add(a) => {
                 if a.out_dim() != o || a.in_dim() != i {
                     return Err(Error::invalid(
                         "merge",
-                        format!(
-                            "layer {key}: delta is {}x{}, the layer {o}x{i}",
-                            a.out_dim(),
-                            a.in_dim()
-                        ),
+                        format!("layer {key}: delta is {}x{}, the layer {o}x{i}", a.out_dim(), a.in_dim()),
                     ));
                 }
                 let mut d = base.to_dense();
@@ -613,34 +497,21 @@ pub fn merge(backbone: &VisionTransformer, delta: &TaskDelta) -> Result<Merged> 
                 if s.gamma.len() != o {
                     return Err(Error::invalid(
                         "merge",
-                        format!(
-                            "layer {key}: SSF of width {} on a layer of width {o}",
-                            s.gamma.len()
-                        ),
+                        format!("layer {key}: SSF of width {} on a layer of width {o}", s.gamma.len()),
                     ));
                 }
                 Affine::ScaleShift(s.clone()).compose(&base)?.to_dense()
             }
         };
-        if merged
-            .weight
-            .iter()
-            .chain(&merged.bias)
-            .any(|v| !v.is_finite())
-        {
-            return Err(Error::NonFinite {
-                what: format!("merged layer {key}"),
-            });
+        if merged.weight.iter().chain(&merged.bias).any(|v| !v.is_finite()) {
+            return Err(Error::NonFinite { what: format!("merged layer {key}") });
         }
         let (w, b) = merged.to_f32();
         lin.weight.value = Tensor::new(&[o, i], w)?;
         match &mut lin.bias {
             Some(p) => p.value = Tensor::new(&[o], b)?,
             None if b.iter().any(|&v| v != 0.0) => {
-                return Err(Error::invalid(
-                    "merge",
-                    format!("layer {key} has no bias to merge into"),
-                ))
+                return Err(Error::invalid("merge", format!("layer {key} has no bias to merge into")))
             }
             None => {}
         }
@@ -657,9 +528,7 @@ pub fn merge(backbone: &VisionTransformer, delta: &TaskDelta) -> Result<Merged> 
                     got: t.shape().to_vec(),
                 });
             } else if !t.all_finite() {
-                err.get_or_insert(Error::NonFinite {
-                    what: format!("delta tensor {k}"),
-                });
+                err.get_or_insert(Error::NonFinite { what: format!("delta tensor {k}") });
             } else {
                 p.value = t.clone();
             }
@@ -669,22 +538,14 @@ pub fn merge(backbone: &VisionTransformer, delta: &TaskDelta) -> Result<Merged> 
         return Err(e);
     }
     if used != delta.dense.len() {
-        let missing: Vec<&String> = delta
-            .dense
-            .keys()
-            .filter(|k| !model.named_params().iter().any(|(n, _)| n == *k))
-            .collect();
+        let missing: Vec<&String> =
+            delta.dense.keys().filter(|k| !model.named_params().iter().any(|(n, _)| n == *k)).collect();
         return Err(Error::invalid(
             "merge",
             format!("the delta holds tensors the backbone does not have: {missing:?}"),
         ));
     }
     model.freeze();
-    model
-        .merged_deltas
-        .push(format!("{}@{}", delta.method, delta.backbone));
-    Ok(Merged {
-        model,
-        backbone: backbone.clone(),
-    })
+    model.merged_deltas.push(format!("{}@{}", delta.method, delta.backbone));
+    Ok(Merged { model, backbone: backbone.clone() })
 }

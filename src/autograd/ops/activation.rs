@@ -45,19 +45,11 @@ impl<'t> Var<'t> {
     /// `max(x, 0)`. See the module docs.
     pub fn relu(&self) -> Result<Var<'t>> {
         let x = self.value().clone();
-        let value = Tensor::from_parts(
-            x.shape().to_vec(),
-            x.data().iter().map(|&v| v.max(0.0)).collect(),
-        );
+        let value = Tensor::from_parts(x.shape().to_vec(), x.data().iter().map(|&v| v.max(0.0)).collect());
         let xn = self.node();
         self.tape().op("relu", value, &[self], move |dy, g| {
             g.add_with(xn, || {
-                let dx = x
-                    .data()
-                    .iter()
-                    .zip(dy.data())
-                    .map(|(&v, &d)| if v > 0.0 { d } else { 0.0 })
-                    .collect();
+                let dx = x.data().iter().zip(dy.data()).map(|(&v, &d)| if v > 0.0 { d } else { 0.0 }).collect();
                 Ok(Tensor::from_parts(x.shape().to_vec(), dx))
             })
         })
@@ -66,11 +58,7 @@ impl<'t> Var<'t> {
     /// Softmax over the last dimension. See the module docs.
     pub fn softmax(&self) -> Result<Var<'t>> {
         if self.value().rank() == 0 {
-            return Err(Error::bad_shape(
-                "softmax",
-                self.shape(),
-                "needs at least one dimension",
-            ));
+            return Err(Error::bad_shape("softmax", self.shape(), "needs at least one dimension"));
         }
         let (_, n) = self.value().rows_cols();
         let mut y = self.value().clone();

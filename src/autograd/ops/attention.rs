@@ -60,13 +60,7 @@ impl Dims {
     }
     /// The `[T, D]` view of `Q`, `K` or `V`.
     fn view<'a>(&self, x: &'a [f32], bi: usize, hi: usize, which: usize) -> MatRef<'a> {
-        MatRef::strided(
-            &x[self.offset(bi, hi, which)..],
-            self.t,
-            self.d,
-            self.c3(),
-            1,
-        )
+        MatRef::strided(&x[self.offset(bi, hi, which)..], self.t, self.d, self.c3(), 1)
     }
 }
 
@@ -79,19 +73,11 @@ impl<'t> Var<'t> {
             return Err(Error::bad_shape(
                 "attention",
                 self.shape(),
-                format!(
-                    "the last dimension must be 3·C with C a positive multiple of heads = {heads}"
-                ),
+                format!("the last dimension must be 3·C with C a positive multiple of heads = {heads}"),
             ));
         }
         let c = c3 / 3;
-        let dims = Dims {
-            b,
-            t,
-            c,
-            heads,
-            d: c / heads,
-        };
+        let dims = Dims { b, t, c, heads, d: c / heads };
         let d = dims.d;
         let scale = (d as f32).powf(-0.5);
         let qkv = self.value().clone();
@@ -102,11 +88,7 @@ impl<'t> Var<'t> {
         par::for_each_chunk_mut(&mut work, tt + td, |bh, chunk| {
             let (bi, hi) = (bh / heads, bh % heads);
             let (p, o) = chunk.split_at_mut(tt);
-            let (q, k, v) = (
-                dims.view(x, bi, hi, 0),
-                dims.view(x, bi, hi, 1),
-                dims.view(x, bi, hi, 2),
-            );
+            let (q, k, v) = (dims.view(x, bi, hi, 0), dims.view(x, bi, hi, 1), dims.view(x, bi, hi, 2));
             gemm_here(scale, q, k.t(), 0.0, p, t);
             softmax_rows(p, t);
             gemm_here(1.0, MatRef::new(p, t, t), v, 0.0, o, d);
@@ -139,11 +121,7 @@ fn attention_backward(qkv: &Tensor, work: &[f32], dy: &Tensor, dims: Dims, scale
     par::for_each_chunk_mut(&mut grads, 3 * td, |bh, chunk| {
         let (bi, hi) = (bh / heads, bh % heads);
         let p = &work[bh * (tt + td)..bh * (tt + td) + tt];
-        let (q, k, v) = (
-            dims.view(x, bi, hi, 0),
-            dims.view(x, bi, hi, 1),
-            dims.view(x, bi, hi, 2),
-        );
+        let (q, k, v) = (dims.view(x, bi, hi, 0), dims.view(x, bi, hi, 1), dims.view(x, bi, hi, 2));
         let d_o = MatRef::strided(&dyd[bi * t * c + hi * d..], t, d, c, 1);
         let (dq, rest) = chunk.split_at_mut(td);
         let (dk, dv) = rest.split_at_mut(td);
@@ -184,15 +162,10 @@ mod tests {
     fn attention_reference<'t>(qkv: &Var<'t>, heads: usize) -> Result<Var<'t>> {
         let [b, t, c3] = qkv.value().dims::<3>("reference")?;
         let (c, d) = (c3 / 3, c3 / 3 / heads);
-        let x = qkv
-            .reshape(&[b, t, 3, heads, d])?
-            .permute(&[2, 0, 3, 1, 4])?;
+        let x = qkv.reshape(&[b, t, 3, heads, d])?.permute(&[2, 0, 3, 1, 4])?;
         let part = |i| x.narrow(0, i, 1)?.reshape(&[b, heads, t, d]);
         let (q, k, v) = (part(0)?, part(1)?, part(2)?);
-        let p = q
-            .matmul(&k.transpose(2, 3)?)?
-            .scale((d as f32).powf(-0.5))?
-            .softmax()?;
+        let p = q.matmul(&k.transpose(2, 3)?)?.scale((d as f32).powf(-0.5))?.softmax()?;
         p.matmul(&v)?.permute(&[0, 2, 1, 3])?.reshape(&[b, t, c])
     }
 
@@ -229,10 +202,7 @@ mod tests {
         let qkv = rand_t(&[2, 1, 12], 3);
         let y = tape.constant(qkv.clone()).attention(2).unwrap();
         for bi in 0..2 {
-            assert_eq!(
-                &y.value().data()[bi * 4..bi * 4 + 4],
-                &qkv.data()[bi * 12 + 8..bi * 12 + 12]
-            );
+            assert_eq!(&y.value().data()[bi * 4..bi * 4 + 4], &qkv.data()[bi * 12 + 8..bi * 12 + 12]);
         }
     }
 
@@ -241,13 +211,7 @@ mod tests {
         let tape = Tape::new();
         let x = tape.var(Tensor::zeros(&[2, 3, 12]));
         for heads in [0, 3, 5] {
-            assert!(matches!(
-                x.attention(heads),
-                Err(Error::BadShape {
-                    op: "attention",
-                    ..
-                })
-            ));
+            assert!(matches!(x.attention(heads), Err(Error::BadShape { op: "attention", .. })));
         }
         assert!(tape.var(Tensor::zeros(&[3, 12])).attention(1).is_err());
     }

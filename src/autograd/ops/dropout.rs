@@ -16,10 +16,7 @@ use rand::Rng;
 /// Errors unless `p ∈ [0, 1)`.
 fn check_rate(op: &'static str, p: f32) -> Result<()> {
     if !(0.0..1.0).contains(&p) {
-        return Err(Error::invalid(
-            op,
-            format!("the drop probability must be in [0, 1), got {p}"),
-        ));
+        return Err(Error::invalid(op, format!("the drop probability must be in [0, 1), got {p}")));
     }
     Ok(())
 }
@@ -34,9 +31,7 @@ impl<'t> Var<'t> {
         let keep = 1.0 / (1.0 - p);
         let mask: Vec<f32> = {
             let mut rng = self.tape().rng();
-            (0..self.value().numel())
-                .map(|_| if rng.gen::<f32>() < p { 0.0 } else { keep })
-                .collect()
+            (0..self.value().numel()).map(|_| if rng.gen::<f32>() < p { 0.0 } else { keep }).collect()
         };
         self.apply_mask("dropout", mask, 1)
     }
@@ -46,11 +41,7 @@ impl<'t> Var<'t> {
     pub fn drop_path(&self, p: f32) -> Result<Var<'t>> {
         check_rate("drop_path", p)?;
         if self.value().rank() == 0 {
-            return Err(Error::bad_shape(
-                "drop_path",
-                self.shape(),
-                "needs a batch dimension",
-            ));
+            return Err(Error::bad_shape("drop_path", self.shape(), "needs a batch dimension"));
         }
         if !self.tape().is_train() || p == 0.0 {
             return Ok(self.clone());
@@ -59,9 +50,7 @@ impl<'t> Var<'t> {
         let b = self.shape()[0];
         let mask: Vec<f32> = {
             let mut rng = self.tape().rng();
-            (0..b)
-                .map(|_| if rng.gen::<f32>() < p { 0.0 } else { keep })
-                .collect()
+            (0..b).map(|_| if rng.gen::<f32>() < p { 0.0 } else { keep }).collect()
         };
         let per = self.value().numel().checked_div(b).unwrap_or(0);
         self.apply_mask("drop_path", mask, per)
@@ -80,9 +69,7 @@ impl<'t> Var<'t> {
         };
         let value = masked(self.value());
         let xn = self.node();
-        self.tape().op(op, value, &[self], move |dy, g| {
-            g.add_with(xn, || Ok(masked(dy)))
-        })
+        self.tape().op(op, value, &[self], move |dy, g| g.add_with(xn, || Ok(masked(dy))))
     }
 }
 
@@ -131,10 +118,7 @@ mod tests {
             // Standard error of the mean ≤ 2·√(p/(1−p))/√20000 < 0.02 here.
             assert!((mean - 2.0).abs() < 0.06, "p {p} path {path}: mean {mean}");
             let dropped = y.value().data().iter().filter(|&&v| v == 0.0).count() as f64 / 80000.0;
-            assert!(
-                (dropped - p as f64).abs() < 0.02,
-                "p {p}: dropped {dropped}"
-            );
+            assert!((dropped - p as f64).abs() < 0.02, "p {p}: dropped {dropped}");
         }
     }
 
@@ -149,17 +133,8 @@ mod tests {
         let v = tape.var(x.clone());
         assert!(v.dropout(0.0).unwrap().value().shares_storage(&x));
         for p in [-0.1, 1.0, f32::NAN] {
-            assert!(matches!(
-                v.dropout(p),
-                Err(Error::InvalidArgument { op: "dropout", .. })
-            ));
-            assert!(matches!(
-                v.drop_path(p),
-                Err(Error::InvalidArgument {
-                    op: "drop_path",
-                    ..
-                })
-            ));
+            assert!(matches!(v.dropout(p), Err(Error::InvalidArgument { op: "dropout", .. })));
+            assert!(matches!(v.drop_path(p), Err(Error::InvalidArgument { op: "drop_path", .. })));
         }
     }
 
@@ -167,11 +142,7 @@ mod tests {
     fn same_seed_same_mask() {
         let run = || {
             let tape = Tape::new().with_seed(3);
-            tape.constant(Tensor::full(&[8, 5], 1.0))
-                .dropout(0.5)
-                .unwrap()
-                .value()
-                .clone()
+            tape.constant(Tensor::full(&[8, 5], 1.0)).dropout(0.5).unwrap().value().clone()
         };
         assert_eq!(run(), run());
     }

@@ -37,16 +37,8 @@ pub(crate) fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let r = a.len().max(b.len());
     let mut out = vec![0; r];
     for (i, o) in out.iter_mut().enumerate() {
-        let da = if i + a.len() >= r {
-            a[i + a.len() - r]
-        } else {
-            1
-        };
-        let db = if i + b.len() >= r {
-            b[i + b.len() - r]
-        } else {
-            1
-        };
+        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
+        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
         *o = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
@@ -74,12 +66,7 @@ pub(crate) fn broadcast_strides(from: &[usize], to: &[usize]) -> Vec<usize> {
 
 /// Calls `f(out_offset, a_offset, b_offset)` for the start of every row (last dimension) of the
 /// shape `shape`, with `a` and `b` read through the strides `sa`, `sb`. Rows are visited in order.
-fn for_each_row(
-    shape: &[usize],
-    sa: &[usize],
-    sb: &[usize],
-    mut f: impl FnMut(usize, usize, usize),
-) {
+fn for_each_row(shape: &[usize], sa: &[usize], sb: &[usize], mut f: impl FnMut(usize, usize, usize)) {
     let r = shape.len();
     if r == 0 {
         f(0, 0, 0);
@@ -110,31 +97,19 @@ fn for_each_row(
 }
 
 /// `out = op(a, b)` with both operands broadcast to `shape`.
-pub(crate) fn broadcast_binary(
-    a: &Tensor,
-    b: &Tensor,
-    shape: &[usize],
-    op: impl Fn(f32, f32) -> f32,
-) -> Tensor {
+pub(crate) fn broadcast_binary(a: &Tensor, b: &Tensor, shape: &[usize], op: impl Fn(f32, f32) -> f32) -> Tensor {
     let n: usize = shape.iter().product();
     let mut out = vec![0.0; n];
     let sa = broadcast_strides(a.shape(), shape);
     let sb = broadcast_strides(b.shape(), shape);
     let inner = shape.last().copied().unwrap_or(1);
-    let (ia, ib) = (
-        sa.last().copied().unwrap_or(0),
-        sb.last().copied().unwrap_or(0),
-    );
+    let (ia, ib) = (sa.last().copied().unwrap_or(0), sb.last().copied().unwrap_or(0));
     let (ad, bd) = (a.data(), b.data());
     for_each_row(shape, &sa, &sb, |o, pa, pb| {
         let orow = &mut out[o..o + inner];
         match (ia, ib) {
             (1, 1) => {
-                for ((y, &x), &z) in orow
-                    .iter_mut()
-                    .zip(&ad[pa..pa + inner])
-                    .zip(&bd[pb..pb + inner])
-                {
+                for ((y, &x), &z) in orow.iter_mut().zip(&ad[pa..pa + inner]).zip(&bd[pb..pb + inner]) {
                     *y = op(x, z);
                 }
             }
@@ -261,18 +236,14 @@ impl<'t> Var<'t> {
     pub fn add_scalar(&self, s: f32) -> Result<Var<'t>> {
         let value = map(self.value(), |v| v + s);
         let xn = self.node();
-        self.tape().op("add_scalar", value, &[self], move |dy, g| {
-            g.add_with(xn, || Ok(dy.clone()))
-        })
+        self.tape().op("add_scalar", value, &[self], move |dy, g| g.add_with(xn, || Ok(dy.clone())))
     }
 
     /// `−x`. Backward: `dx = −dy`.
     pub fn neg(&self) -> Result<Var<'t>> {
         let value = map(self.value(), |v| -v);
         let xn = self.node();
-        self.tape().op("neg", value, &[self], move |dy, g| {
-            g.add_with(xn, || Ok(map(dy, |v| -v)))
-        })
+        self.tape().op("neg", value, &[self], move |dy, g| g.add_with(xn, || Ok(map(dy, |v| -v))))
     }
 }
 

@@ -18,9 +18,7 @@
 
 use crate::autograd::ops::linear::linear_forward;
 use crate::autograd::Var;
-use crate::kernels::grouped::{
-    grouped_backward_input, grouped_backward_weight, grouped_forward, GroupSpec,
-};
+use crate::kernels::grouped::{grouped_backward_input, grouped_backward_weight, grouped_forward, GroupSpec};
 use crate::kernels::{elementwise, gemm, MatRef};
 use crate::{Error, Result, Tensor};
 use rand::Rng;
@@ -55,22 +53,8 @@ impl<'t> Var<'t> {
     }
 
     /// `BD(G)·P·x + β`: one grouped connection alone.
-    pub fn grouped_linear(
-        &self,
-        spec: GroupSpec,
-        g: &Var<'t>,
-        beta: Option<&Var<'t>>,
-    ) -> Result<Var<'t>> {
-        fused(
-            self,
-            None,
-            &[Branch {
-                spec,
-                weight: g,
-                bias: beta,
-            }],
-            0.0,
-        )
+    pub fn grouped_linear(&self, spec: GroupSpec, g: &Var<'t>, beta: Option<&Var<'t>>) -> Result<Var<'t>> {
+        fused(self, None, &[Branch { spec, weight: g, bias: beta }], 0.0)
     }
 }
 
@@ -82,18 +66,11 @@ fn fused<'t>(
 ) -> Result<Var<'t>> {
     const OP: &str = "consolidated_linear";
     if !(0.0..1.0).contains(&p) {
-        return Err(Error::invalid(
-            OP,
-            format!("drop-path rate {p} must be in [0, 1)"),
-        ));
+        return Err(Error::invalid(OP, format!("drop-path rate {p} must be in [0, 1)")));
     }
     let (rows, i_dim) = x.value().rows_cols();
     if x.value().rank() < 2 {
-        return Err(Error::bad_shape(
-            OP,
-            x.shape(),
-            "the input must be [samples, .., features]",
-        ));
+        return Err(Error::bad_shape(OP, x.shape(), "the input must be [samples, .., features]"));
     }
     let mut o_dim = None;
     if let Some((w, b)) = base {
@@ -111,15 +88,10 @@ fn fused<'t>(
         if br.spec.in_dim != i_dim || br.spec.out_dim != o {
             return Err(Error::invalid(
                 OP,
-                format!(
-                    "branch {}→{} does not fit a layer {i_dim}→{o}",
-                    br.spec.in_dim, br.spec.out_dim
-                ),
+                format!("branch {}→{} does not fit a layer {i_dim}→{o}", br.spec.in_dim, br.spec.out_dim),
             ));
         }
-        br.weight
-            .value()
-            .expect_shape(OP, &br.spec.weight_shape())?;
+        br.weight.value().expect_shape(OP, &br.spec.weight_shape())?;
         if let Some(b) = br.bias {
             b.value().expect_shape(OP, &[o])?;
         }
@@ -128,16 +100,13 @@ fn fused<'t>(
 
     // Drop-path masks: per branch, the kept sample row ranges.
     let samples = x.shape()[0];
-    let rows_per_sample = if samples == 0 { 0 } else { rows / samples };
+    let rows_per_sample = rows.checked_div(samples).unwrap_or(0);
     let tape = x.tape();
     let kept: Vec<Kept> = branches
         .iter()
         .map(|_| {
             if !(tape.is_train() && p > 0.0) {
-                return Kept {
-                    ranges: vec![(0, rows)],
-                    scale: 1.0,
-                };
+                return Kept { ranges: vec![(0, rows)], scale: 1.0 };
             }
             let mut rng = tape.rng();
             let keep: Vec<bool> = (0..samples).map(|_| rng.gen::<f32>() >= p).collect();
@@ -152,10 +121,7 @@ fn fused<'t>(
                     s += 1;
                 }
             }
-            Kept {
-                ranges,
-                scale: 1.0 / (1.0 - p),
-            }
+            Kept { ranges, scale: 1.0 / (1.0 - p) }
         })
         .collect();
 
@@ -196,28 +162,14 @@ fn fused<'t>(
     let base_saved = base.map(|(w, b)| (w.value().clone(), w.node(), b.and_then(|b| b.node())));
     let br_saved: Vec<(GroupSpec, Tensor, Option<usize>, Option<usize>)> = branches
         .iter()
-        .map(|br| {
-            (
-                br.spec,
-                br.weight.value().clone(),
-                br.weight.node(),
-                br.bias.and_then(|b| b.node()),
-            )
-        })
+        .map(|br| (br.spec, br.weight.value().clone(), br.weight.node(), br.bias.and_then(|b| b.node())))
         .collect();
     tape.op(OP, value, &inputs, move |dy, g| {
         let dyd = dy.data();
         g.add_with(xn, || {
             let mut dx = vec![0.0; rows * i_dim];
             if let Some((w, _, _)) = &base_saved {
-                gemm(
-                    1.0,
-                    MatRef::new(dyd, rows, o_dim),
-                    MatRef::new(w.data(), o_dim, i_dim),
-                    0.0,
-                    &mut dx,
-                    i_dim,
-                );
+                gemm(1.0, MatRef::new(dyd, rows, o_dim), MatRef::new(w.data(), o_dim, i_dim), 0.0, &mut dx, i_dim);
             }
             for ((spec, wk, _, _), k) in br_saved.iter().zip(&kept) {
                 for &(r0, r1) in &k.ranges {
@@ -235,14 +187,7 @@ fn fused<'t>(
         if let Some((_, wn, bn)) = &base_saved {
             g.add_with(*wn, || {
                 let mut dw = vec![0.0; o_dim * i_dim];
-                gemm(
-                    1.0,
-                    MatRef::new(dyd, rows, o_dim).t(),
-                    MatRef::new(xv.data(), rows, i_dim),
-                    0.0,
-                    &mut dw,
-                    i_dim,
-                );
+                gemm(1.0, MatRef::new(dyd, rows, o_dim).t(), MatRef::new(xv.data(), rows, i_dim), 0.0, &mut dw, i_dim);
                 Ok(Tensor::from_parts(vec![o_dim, i_dim], dw))
             })?;
             g.add_with(*bn, || {
@@ -267,9 +212,7 @@ fn fused<'t>(
                     bn.is_some().then_some(db.as_mut_slice()),
                 )?;
             }
-            g.add_with(*gn, || {
-                Ok(Tensor::from_parts(spec.weight_shape().to_vec(), dw))
-            })?;
+            g.add_with(*gn, || Ok(Tensor::from_parts(spec.weight_shape().to_vec(), dw)))?;
             g.add_with(*bn, || Ok(Tensor::from_parts(vec![o_dim], db)))?;
         }
         Ok(())
@@ -330,19 +273,12 @@ mod tests {
             .consolidated_linear(
                 &tape.constant(Tensor::zeros(&[4, 4])),
                 None,
-                &[Branch {
-                    spec,
-                    weight: &wv,
-                    bias: None,
-                }],
+                &[Branch { spec, weight: &wv, bias: None }],
                 p,
             )
             .unwrap();
         let eval = Tape::eval();
-        let full = eval
-            .constant(x)
-            .grouped_linear(spec, &eval.constant(w), None)
-            .unwrap();
+        let full = eval.constant(x).grouped_linear(spec, &eval.constant(w), None).unwrap();
         let (mut kept, mut dropped) = (0, 0);
         for s in 0..64 {
             let a = &y.value().data()[s * 12..(s + 1) * 12];
@@ -369,18 +305,7 @@ mod tests {
         assert!(GroupSpec::new(6, 4, 4, false).is_err());
         let w = tape.var(Tensor::zeros(&[6, 6]));
         let g = tape.var(Tensor::zeros(&spec.weight_shape()));
-        let e = x
-            .consolidated_linear(
-                &w,
-                None,
-                &[Branch {
-                    spec,
-                    weight: &g,
-                    bias: None,
-                }],
-                1.0,
-            )
-            .unwrap_err();
+        let e = x.consolidated_linear(&w, None, &[Branch { spec, weight: &g, bias: None }], 1.0).unwrap_err();
         assert!(e.to_string().contains("drop-path"), "{e}");
     }
 }

@@ -37,26 +37,12 @@ impl<'t> Var<'t> {
             let dyd = dy.data();
             g.add_with(xn, || {
                 let mut dx = vec![0.0; rows * i];
-                gemm(
-                    1.0,
-                    MatRef::new(dyd, rows, o),
-                    MatRef::new(wv.data(), o, i),
-                    0.0,
-                    &mut dx,
-                    i,
-                );
+                gemm(1.0, MatRef::new(dyd, rows, o), MatRef::new(wv.data(), o, i), 0.0, &mut dx, i);
                 Ok(Tensor::from_parts(x.shape().to_vec(), dx))
             })?;
             g.add_with(wn, || {
                 let mut dw = vec![0.0; o * i];
-                gemm(
-                    1.0,
-                    MatRef::new(dyd, rows, o).t(),
-                    MatRef::new(x.data(), rows, i),
-                    0.0,
-                    &mut dw,
-                    i,
-                );
+                gemm(1.0, MatRef::new(dyd, rows, o).t(), MatRef::new(x.data(), rows, i), 0.0, &mut dw, i);
                 Ok(Tensor::from_parts(vec![o, i], dw))
             })?;
             g.add_with(bn, || {
@@ -82,14 +68,7 @@ pub fn linear_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Tensor {
         }
         None => 0.0,
     };
-    gemm(
-        1.0,
-        MatRef::new(x.data(), rows, i),
-        MatRef::new(w.data(), o, i).t(),
-        beta,
-        &mut y,
-        o,
-    );
+    gemm(1.0, MatRef::new(x.data(), rows, i), MatRef::new(w.data(), o, i).t(), beta, &mut y, o);
     let mut shape = x.shape().to_vec();
     *shape.last_mut().unwrap() = o;
     Tensor::from_parts(shape, y)
@@ -125,11 +104,7 @@ mod tests {
         let w = Param::frozen(rand_t(&[4, 3], 1));
         let b = Param::new(rand_t(&[4], 2));
         let x = tape.var(rand_t(&[5, 3], 3));
-        let y = x
-            .linear(&tape.param(&w), Some(&tape.param(&b)))
-            .unwrap()
-            .sum()
-            .unwrap();
+        let y = x.linear(&tape.param(&w), Some(&tape.param(&b))).unwrap().sum().unwrap();
         let g = tape.backward(&y).unwrap();
         assert!(g.param(&w).is_none());
         assert!(g.param(&b).is_some());

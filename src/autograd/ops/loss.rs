@@ -16,45 +16,22 @@ impl<'t> Var<'t> {
     pub fn cross_entropy(&self, labels: &[usize], label_smoothing: f32) -> Result<Var<'t>> {
         let [n, k] = self.value().dims::<2>("cross_entropy")?;
         if n == 0 || k == 0 {
-            return Err(Error::bad_shape(
-                "cross_entropy",
-                self.shape(),
-                "needs at least one row and one class",
-            ));
+            return Err(Error::bad_shape("cross_entropy", self.shape(), "needs at least one row and one class"));
         }
         if labels.len() != n {
-            return Err(Error::shape(
-                "cross_entropy (labels)",
-                &[n],
-                &[labels.len()],
-            ));
+            return Err(Error::shape("cross_entropy (labels)", &[n], &[labels.len()]));
         }
         if let Some(&bad) = labels.iter().find(|&&l| l >= k) {
-            return Err(Error::invalid(
-                "cross_entropy",
-                format!("label {bad} is out of range for {k} classes"),
-            ));
+            return Err(Error::invalid("cross_entropy", format!("label {bad} is out of range for {k} classes")));
         }
         let eps = label_smoothing;
         if !(0.0..1.0).contains(&eps) {
-            return Err(Error::invalid(
-                "cross_entropy",
-                format!("label smoothing must be in [0, 1), got {eps}"),
-            ));
+            return Err(Error::invalid("cross_entropy", format!("label smoothing must be in [0, 1), got {eps}")));
         }
-        let (on, off) = (
-            1.0 - eps as f64 + eps as f64 / k as f64,
-            eps as f64 / k as f64,
-        );
+        let (on, off) = (1.0 - eps as f64 + eps as f64 / k as f64, eps as f64 / k as f64);
         let mut probs = vec![0.0f32; n * k];
         let mut total = 0.0f64;
-        for ((row, prow), &label) in self
-            .value()
-            .data()
-            .chunks_exact(k)
-            .zip(probs.chunks_exact_mut(k))
-            .zip(labels)
-        {
+        for ((row, prow), &label) in self.value().data().chunks_exact(k).zip(probs.chunks_exact_mut(k)).zip(labels) {
             let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
             let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
             let lse = max + sum.ln();
@@ -66,20 +43,19 @@ impl<'t> Var<'t> {
         }
         let loss = Tensor::scalar((total / n as f64) as f32);
         let (xn, labels) = (self.node(), labels.to_vec());
-        self.tape()
-            .op("cross_entropy", loss, &[self], move |dy, g| {
-                g.add_with(xn, || {
-                    let s = dy.data()[0] / n as f32;
-                    let (on, off) = (on as f32, off as f32);
-                    let mut dx = probs;
-                    for (row, &label) in dx.chunks_exact_mut(k).zip(&labels) {
-                        for (j, v) in row.iter_mut().enumerate() {
-                            *v = s * (*v - if j == label { on } else { off });
-                        }
+        self.tape().op("cross_entropy", loss, &[self], move |dy, g| {
+            g.add_with(xn, || {
+                let s = dy.data()[0] / n as f32;
+                let (on, off) = (on as f32, off as f32);
+                let mut dx = probs;
+                for (row, &label) in dx.chunks_exact_mut(k).zip(&labels) {
+                    for (j, v) in row.iter_mut().enumerate() {
+                        *v = s * (*v - if j == label { on } else { off });
                     }
-                    Ok(Tensor::from_parts(vec![n, k], dx))
-                })
+                }
+                Ok(Tensor::from_parts(vec![n, k], dx))
             })
+        })
     }
 }
 
@@ -104,10 +80,7 @@ mod tests {
     fn matches_hand_computed_values_and_is_stable() {
         let tape = Tape::new();
         // Uniform logits: loss = ln K whatever the smoothing.
-        let l = tape
-            .var(Tensor::zeros(&[2, 4]))
-            .cross_entropy(&[1, 3], 0.1)
-            .unwrap();
+        let l = tape.var(Tensor::zeros(&[2, 4])).cross_entropy(&[1, 3], 0.1).unwrap();
         assert!((l.value().data()[0] - 4f32.ln()).abs() < 1e-6);
         // Huge logits stay finite; a confident correct prediction has ~0 loss.
         let x = Tensor::new(&[1, 3], vec![1e4, 0.0, -1e4]).unwrap();
@@ -119,21 +92,9 @@ mod tests {
     fn bad_arguments_are_errors() {
         let tape = Tape::new();
         let x = tape.var(rand_t(&[2, 3], 1));
-        assert!(matches!(
-            x.cross_entropy(&[0, 3], 0.0),
-            Err(Error::InvalidArgument { .. })
-        ));
-        assert!(matches!(
-            x.cross_entropy(&[0], 0.0),
-            Err(Error::ShapeMismatch { .. })
-        ));
-        assert!(matches!(
-            x.cross_entropy(&[0, 1], 1.0),
-            Err(Error::InvalidArgument { .. })
-        ));
-        assert!(tape
-            .var(rand_t(&[2, 3, 1], 1))
-            .cross_entropy(&[0, 1], 0.0)
-            .is_err());
+        assert!(matches!(x.cross_entropy(&[0, 3], 0.0), Err(Error::InvalidArgument { .. })));
+        assert!(matches!(x.cross_entropy(&[0], 0.0), Err(Error::ShapeMismatch { .. })));
+        assert!(matches!(x.cross_entropy(&[0, 1], 1.0), Err(Error::InvalidArgument { .. })));
+        assert!(tape.var(rand_t(&[2, 3, 1], 1)).cross_entropy(&[0, 1], 0.0).is_err());
     }
 }

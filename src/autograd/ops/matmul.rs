@@ -47,16 +47,7 @@ impl Geometry {
         }
         let mut out = lead.to_vec();
         out.extend([m, n]);
-        Ok((
-            Geometry {
-                batch,
-                m,
-                k,
-                n,
-                shared_b,
-            },
-            out,
-        ))
+        Ok((Geometry { batch, m, k, n, shared_b }, out))
     }
 }
 
@@ -65,24 +56,11 @@ impl<'t> Var<'t> {
     /// See the module docs.
     pub fn matmul(&self, other: &Var<'t>) -> Result<Var<'t>> {
         let (geo, shape) = Geometry::of(self.shape(), other.shape())?;
-        let Geometry {
-            batch,
-            m,
-            k,
-            n,
-            shared_b,
-        } = geo;
+        let Geometry { batch, m, k, n, shared_b } = geo;
         let (a, b) = (self.value().clone(), other.value().clone());
         let mut y = vec![0.0; batch * m * n];
         if shared_b {
-            gemm(
-                1.0,
-                MatRef::new(a.data(), batch * m, k),
-                MatRef::new(b.data(), k, n),
-                0.0,
-                &mut y,
-                n,
-            );
+            gemm(1.0, MatRef::new(a.data(), batch * m, k), MatRef::new(b.data(), k, n), 0.0, &mut y, n);
         } else {
             gemm_batched(
                 batch,
@@ -99,64 +77,49 @@ impl<'t> Var<'t> {
         }
         let (an, bn) = (self.node(), other.node());
         let value = Tensor::from_parts(shape, y);
-        self.tape()
-            .op("matmul", value, &[self, other], move |dy, g| {
-                let d = dy.data();
-                g.add_with(an, || {
-                    let mut da = vec![0.0; batch * m * k];
-                    if shared_b {
-                        gemm(
-                            1.0,
-                            MatRef::new(d, batch * m, n),
-                            MatRef::new(b.data(), k, n).t(),
-                            0.0,
-                            &mut da,
-                            k,
-                        );
-                    } else {
-                        gemm_batched(
-                            batch,
-                            1.0,
-                            MatRef::new(d, m, n),
-                            m * n,
-                            MatRef::new(b.data(), k, n).t(),
-                            k * n,
-                            0.0,
-                            &mut da,
-                            k,
-                            m * k,
-                        );
-                    }
-                    Ok(Tensor::from_parts(a.shape().to_vec(), da))
-                })?;
-                g.add_with(bn, || {
-                    let mut db = vec![0.0; b.numel()];
-                    if shared_b {
-                        gemm(
-                            1.0,
-                            MatRef::new(a.data(), batch * m, k).t(),
-                            MatRef::new(d, batch * m, n),
-                            0.0,
-                            &mut db,
-                            n,
-                        );
-                    } else {
-                        gemm_batched(
-                            batch,
-                            1.0,
-                            MatRef::new(a.data(), m, k).t(),
-                            m * k,
-                            MatRef::new(d, m, n),
-                            m * n,
-                            0.0,
-                            &mut db,
-                            n,
-                            k * n,
-                        );
-                    }
-                    Ok(Tensor::from_parts(b.shape().to_vec(), db))
-                })
+        self.tape().op("matmul", value, &[self, other], move |dy, g| {
+            let d = dy.data();
+            g.add_with(an, || {
+                let mut da = vec![0.0; batch * m * k];
+                if shared_b {
+                    gemm(1.0, MatRef::new(d, batch * m, n), MatRef::new(b.data(), k, n).t(), 0.0, &mut da, k);
+                } else {
+                    gemm_batched(
+                        batch,
+                        1.0,
+                        MatRef::new(d, m, n),
+                        m * n,
+                        MatRef::new(b.data(), k, n).t(),
+                        k * n,
+                        0.0,
+                        &mut da,
+                        k,
+                        m * k,
+                    );
+                }
+                Ok(Tensor::from_parts(a.shape().to_vec(), da))
+            })?;
+            g.add_with(bn, || {
+                let mut db = vec![0.0; b.numel()];
+                if shared_b {
+                    gemm(1.0, MatRef::new(a.data(), batch * m, k).t(), MatRef::new(d, batch * m, n), 0.0, &mut db, n);
+                } else {
+                    gemm_batched(
+                        batch,
+                        1.0,
+                        MatRef::new(a.data(), m, k).t(),
+                        m * k,
+                        MatRef::new(d, m, n),
+                        m * n,
+                        0.0,
+                        &mut db,
+                        n,
+                        k * n,
+                    );
+                }
+                Ok(Tensor::from_parts(b.shape().to_vec(), db))
             })
+        })
     }
 }
 
@@ -186,10 +149,7 @@ mod tests {
         let (bt, m, k, n) = (3, 4, 5, 6);
         let (a, b) = (rand_t(&[bt, m, k], 1), rand_t(&[bt, k, n], 2));
         let tape = Tape::new();
-        let y = tape
-            .constant(a.clone())
-            .matmul(&tape.constant(b.clone()))
-            .unwrap();
+        let y = tape.constant(a.clone()).matmul(&tape.constant(b.clone())).unwrap();
         for i in 0..bt {
             let mut want = vec![0.0; m * n];
             gemm_naive(
@@ -201,10 +161,7 @@ mod tests {
                 n,
             );
             let got = &y.value().data()[i * m * n..(i + 1) * m * n];
-            let err = got
-                .iter()
-                .zip(&want)
-                .fold(0.0f32, |e, (x, y)| e.max((x - y).abs()));
+            let err = got.iter().zip(&want).fold(0.0f32, |e, (x, y)| e.max((x - y).abs()));
             assert!(err < 1e-4, "{err}");
         }
         frozen_mix(|x, w| x.matmul(w), &a, &b);
@@ -218,11 +175,7 @@ mod tests {
         for b in [vec![3, 4, 5], vec![2, 5, 6], vec![5, 6], vec![4]] {
             let e = a.matmul(&tape.var(Tensor::zeros(&b))).unwrap_err();
             assert!(
-                matches!(
-                    e,
-                    Error::ShapeMismatch { op: "matmul", .. }
-                        | Error::BadShape { op: "matmul", .. }
-                ),
+                matches!(e, Error::ShapeMismatch { op: "matmul", .. } | Error::BadShape { op: "matmul", .. }),
                 "{e}"
             );
         }

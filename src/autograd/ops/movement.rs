@@ -79,19 +79,14 @@ impl<'t> Var<'t> {
     pub fn reshape(&self, shape: &[usize]) -> Result<Var<'t>> {
         let value = self.value().reshape(shape)?;
         let (xn, in_shape) = (self.node(), self.shape().to_vec());
-        self.tape().op("reshape", value, &[self], move |dy, g| {
-            g.add_with(xn, || dy.reshape(&in_shape))
-        })
+        self.tape().op("reshape", value, &[self], move |dy, g| g.add_with(xn, || dy.reshape(&in_shape)))
     }
 
     /// Output dimension `d` is input dimension `perm[d]` (a copy). See the module docs.
     pub fn permute(&self, perm: &[usize]) -> Result<Var<'t>> {
         let r = self.value().rank();
         let mut seen = vec![false; r];
-        let valid = perm.len() == r
-            && perm
-                .iter()
-                .all(|&p| p < r && !std::mem::replace(&mut seen[p], true));
+        let valid = perm.len() == r && perm.iter().all(|&p| p < r && !std::mem::replace(&mut seen[p], true));
         if !valid {
             return Err(Error::bad_shape(
                 "permute",
@@ -105,9 +100,7 @@ impl<'t> Var<'t> {
             inverse[p] = d;
         }
         let xn = self.node();
-        self.tape().op("permute", value, &[self], move |dy, g| {
-            g.add_with(xn, || Ok(permute_tensor(dy, &inverse)))
-        })
+        self.tape().op("permute", value, &[self], move |dy, g| g.add_with(xn, || Ok(permute_tensor(dy, &inverse))))
     }
 
     /// Swaps dimensions `d0` and `d1` (a copy).
@@ -133,19 +126,12 @@ impl<'t> Var<'t> {
         };
         let shape0 = first.shape();
         if dim >= shape0.len() {
-            return Err(Error::bad_shape(
-                "concat",
-                shape0,
-                format!("dimension {dim} does not exist"),
-            ));
+            return Err(Error::bad_shape("concat", shape0, format!("dimension {dim} does not exist")));
         }
         for x in xs {
             let s = x.shape();
-            let agree = s.len() == shape0.len()
-                && s.iter()
-                    .zip(shape0)
-                    .enumerate()
-                    .all(|(d, (a, b))| d == dim || a == b);
+            let agree =
+                s.len() == shape0.len() && s.iter().zip(shape0).enumerate().all(|(d, (a, b))| d == dim || a == b);
             if !agree {
                 return Err(Error::shape("concat", shape0, s));
             }
@@ -222,10 +208,7 @@ impl<'t> Var<'t> {
         }
         let value = broadcast_binary(self.value(), &Tensor::scalar(0.0), shape, |x, _| x);
         let (xn, in_shape) = (self.node(), self.shape().to_vec());
-        self.tape()
-            .op("broadcast_to", value, &[self], move |dy, g| {
-                g.add_with(xn, || Ok(reduce_to(dy, &in_shape)))
-            })
+        self.tape().op("broadcast_to", value, &[self], move |dy, g| g.add_with(xn, || Ok(reduce_to(dy, &in_shape))))
     }
 
     /// `y[.., j] = x[.., idx[j]]`: a gather along the last dimension by a fixed index list.
@@ -249,20 +232,19 @@ impl<'t> Var<'t> {
         *shape.last_mut().unwrap() = m;
         let (xn, in_shape, idx) = (self.node(), self.shape().to_vec(), idx.to_vec());
         let value = Tensor::from_parts(shape, out);
-        self.tape()
-            .op("index_select_last", value, &[self], move |dy, g| {
-                g.add_with(xn, || {
-                    let mut dx = vec![0.0; rows * n];
-                    if m > 0 {
-                        for (dxr, dyr) in dx.chunks_exact_mut(n).zip(dy.data().chunks_exact(m)) {
-                            for (&i, &v) in idx.iter().zip(dyr) {
-                                dxr[i] += v;
-                            }
+        self.tape().op("index_select_last", value, &[self], move |dy, g| {
+            g.add_with(xn, || {
+                let mut dx = vec![0.0; rows * n];
+                if m > 0 {
+                    for (dxr, dyr) in dx.chunks_exact_mut(n).zip(dy.data().chunks_exact(m)) {
+                        for (&i, &v) in idx.iter().zip(dyr) {
+                            dxr[i] += v;
                         }
                     }
-                    Ok(Tensor::from_parts(in_shape, dx))
-                })
+                }
+                Ok(Tensor::from_parts(in_shape, dx))
             })
+        })
     }
 
     /// `[B, C, H, W] → [B, (H/ph)·(W/pw), C·ph·pw]`: non-overlapping patches, row-major, features
@@ -278,9 +260,7 @@ impl<'t> Var<'t> {
         }
         let geom = Patches { b, c, h, w, ph, pw };
         let mut out = vec![0.0; self.value().numel()];
-        geom.for_each_row(|src, dst| {
-            out[dst..dst + pw].copy_from_slice(&self.value().data()[src..src + pw])
-        });
+        geom.for_each_row(|src, dst| out[dst..dst + pw].copy_from_slice(&self.value().data()[src..src + pw]));
         let value = Tensor::from_parts(vec![b, (h / ph) * (w / pw), c * ph * pw], out);
         let (xn, in_shape) = (self.node(), self.shape().to_vec());
         self.tape().op("patchify", value, &[self], move |dy, g| {
@@ -390,10 +370,7 @@ mod tests {
         for i in 0..4 {
             for j in 0..2 {
                 for k in 0..3 {
-                    assert_eq!(
-                        y.value().data()[(i * 2 + j) * 3 + k],
-                        x.data()[(j * 3 + k) * 4 + i]
-                    );
+                    assert_eq!(y.value().data()[(i * 2 + j) * 3 + k], x.data()[(j * 3 + k) * 4 + i]);
                 }
             }
         }
@@ -430,8 +407,7 @@ mod tests {
                         for ci in 0..c {
                             for i in 0..p {
                                 for j in 0..p {
-                                    let xv =
-                                        x.data()[((bi * c + ci) * h + py * p + i) * w + px * p + j];
+                                    let xv = x.data()[((bi * c + ci) * h + py * p + i) * w + px * p + j];
                                     let wv = wt.data()[((ei * c + ci) * p + i) * p + j];
                                     acc += xv as f64 * wv as f64;
                                 }
@@ -454,44 +430,22 @@ mod tests {
         assert_eq!(x.shape(), &[3, 6, 4]);
         let g = x.sum().unwrap().backward().unwrap();
         assert_eq!(g.get(&cls).unwrap().data(), &[3.0; 4]);
-        frozen_mix(
-            |x, c| Var::concat(&[x, c], 0),
-            &rand_t(&[2, 3], 1),
-            &rand_t(&[1, 3], 2),
-        );
+        frozen_mix(|x, c| Var::concat(&[x, c], 0), &rand_t(&[2, 3], 1), &rand_t(&[1, 3], 2));
     }
 
     #[test]
     fn shape_errors_are_errors() {
         let tape = Tape::new();
         let x = tape.var(Tensor::zeros(&[2, 3, 4, 6]));
-        assert!(matches!(
-            x.patchify(3, 3),
-            Err(Error::BadShape { op: "patchify", .. })
-        ));
-        assert!(matches!(
-            x.narrow(1, 2, 2),
-            Err(Error::BadShape { op: "narrow", .. })
-        ));
-        assert!(matches!(
-            x.permute(&[0, 1, 1, 2]),
-            Err(Error::BadShape { op: "permute", .. })
-        ));
+        assert!(matches!(x.patchify(3, 3), Err(Error::BadShape { op: "patchify", .. })));
+        assert!(matches!(x.narrow(1, 2, 2), Err(Error::BadShape { op: "narrow", .. })));
+        assert!(matches!(x.permute(&[0, 1, 1, 2]), Err(Error::BadShape { op: "permute", .. })));
         assert!(matches!(x.transpose(0, 4), Err(Error::BadShape { .. })));
-        assert!(matches!(
-            x.index_select_last(&[6]),
-            Err(Error::BadShape { .. })
-        ));
-        assert!(matches!(
-            x.broadcast_to(&[2, 3, 4]),
-            Err(Error::ShapeMismatch { .. })
-        ));
+        assert!(matches!(x.index_select_last(&[6]), Err(Error::BadShape { .. })));
+        assert!(matches!(x.broadcast_to(&[2, 3, 4]), Err(Error::ShapeMismatch { .. })));
         assert!(matches!(x.reshape(&[5]), Err(Error::ShapeMismatch { .. })));
         let y = tape.var(Tensor::zeros(&[2, 2, 4, 6]));
-        assert!(matches!(
-            Var::concat(&[&x, &y], 0),
-            Err(Error::ShapeMismatch { op: "concat", .. })
-        ));
+        assert!(matches!(Var::concat(&[&x, &y], 0), Err(Error::ShapeMismatch { op: "concat", .. })));
         assert!(Var::concat(&[], 0).is_err());
     }
 
@@ -505,21 +459,8 @@ mod tests {
         assert_eq!(y.backward().unwrap().get(&x).unwrap().data(), &[1.0; 6]);
         let t = Tape::new();
         let x = t.var(Tensor::zeros(&[0, 3, 6]));
-        let y = x
-            .attention(1)
-            .unwrap()
-            .matmul(&t.var(Tensor::zeros(&[2, 4])))
-            .unwrap();
+        let y = x.attention(1).unwrap().matmul(&t.var(Tensor::zeros(&[2, 4]))).unwrap();
         assert_eq!(y.shape(), &[0, 3, 4]);
-        assert_eq!(
-            y.sum()
-                .unwrap()
-                .backward()
-                .unwrap()
-                .get(&x)
-                .unwrap()
-                .shape(),
-            &[0, 3, 6]
-        );
+        assert_eq!(y.sum().unwrap().backward().unwrap().get(&x).unwrap().shape(), &[0, 3, 6]);
     }
 }

@@ -17,57 +17,39 @@ impl<'t> Var<'t> {
     pub fn layer_norm(&self, gamma: &Var<'t>, beta: &Var<'t>, eps: f32) -> Result<Var<'t>> {
         let (rows, c) = self.value().rows_cols();
         if self.value().rank() == 0 || c == 0 {
-            return Err(Error::bad_shape(
-                "layer_norm",
-                self.shape(),
-                "needs a non-empty last dimension",
-            ));
+            return Err(Error::bad_shape("layer_norm", self.shape(), "needs a non-empty last dimension"));
         }
         gamma.value().expect_shape("layer_norm (gamma)", &[c])?;
         beta.value().expect_shape("layer_norm (beta)", &[c])?;
         if eps.is_nan() || eps <= 0.0 {
-            return Err(Error::invalid(
-                "layer_norm",
-                format!("eps must be > 0, got {eps}"),
-            ));
+            return Err(Error::invalid("layer_norm", format!("eps must be > 0, got {eps}")));
         }
         let x = self.value().clone();
         let gv = gamma.value().clone();
         let mut y = vec![0.0; x.numel()];
         let mut mean = vec![0.0; rows];
         let mut rstd = vec![0.0; rows];
-        layernorm::layernorm_forward(
-            x.data(),
-            gv.data(),
-            beta.value().data(),
-            eps,
-            &mut y,
-            &mut mean,
-            &mut rstd,
-        );
+        layernorm::layernorm_forward(x.data(), gv.data(), beta.value().data(), eps, &mut y, &mut mean, &mut rstd);
         let (xn, gn, bn) = (self.node(), gamma.node(), beta.node());
         let value = Tensor::from_parts(x.shape().to_vec(), y);
-        self.tape()
-            .op("layer_norm", value, &[self, gamma, beta], move |dy, g| {
-                let mut dx = xn.map(|_| vec![0.0; x.numel()]);
-                let mut dgamma = gn.map(|_| vec![0.0; c]);
-                let mut dbeta = bn.map(|_| vec![0.0; c]);
-                layernorm::layernorm_backward(
-                    x.data(),
-                    gv.data(),
-                    &mean,
-                    &rstd,
-                    dy.data(),
-                    dx.as_deref_mut(),
-                    dgamma.as_deref_mut(),
-                    dbeta.as_deref_mut(),
-                );
-                g.add_with(xn, || {
-                    Ok(Tensor::from_parts(x.shape().to_vec(), dx.unwrap()))
-                })?;
-                g.add_with(gn, || Ok(Tensor::from_parts(vec![c], dgamma.unwrap())))?;
-                g.add_with(bn, || Ok(Tensor::from_parts(vec![c], dbeta.unwrap())))
-            })
+        self.tape().op("layer_norm", value, &[self, gamma, beta], move |dy, g| {
+            let mut dx = xn.map(|_| vec![0.0; x.numel()]);
+            let mut dgamma = gn.map(|_| vec![0.0; c]);
+            let mut dbeta = bn.map(|_| vec![0.0; c]);
+            layernorm::layernorm_backward(
+                x.data(),
+                gv.data(),
+                &mean,
+                &rstd,
+                dy.data(),
+                dx.as_deref_mut(),
+                dgamma.as_deref_mut(),
+                dbeta.as_deref_mut(),
+            );
+            g.add_with(xn, || Ok(Tensor::from_parts(x.shape().to_vec(), dx.unwrap())))?;
+            g.add_with(gn, || Ok(Tensor::from_parts(vec![c], dgamma.unwrap())))?;
+            g.add_with(bn, || Ok(Tensor::from_parts(vec![c], dbeta.unwrap())))
+        })
     }
 }
 
@@ -104,11 +86,7 @@ mod tests {
         let x = rand_t(&[3, 8], 1).reshape(&[3, 8]).unwrap();
         let y = tape
             .var(x.clone())
-            .layer_norm(
-                &tape.constant(Tensor::full(&[8], 1.0)),
-                &tape.constant(Tensor::zeros(&[8])),
-                1e-6,
-            )
+            .layer_norm(&tape.constant(Tensor::full(&[8], 1.0)), &tape.constant(Tensor::zeros(&[8])), 1e-6)
             .unwrap();
         for row in y.value().data().chunks(8) {
             let m: f32 = row.iter().sum::<f32>() / 8.0;
@@ -116,20 +94,9 @@ mod tests {
             assert!(m.abs() < 1e-5 && (v - 1.0).abs() < 1e-3, "{m} {v}");
         }
         let (gm, bt) = (rand_t(&[8], 2), rand_t(&[8], 3));
-        frozen_mix(
-            |x, gm| x.layer_norm(gm, &x.tape().constant(bt.clone()), 1e-6),
-            &x,
-            &gm,
-        );
+        frozen_mix(|x, gm| x.layer_norm(gm, &x.tape().constant(bt.clone()), 1e-6), &x, &gm);
         let t = Tape::new();
-        let e = t
-            .var(x)
-            .layer_norm(
-                &t.var(Tensor::zeros(&[7])),
-                &t.var(Tensor::zeros(&[8])),
-                1e-6,
-            )
-            .unwrap_err();
+        let e = t.var(x).layer_norm(&t.var(Tensor::zeros(&[7])), &t.var(Tensor::zeros(&[8])), 1e-6).unwrap_err();
         assert!(matches!(e, Error::ShapeMismatch { .. }), "{e}");
     }
 }

@@ -24,10 +24,9 @@ impl<'t> Var<'t> {
     pub fn sum(&self) -> Result<Var<'t>> {
         let s = elementwise::sum(self.value().data());
         let (xn, shape) = (self.node(), self.shape().to_vec());
-        self.tape()
-            .op("sum", Tensor::scalar(s), &[self], move |dy, g| {
-                g.add_with(xn, || Ok(Tensor::full(&shape, dy.data()[0])))
-            })
+        self.tape().op("sum", Tensor::scalar(s), &[self], move |dy, g| {
+            g.add_with(xn, || Ok(Tensor::full(&shape, dy.data()[0])))
+        })
     }
 
     /// Mean of all elements, a scalar. Backward: `dx = dy / numel` broadcast.
@@ -36,10 +35,9 @@ impl<'t> Var<'t> {
         let n = self.value().numel();
         let s = elementwise::sum(self.value().data()) / n as f32;
         let (xn, shape) = (self.node(), self.shape().to_vec());
-        self.tape()
-            .op("mean", Tensor::scalar(s), &[self], move |dy, g| {
-                g.add_with(xn, || Ok(Tensor::full(&shape, dy.data()[0] / n as f32)))
-            })
+        self.tape().op("mean", Tensor::scalar(s), &[self], move |dy, g| {
+            g.add_with(xn, || Ok(Tensor::full(&shape, dy.data()[0] / n as f32)))
+        })
     }
 
     /// Sum over dimension `dim`, which is removed: `[.., n, ..] → [.., ..]`.
@@ -57,11 +55,7 @@ impl<'t> Var<'t> {
     /// `alpha · Σ_dim x`, shared by `sum_dim` and `mean_dim`.
     fn reduce_dim(&self, dim: usize, alpha: f32, op: &'static str) -> Result<Var<'t>> {
         if dim >= self.value().rank() {
-            return Err(Error::bad_shape(
-                op,
-                self.shape(),
-                format!("dimension {dim} does not exist"),
-            ));
+            return Err(Error::bad_shape(op, self.shape(), format!("dimension {dim} does not exist")));
         }
         let (outer, n, inner) = split_at_dim(self.shape(), dim);
         let x = self.value().data();
