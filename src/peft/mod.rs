@@ -4,8 +4,10 @@
 //! freezes what the method freezes, attaches what it adds, and puts a fresh head on top.
 
 mod methods;
+mod official;
 
 pub use methods::{ConsolidatorConfig, Init, LayerSet, Method};
+pub use official::import_official;
 
 use crate::autograd::{Tape, Var};
 use crate::kernels::grouped::GroupSpec;

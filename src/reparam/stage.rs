@@ -99,27 +99,32 @@ pub fn consolidate(adapted: &VisionTransformer, backbone: &VisionTransformer, me
     }
     let base: BTreeMap<String, Tensor> = backbone.named_params().into_iter().map(|(k, p)| (k, p.value)).collect();
     let mut layers = BTreeMap::new();
+    // Keys folded into a layer delta (not stored again as dense tensors).
+    let mut folded = std::collections::BTreeSet::new();
     for (key, lin) in adapted.fc_layers() {
-        let bkey = format!("{key}bias");
-        let bias_change = |o: usize| -> Result<Vec<f64>> {
-            match (&lin.bias, base.get(&bkey)) {
-                (Some(b), Some(b0)) if b.trainable => {
-                    if b.value.shape() != b0.shape() {
-                        return Err(Error::shape("consolidate", b0.shape(), b.value.shape()));
-                    }
-                    Ok(b.value.data().iter().zip(b0.data()).map(|(&x, &y)| x as f64 - y as f64).collect())
-                }
-                _ => Ok(vec![0.0; o]),
-            }
-        };
+        if matches!(lin.peft, LinearPeft::None) {
+            continue; // any change to a plain layer is stored densely below
+        }
         let (i, o) = (lin.in_dim(), lin.out_dim());
-        match &lin.peft {
-            LinearPeft::None => {
-                let db = bias_change(o)?;
-                if db.iter().any(|&v| v != 0.0) {
-                    layers.insert(key.clone(), LayerDelta::Add(bias_only(o, i, db)));
-                }
+        let (wkey, bkey) = (format!("{key}weight"), format!("{key}bias"));
+        if base.get(&wkey) != Some(&lin.weight.value) {
+            return Err(Error::invalid(
+                "consolidate",
+                format!("the frozen weight {wkey} differs from the backbone's: wrong backbone for this model?"),
+            ));
+        }
+        // The change of the layer's own bias (the released recipe trains it) joins the delta's bias.
+        let bias_change: Vec<f64> = match (&lin.bias, base.get(&bkey)) {
+            (Some(b), Some(b0)) if b.value.shape() == b0.shape() => {
+                b.value.data().iter().zip(b0.data()).map(|(&x, &y)| x as f64 - y as f64).collect()
             }
+            (None, None) => vec![0.0; o],
+            _ => return Err(Error::invalid("consolidate", format!("the bias of {key} does not match the backbone's"))),
+        };
+        folded.insert(wkey);
+        folded.insert(bkey);
+        let delta = match &lin.peft {
+            LinearPeft::None => unreachable!("skipped above"),
             LinearPeft::Consolidator(c) => {
                 let specs: Vec<GroupSpec> = c.branches.iter().map(|b| b.spec).collect();
                 let mut dense = Dense::zeros(o, i);
@@ -127,67 +132,57 @@ pub fn consolidate(adapted: &VisionTransformer, backbone: &VisionTransformer, me
                     super::affine::branch_from_f32(b.spec, b.weight.value.data(), Some(b.bias.value.data()))?
                         .add_into(&mut dense.weight, &mut dense.bias)?;
                 }
-                for (d, v) in dense.bias.iter_mut().zip(bias_change(o)?) {
+                for (d, v) in dense.bias.iter_mut().zip(&bias_change) {
                     *d += v;
                 }
-                layers.insert(
-                    key.clone(),
-                    LayerDelta::Add(Affine::Sparse(Sparse::gather(o, i, Pattern::Grouped(specs), &dense))),
-                );
+                LayerDelta::Add(Affine::Sparse(Sparse::gather(o, i, Pattern::Grouped(specs), &dense)))
             }
             LinearPeft::Lora(l) => {
-                let r = l.a.shape()[0];
                 let b: Vec<f64> = l.b.value.data().iter().map(|&v| v as f64 * l.scale as f64).collect();
-                layers.insert(
-                    key.clone(),
-                    LayerDelta::Add(Affine::LowRank(LowRank {
-                        rank: r,
-                        in_dim: i,
-                        out_dim: o,
-                        a: f64s(&l.a.value),
-                        b,
-                        scale: 1.0,
-                        bias: bias_change(o)?,
-                    })),
-                );
-            }
-            LinearPeft::Delta(_) => {
-                return Err(Error::invalid("consolidate", format!("layer {key} carries an attached stage-1 delta: consolidate the trained model, not a served one")));
+                let (a, rank) = (f64s(&l.a.value), l.a.shape()[0]);
+                LayerDelta::Add(Affine::LowRank(LowRank {
+                    rank,
+                    in_dim: i,
+                    out_dim: o,
+                    a,
+                    b,
+                    scale: 1.0,
+                    bias: bias_change,
+                }))
             }
             LinearPeft::Ssf(s) => {
-                if lin.bias.as_ref().is_some_and(|b| b.trainable) {
+                if bias_change.iter().any(|&v| v != 0.0) {
                     return Err(Error::invalid("consolidate", "SSF with trained original biases is not supported"));
                 }
-                layers.insert(
-                    key.clone(),
-                    LayerDelta::Post(ScaleShift { gamma: f64s(&s.scale.value), beta: f64s(&s.shift.value) }),
-                );
+                LayerDelta::Post(ScaleShift { gamma: f64s(&s.scale.value), beta: f64s(&s.shift.value) })
             }
-        }
+            LinearPeft::Delta(_) => {
+                return Err(Error::invalid(
+                    "consolidate",
+                    format!("layer {key} carries an attached stage-1 delta: consolidate the trained model, not a served one"),
+                ));
+            }
+        };
+        layers.insert(key.clone(), delta);
     }
-    // Dense tensors the task changed: trainable, not an FC bias handled above, not a method module.
+    // Dense tensors: the head (always: it is the task's), and every other backbone tensor whose
+    // value differs from the backbone's (trained norms, BitFit biases, fully fine-tuned weights).
     let mut dense = BTreeMap::new();
-    let layer_bias: std::collections::BTreeSet<String> = layers.keys().map(|k| format!("{k}bias")).collect();
     let mut err = None;
     adapted.visit("", &mut |k, p| {
-        if err.is_some() || !p.trainable || !is_backbone_key(k) && !k.starts_with("head.") || layer_bias.contains(k) {
-            return;
-        }
-        if k.ends_with(".weight")
-            && adapted
-                .fc_layers()
-                .iter()
-                .any(|(lk, l)| format!("{lk}weight") == k && !matches!(l.peft, LinearPeft::None))
-        {
+        if err.is_some() || folded.contains(k) || !(is_backbone_key(k) || k.starts_with("head.")) {
             return;
         }
         match base.get(k) {
-            Some(b) if b.shape() != p.shape() && !k.starts_with("head.") => {
-                err = Some(Error::shape("consolidate", b.shape(), p.shape()))
-            }
-            _ => {
+            _ if k.starts_with("head.") => {
                 dense.insert(k.to_string(), p.value.clone());
             }
+            Some(b) if b.shape() != p.shape() => err = Some(Error::shape("consolidate", b.shape(), p.shape())),
+            Some(b) if b == &p.value => {}
+            Some(_) => {
+                dense.insert(k.to_string(), p.value.clone());
+            }
+            None => err = Some(Error::invalid("consolidate", format!("the backbone has no tensor `{k}`"))),
         }
     });
     if let Some(e) = err {
@@ -211,17 +206,6 @@ fn method_string(m: &Method) -> String {
         ),
         other => other.name().to_string(),
     }
-}
-
-/// A bias-only change as an additive map (a sparse map with an empty pattern).
-fn bias_only(o: usize, i: usize, bias: Vec<f64>) -> Affine {
-    Affine::Sparse(Sparse {
-        out_dim: o,
-        in_dim: i,
-        pattern: Pattern::Csr { row_ptr: vec![0; o + 1], cols: vec![] },
-        values: vec![],
-        bias,
-    })
 }
 
 impl TaskDelta {
