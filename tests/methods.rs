@@ -1,0 +1,163 @@
+//! Every method on the same engine: a few training steps lower the loss, the tunable-parameter
+//! count follows the method's formula, and bad inputs get clear errors.
+
+use consolidator::data::Dataset;
+use consolidator::nn::{Module, Pool, VisionTransformer, VitConfig};
+use consolidator::optim::Optimizer;
+use consolidator::peft::Method;
+use consolidator::train::{evaluate, train, Position, TrainConfig};
+use consolidator::{Error, Tensor};
+use rand::{Rng, SeedableRng};
+
+const E: usize = 16; // width
+const D: usize = 2; // depth
+const H: usize = 32; // MLP hidden
+const K: usize = 3; // classes
+
+fn config() -> VitConfig {
+    VitConfig {
+        img_size: (8, 8),
+        patch_size: (4, 4),
+        in_chans: 1,
+        embed_dim: E,
+        depth: D,
+        num_heads: 2,
+        mlp_hidden: H,
+        num_classes: 10,
+        pool: Pool::Token,
+        drop_path_rate: 0.0,
+    }
+}
+
+/// A learnable synthetic task: the class is which quadrant holds a bright blob.
+fn dataset(n: usize, seed: u64) -> Dataset {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut x = vec![0.0f32; n * 64];
+    let mut labels = Vec::new();
+    for i in 0..n {
+        let c = rng.gen_range(0..K);
+        labels.push(c);
+        for p in 0..64 {
+            x[i * 64 + p] = rng.gen_range(-0.3..0.3);
+        }
+        let (r0, c0) = [(0, 0), (0, 4), (4, 2)][c];
+        for r in r0..r0 + 4 {
+            for cc in c0..c0 + 4 {
+                x[i * 64 + r * 8 + cc] += 1.5;
+            }
+        }
+    }
+    Dataset::new(Tensor::new(&[n, 1, 8, 8], x).unwrap(), labels, K).unwrap()
+}
+
+fn cfg(lr: f32, epochs: usize) -> TrainConfig {
+    TrainConfig { epochs, batch_size: 16, lr, warmup_epochs: 0, eval_every: 0, ..TrainConfig::default() }
+}
+
+/// Tunable parameters each method should have on the small config (formulas from each method's
+/// definition; `head` = the new K-class head).
+fn expected_tunable(name: &str) -> usize {
+    let head = E * K + K;
+    let fc: [(usize, usize); 4] = [(E, 3 * E), (E, E), (E, H), (H, E)]; // (in, out) of qkv, proj, fc1, fc2
+    let outs: usize = fc.iter().map(|&(_, o)| o).sum();
+    let norms = D * 4 * E + 2 * E;
+    let total_backbone = {
+        let vit = VisionTransformer::new(&config(), 0).unwrap();
+        vit.num_params() - (E * 10 + 10)
+    };
+    match name {
+        "linear" => head,
+        "full" => total_backbone + head,
+        // Every bias: patch embed, the four FC layers per block, every LayerNorm β.
+        "bitfit" => E + D * outs + (D * 2 + 1) * E + head,
+        "lora:r=2" => D * fc.iter().map(|&(i, o)| 2 * (i + o)).sum::<usize>() + head,
+        "adapter:dim=4" => D * (E * 4 + 4 + 4 * E + E) + head,
+        "vpt:prompts=3" => D * 3 * E + head,
+        "ssf" => D * 2 * outs + head,
+        // Branches (I·O/g + O each) + the original FC biases + every LayerNorm + head.
+        "consolidator:g=4+8" => {
+            D * fc.iter().map(|&(i, o)| i * o / 4 + o + i * o / 8 + o).sum::<usize>() + D * outs + norms + head
+        }
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn every_method_learns_and_counts_its_parameters() {
+    consolidator::par::set_threads(1);
+    // A backbone pre-trained briefly on a related task (so features exist to adapt).
+    let mut backbone = VisionTransformer::new(&config(), 0).unwrap();
+    let pre = dataset(160, 9);
+    let mut pre_cfg = cfg(3e-3, 6);
+    pre_cfg.seed = 1;
+    let mut pre10 = pre.clone();
+    pre10.num_classes = 10;
+    train(&mut backbone, &mut Optimizer::adamw(0.0), &pre10, None, &pre_cfg, Position::default(), &mut |_| {}).unwrap();
+    backbone.freeze();
+    let data = dataset(96, 1);
+    for (name, lr) in [
+        ("linear", 3e-2),
+        ("full", 3e-3),
+        ("bitfit", 2e-2),
+        ("lora:r=2", 1e-2),
+        ("adapter:dim=4", 1e-2),
+        ("vpt:prompts=3", 1e-2),
+        ("ssf", 1e-2),
+        ("consolidator:g=4+8", 1e-2),
+    ] {
+        let method = Method::parse(name, E).unwrap();
+        let mut vit = backbone.clone();
+        method.apply(&mut vit, K, 0).unwrap();
+        assert_eq!(vit.num_trainable(), expected_tunable(name), "{name}: tunable parameters");
+        let (_, before) = evaluate(&vit, &data, 64).unwrap();
+        let mut opt = Optimizer::adamw(0.0);
+        train(&mut vit, &mut opt, &data, None, &cfg(lr as f32, 10), Position::default(), &mut |_| {}).unwrap();
+        let (_, after) = evaluate(&vit, &data, 64).unwrap();
+        assert!(after < 0.8 * before, "{name}: loss {before} → {after}");
+    }
+}
+
+#[test]
+fn absurd_learning_rate_stops_with_a_clear_error() {
+    let backbone = VisionTransformer::new(&config(), 0).unwrap();
+    let mut vit = backbone.clone();
+    Method::Full.apply(&mut vit, K, 0).unwrap();
+    let mut c = cfg(1e12, 3);
+    c.clip_grad = 0.0;
+    let e = train(&mut vit, &mut Optimizer::sgd(0.9, 0.0), &dataset(64, 2), None, &c, Position::default(), &mut |_| {})
+        .unwrap_err();
+    assert!(matches!(e, Error::NonFinite { .. }), "{e}");
+    assert!(e.to_string().contains("training loss"), "{e}");
+}
+
+#[test]
+fn mismatched_datasets_are_refused() {
+    let mut vit = VisionTransformer::new(&config(), 0).unwrap();
+    Method::LinearProbe.apply(&mut vit, K, 0).unwrap();
+    // Image size.
+    let big = Dataset::new(Tensor::zeros(&[4, 1, 9, 8]), vec![0; 4], K).unwrap();
+    let e = train(&mut vit, &mut Optimizer::adamw(0.0), &big, None, &cfg(1e-3, 1), Position::default(), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains('9') && e.contains('8'), "{e}");
+    // Labels out of the head's range.
+    let many = Dataset::new(Tensor::zeros(&[4, 1, 8, 8]), vec![0, 1, 2, 5], 6).unwrap();
+    let e = train(&mut vit, &mut Optimizer::adamw(0.0), &many, None, &cfg(1e-3, 1), Position::default(), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("class") || e.contains("label"), "{e}");
+    // Wrong image size at inference.
+    let e = vit.predict(&Tensor::zeros(&[1, 1, 16, 16])).unwrap_err().to_string();
+    assert!(e.contains("[B, 1, 8, 8]"), "{e}");
+}
+
+#[test]
+fn bad_method_strings_are_errors() {
+    for s in ["nope", "lora:r=x", "consolidator:g=5", "lora:depth=3", "consolidator:layers=qkv+mlp"] {
+        let r = Method::parse(s, E).and_then(|m| {
+            let mut vit = VisionTransformer::new(&config(), 0)?;
+            m.apply(&mut vit, K, 0)
+        });
+        assert!(r.is_err(), "`{s}` was accepted");
+    }
+}
