@@ -66,7 +66,15 @@ fn main() -> Result<()> {
     // 3. Adapt.
     let (train_set, val_set) = (quadrants(256, h, w, 10)?, quadrants(128, h, w, 11)?);
     let tc = TrainConfig { epochs: 3, batch_size: 32, lr: 3e-3, warmup_epochs: 0, ..TrainConfig::default() };
-    let report = train(&mut model, &mut Optimizer::adamw(0.0), &train_set, Some(&val_set), &tc, Position::default(), &mut |_| {})?;
+    let report = train(
+        &mut model,
+        &mut Optimizer::adamw(0.0),
+        &train_set,
+        Some(&val_set),
+        &tc,
+        Position::default(),
+        &mut |_| {},
+    )?;
     for e in &report.epochs {
         println!("epoch {}  loss {:.4}  val accuracy {:.3}", e.epoch + 1, e.train_loss, e.val_acc.unwrap_or(f32::NAN));
     }
@@ -91,7 +99,13 @@ fn main() -> Result<()> {
         assert_eq!(s.values.len(), s.pattern.nnz(s.out_dim), "{key}: stored values = union support");
         stored_values += s.values.len();
         if key == "blocks.0.attn.qkv." {
-            println!("{key}: {}x{} layer, g = {:?}, {} stored values", s.out_dim, s.in_dim, specs.iter().map(|s| s.groups).collect::<Vec<_>>(), s.values.len());
+            println!(
+                "{key}: {}x{} layer, g = {:?}, {} stored values",
+                s.out_dim,
+                s.in_dim,
+                specs.iter().map(|s| s.groups).collect::<Vec<_>>(),
+                s.values.len()
+            );
         }
     }
     let backbone_bytes = 4 * backbone.num_params();

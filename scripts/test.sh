@@ -9,3 +9,8 @@ cargo test --release --all-targets
 cargo test --release --doc
 echo "== kernels on a baseline x86-64 target (no AVX2/FMA)"
 RUSTFLAGS="-C target-cpu=x86-64" CARGO_TARGET_DIR=target/baseline cargo test --release --test kernels
+echo "== every example runs (each takes seconds to a minute)"
+for ex in examples/*.rs; do
+  echo "-- example $(basename "$ex" .rs)"
+  cargo run --release --example "$(basename "$ex" .rs)"
+done

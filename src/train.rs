@@ -19,18 +19,27 @@ use std::time::Instant;
 /// How to train.
 #[derive(Clone, Debug)]
 pub struct TrainConfig {
+    /// Number of passes over the training set.
     pub epochs: usize,
+    /// Images per step.
     pub batch_size: usize,
+    /// Peak learning rate (after warm-up).
     pub lr: f32,
+    /// Decoupled weight decay (AdamW) or L2 (SGD), on the parameters `optim::decays` selects.
     pub weight_decay: f32,
     /// `true`: SGD with momentum 0.9; `false`: AdamW.
     pub sgd: bool,
+    /// Epochs of linear warm-up from `warmup_lr` to `lr`.
     pub warmup_epochs: usize,
+    /// Learning rate at the first step.
     pub warmup_lr: f32,
+    /// Learning rate at the end of the cosine decay.
     pub min_lr: f32,
     /// Global gradient-norm clip (0 = off).
     pub clip_grad: f32,
+    /// Label smoothing of the cross-entropy (0 = off).
     pub label_smoothing: f32,
+    /// Seed of the shuffling and of the stochastic regularisers.
     pub seed: u64,
     /// Evaluate on the validation set every this many epochs (and after the last).
     pub eval_every: usize,
@@ -64,33 +73,51 @@ impl Default for TrainConfig {
 /// One line of the live progress display.
 #[derive(Clone, Debug)]
 pub struct Progress {
+    /// Current epoch (0-based).
     pub epoch: usize,
+    /// Total epochs.
     pub epochs: usize,
+    /// Current step in the epoch (0-based).
     pub step: usize,
+    /// Steps per epoch.
     pub steps: usize,
+    /// Mean training loss of the epoch so far.
     pub loss: f32,
+    /// Training accuracy of the epoch so far.
     pub acc: f32,
+    /// Training throughput.
     pub images_per_sec: f32,
+    /// Estimated seconds to the end of the run.
     pub eta_secs: f32,
+    /// Learning rate of the current step.
     pub lr: f32,
 }
 
 /// What happened in one epoch.
 #[derive(Clone, Debug)]
 pub struct EpochLog {
+    /// The epoch (0-based).
     pub epoch: usize,
+    /// Mean training loss.
     pub train_loss: f32,
+    /// Training accuracy.
     pub train_acc: f32,
+    /// Validation accuracy, on epochs that evaluate.
     pub val_acc: Option<f32>,
+    /// Learning rate at the end of the epoch.
     pub lr: f32,
+    /// Wall-clock seconds of the epoch.
     pub seconds: f32,
 }
 
 /// The whole run.
 #[derive(Clone, Debug, Default)]
 pub struct TrainReport {
+    /// One entry per epoch run.
     pub epochs: Vec<EpochLog>,
+    /// Wall-clock seconds of the run.
     pub seconds: f32,
+    /// Mean training throughput.
     pub images_per_sec: f32,
 }
 
@@ -140,7 +167,9 @@ fn count_correct(logits: &[f32], labels: &[usize]) -> usize {
 /// Where a run resumes: completed epochs, and steps already taken in the next epoch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Position {
+    /// Completed epochs.
     pub epoch: usize,
+    /// Steps already taken in the next epoch.
     pub step: usize,
 }
 

@@ -66,7 +66,12 @@ fn parse_checks(page: &str, text: &str) -> Vec<Check> {
             let end = (k + 1..lines.len())
                 .find(|&e| lines[e].trim_start().starts_with("```"))
                 .unwrap_or_else(|| panic!("docs/{page}:{}: unclosed block", k + 1));
-            checks.push(Check { line: n + 1, name: body.to_string(), value: lines[k + 1..end].join("\n"), block: true });
+            checks.push(Check {
+                line: n + 1,
+                name: body.to_string(),
+                value: lines[k + 1..end].join("\n"),
+                block: true,
+            });
         }
     }
     checks
@@ -165,7 +170,13 @@ fn assert_list(page: &str, c: &Check, want: &[f64]) {
     let got = list(&c.value);
     assert_eq!(got.len(), want.len(), "docs/{page}:{}: `{}` length", c.line, c.name);
     for (g, w) in got.iter().zip(want) {
-        assert!((g - w).abs() < 1e-9, "docs/{page}:{}: `{}` is {}, the library computes {want:?}", c.line, c.name, c.value);
+        assert!(
+            (g - w).abs() < 1e-9,
+            "docs/{page}:{}: `{}` is {}, the library computes {want:?}",
+            c.line,
+            c.name,
+            c.value
+        );
     }
 }
 
@@ -184,7 +195,9 @@ fn check_generic(page: &str, c: &Check) -> bool {
             let branches: Vec<Affine> = s
                 .iter()
                 .map(|&sp| {
-                    Affine::BlockDiagonal(BlockDiagonal::new(sp, vec![1.0; sp.weight_len()], vec![0.0; sp.out_dim]).unwrap())
+                    Affine::BlockDiagonal(
+                        BlockDiagonal::new(sp, vec![1.0; sp.weight_len()], vec![0.0; sp.out_dim]).unwrap(),
+                    )
                 })
                 .collect();
             let sum = branches[1..].iter().fold(branches[0].clone(), |acc, b| acc.add(b).unwrap());
@@ -237,6 +250,7 @@ fn check_generic(page: &str, c: &Check) -> bool {
             };
             assert_eq!(got, number(&c.value), "{at}: the library computes {got}");
         }
+        "code" => {} // checked by `code_quoted_in_the_pages_is_the_code_of_the_examples`
         _ => return false,
     }
     true
@@ -338,4 +352,24 @@ fn the_parser_reads_blocks_and_refuses_invisible_values() {
     assert_eq!(number(&c[1].value), 1234.0);
     let hidden = std::panic::catch_unwind(|| parse_checks("test", "text\n<!-- check: x = 99 -->\n"));
     assert!(hidden.is_err(), "a value that is not in the visible text must be refused");
+}
+
+#[test]
+fn code_quoted_in_the_pages_is_the_code_of_the_examples() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut quoted = 0;
+    for page in ["ARCHITECTURE.md", "AUTOGRAD.md", "CONSOLIDATOR.md", "REPARAM.md"] {
+        for c in parse_checks(page, &read_page(page)) {
+            let Some(file) = c.name.strip_prefix("code ") else { continue };
+            let source = std::fs::read_to_string(root.join(file.trim())).unwrap();
+            assert!(
+                source.contains(&c.value),
+                "docs/{page}:{}: the quoted code is no longer the code of {file}:\n{}",
+                c.line,
+                c.value
+            );
+            quoted += 1;
+        }
+    }
+    assert!(quoted >= 1, "ARCHITECTURE.md quotes examples/custom_op.rs");
 }

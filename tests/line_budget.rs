@@ -29,7 +29,8 @@ fn counted_lines(text: &str) -> usize {
 
 fn core_files() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files: Vec<PathBuf> = ["src/tensor.rs", "src/error.rs", "src/par.rs"].iter().map(|f| root.join(f)).collect();
+    let mut files: Vec<PathBuf> =
+        ["src/tensor.rs", "src/error.rs", "src/par.rs"].iter().map(|f| root.join(f)).collect();
     rust_files(&root.join("src/kernels"), &mut files);
     rust_files(&root.join("src/autograd"), &mut files);
     files.sort();

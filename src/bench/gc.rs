@@ -12,13 +12,21 @@ use std::time::Instant;
 /// One (width, groups) measurement, times in milliseconds.
 #[derive(Clone, Debug)]
 pub struct GcRow {
+    /// Layer width `D` (a `D × D` layer).
     pub dim: usize,
+    /// Group count `g`.
     pub groups: usize,
+    /// Forward, fused grouped kernel.
     pub fused_fwd_ms: f64,
+    /// Forward, the same layer as a dense GEMM.
     pub dense_fwd_ms: f64,
+    /// Forward, one small GEMM per group (the naive way).
     pub loop_fwd_ms: f64,
+    /// Forward and backward, fused.
     pub fused_fwdbwd_ms: f64,
+    /// Forward and backward, dense.
     pub dense_fwdbwd_ms: f64,
+    /// Forward and backward, per-group loop.
     pub loop_fwdbwd_ms: f64,
     /// Useful GFLOP/s of the fused forward.
     pub fused_fwd_gflops: f64,
@@ -29,7 +37,9 @@ pub struct GcRow {
 /// The benchmark's result.
 #[derive(Clone, Debug)]
 pub struct GcReport {
+    /// Rows (tokens) per measurement.
     pub tokens: usize,
+    /// One row per (width, groups).
     pub rows: Vec<GcRow>,
     /// A plain copy of a `T × D` f32 matrix, GB/s (read + write), for the largest width.
     pub copy_gbs: f64,

@@ -16,7 +16,9 @@ use std::time::Instant;
 /// One measurement.
 #[derive(Clone, Debug)]
 pub struct VitRow {
+    /// What was measured.
     pub name: String,
+    /// Images per batch.
     pub batch: usize,
     /// Median milliseconds.
     pub ms: f64,
@@ -25,6 +27,7 @@ pub struct VitRow {
 /// The benchmark's result.
 #[derive(Clone, Debug, Default)]
 pub struct VitReport {
+    /// One row per measurement.
     pub rows: Vec<VitRow>,
 }
 

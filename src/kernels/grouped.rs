@@ -24,9 +24,13 @@ use crate::{Error, Result};
 /// Shape of one grouped connection: `in_dim → out_dim` with `groups` groups, optional reorder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct GroupSpec {
+    /// Input width `I`.
     pub in_dim: usize,
+    /// Output width `O`.
     pub out_dim: usize,
+    /// Group count `g` (divides `I` and `O`).
     pub groups: usize,
+    /// Whether the input is reordered first (the ShuffleNet interleave).
     pub reorder: bool,
 }
 
@@ -35,6 +39,7 @@ pub struct GroupSpec {
 pub struct Run {
     /// Offset of the run inside its group (`j0 − i·ci`).
     pub offset: usize,
+    /// Number of columns in the run.
     pub len: usize,
     /// First input column read.
     pub start: usize,

@@ -27,8 +27,11 @@ pub enum LinearPeft {
 /// `y = x·Wᵀ + b`, `W: [out, in]` (timm/PyTorch layout).
 #[derive(Clone, Debug)]
 pub struct Linear {
+    /// `[out, in]`.
     pub weight: Param,
+    /// `[out]`, if the layer has one.
     pub bias: Option<Param>,
+    /// The attached method module, if any.
     pub peft: LinearPeft,
 }
 
@@ -142,8 +145,11 @@ impl Module for Linear {
 /// LayerNorm over the last dimension (timm's ViT uses eps 1e-6).
 #[derive(Clone, Debug)]
 pub struct LayerNorm {
+    /// Scale `γ`, `[C]`.
     pub weight: Param,
+    /// Shift `β`, `[C]`.
     pub bias: Param,
+    /// Added to the variance (timm's ViT: 1e-6).
     pub eps: f32,
 }
 
@@ -173,8 +179,11 @@ impl Module for LayerNorm {
 /// non-overlapping patches (a gather) followed by one GEMM. `proj.weight: [E, C, ph, pw]`.
 #[derive(Clone, Debug)]
 pub struct PatchEmbed {
+    /// Convolution weight `[C, in_chans, ph, pw]` (timm layout), applied as a linear map on patches.
     pub weight: Param,
+    /// `[C]`.
     pub bias: Param,
+    /// Patch (height, width).
     pub patch: (usize, usize),
 }
 
@@ -216,8 +225,11 @@ impl Module for PatchEmbed {
 /// Multi-head self-attention with timm's fused `qkv` (rows `[q; k; v]`, head-major).
 #[derive(Clone, Debug)]
 pub struct Attention {
+    /// Packed `C → 3C` projection, rows `[q; k; v]`.
     pub qkv: Linear,
+    /// Output projection `C → C`.
     pub proj: Linear,
+    /// Number of heads `H`.
     pub heads: usize,
 }
 
@@ -243,7 +255,9 @@ impl Module for Attention {
 /// `fc1 → gelu_erf → fc2`.
 #[derive(Clone, Debug)]
 pub struct Mlp {
+    /// `C → hidden`.
     pub fc1: Linear,
+    /// `hidden → C`.
     pub fc2: Linear,
 }
 

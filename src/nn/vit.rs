@@ -20,15 +20,23 @@ pub enum Pool {
 /// A ViT configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct VitConfig {
+    /// Input image (height, width) in pixels.
     pub img_size: (usize, usize),
+    /// Patch (height, width) in pixels.
     pub patch_size: (usize, usize),
+    /// Input channels (3 for RGB, 1 for MNIST).
     pub in_chans: usize,
+    /// Width `C` of the tokens.
     pub embed_dim: usize,
+    /// Number of blocks.
     pub depth: usize,
+    /// Attention heads `H` (`C` must be a multiple).
     pub num_heads: usize,
     /// Hidden width of the MLP (timm: `embed_dim · mlp_ratio`).
     pub mlp_hidden: usize,
+    /// Outputs of the head.
     pub num_classes: usize,
+    /// How tokens become one vector per image.
     pub pool: Pool,
     /// Stochastic depth of the last block (linearly ramped from 0 over the blocks).
     pub drop_path_rate: f32,
@@ -120,11 +128,17 @@ impl VitConfig {
 /// Optional attachments: an AdaptFormer adapter beside the MLP, VPT-deep prompt tokens.
 #[derive(Clone, Debug)]
 pub struct Block {
+    /// LayerNorm before attention.
     pub norm1: LayerNorm,
+    /// Multi-head self-attention.
     pub attn: Attention,
+    /// LayerNorm before the MLP.
     pub norm2: LayerNorm,
+    /// The MLP.
     pub mlp: Mlp,
+    /// Stochastic depth rate of both residual branches.
     pub drop_path: f32,
+    /// AdaptFormer adapter beside the MLP, if attached.
     pub adapter: Option<Adapter>,
     /// VPT-deep prompts `[P, C]`, inserted after the class token for this block only.
     pub prompts: Option<Param>,
@@ -189,15 +203,21 @@ impl Module for Block {
 /// The Vision Transformer. Field paths are timm's state-dict keys.
 #[derive(Clone, Debug)]
 pub struct VisionTransformer {
+    /// The configuration it was built from.
     pub config: VitConfig,
+    /// Patch embedding (`patch_embed.proj.*`).
     pub patch_embed: PatchEmbed,
+    /// Class token `[1, 1, C]`.
     pub cls_token: Param,
+    /// Position embedding `[1, T, C]` (class token included).
     pub pos_embed: Param,
+    /// The transformer blocks (`blocks.N.*`).
     pub blocks: Vec<Block>,
     /// Final norm (token pooling) …
     pub norm: Option<LayerNorm>,
     /// … or the norm after mean pooling (`global_pool='avg'`).
     pub fc_norm: Option<LayerNorm>,
+    /// Classification head `C → num_classes`.
     pub head: Linear,
     /// Task deltas merged into these weights (`method@backbone-fingerprint`), most recent last;
     /// empty for a backbone. Saved in checkpoint metadata as `merged_deltas`.

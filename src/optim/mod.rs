@@ -20,15 +20,27 @@ pub fn decays(key: &str, shape: &[usize]) -> bool {
 #[derive(Clone, Debug)]
 pub enum OptimizerKind {
     /// AdamW (decoupled weight decay).
-    AdamW { beta1: f32, beta2: f32, eps: f32 },
+    AdamW {
+        /// Decay of the first moment.
+        beta1: f32,
+        /// Decay of the second moment.
+        beta2: f32,
+        /// Added to the root of the second moment.
+        eps: f32,
+    },
     /// SGD with (heavy-ball) momentum.
-    Sgd { momentum: f32 },
+    Sgd {
+        /// Momentum factor.
+        momentum: f32,
+    },
 }
 
 /// An optimiser with per-parameter state.
 #[derive(Clone, Debug)]
 pub struct Optimizer {
+    /// AdamW or SGD, with their hyper-parameters.
     pub kind: OptimizerKind,
+    /// Weight decay (decoupled for AdamW), on the parameters [`decays`] selects.
     pub weight_decay: f32,
     /// Steps taken.
     pub t: u64,
@@ -143,10 +155,15 @@ pub fn clip_scale(model: &dyn Module, grads: &Gradients, max_norm: f32) -> (f32,
 /// Cosine decay with linear warm-up, per step.
 #[derive(Clone, Copy, Debug)]
 pub struct CosineSchedule {
+    /// Peak learning rate, reached at the end of warm-up.
     pub base_lr: f32,
+    /// Learning rate at step 0.
     pub warmup_lr: f32,
+    /// Learning rate at the last step.
     pub min_lr: f32,
+    /// Steps of linear warm-up.
     pub warmup_steps: usize,
+    /// Total steps of the run.
     pub total_steps: usize,
 }
 

@@ -9,9 +9,13 @@ use rand::{Rng, SeedableRng};
 /// Which of a block's four FC layers a method touches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LayerSet {
+    /// `attn.qkv`.
     pub qkv: bool,
+    /// `attn.proj`.
     pub proj: bool,
+    /// `mlp.fc1`.
     pub fc1: bool,
+    /// `mlp.fc2`.
     pub fc2: bool,
 }
 
@@ -54,11 +58,13 @@ pub enum Init {
 /// A consolidator configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConsolidatorConfig {
+    /// Which FC layers of each block get branches.
     pub layers: LayerSet,
     /// Branches as (group count, reorder).
     pub branches: Vec<(usize, bool)>,
     /// Drop-path rate on each branch.
     pub drop_path: f32,
+    /// Initialisation of the branch weights and biases.
     pub init: Init,
     /// Train every LayerNorm too (the released recipe does).
     pub train_norms: bool,

@@ -17,6 +17,7 @@ use crate::{Param, Result};
 /// One grouped-connection branch: `BD(G)·P·x + β`.
 #[derive(Clone, Debug)]
 pub struct GroupBranch {
+    /// Widths, group count and reorder flag.
     pub spec: GroupSpec,
     /// `[g, O/g, I/g]`.
     pub weight: Param,
@@ -28,7 +29,9 @@ pub struct GroupBranch {
 /// Parameter keys: `<layer>.consolidator.<k>.weight` / `.bias`.
 #[derive(Clone, Debug)]
 pub struct Consolidator {
+    /// The branches, summed into the layer output.
     pub branches: Vec<GroupBranch>,
+    /// Drop-path rate of each branch in training.
     pub drop_path: f32,
 }
 
@@ -51,8 +54,11 @@ impl Module for Consolidator {
 /// `<layer>.lora_b.weight` `[O, r]`.
 #[derive(Clone, Debug)]
 pub struct Lora {
+    /// `A`, `[r, I]`.
     pub a: Param,
+    /// `B`, `[O, r]` (zero-initialised).
     pub b: Param,
+    /// `α/r`.
     pub scale: f32,
 }
 
@@ -70,7 +76,9 @@ impl Module for Lora {
 /// SSF: `y ↦ γ ⊙ y + β` after the layer. Keys `<layer>.ssf_scale`, `<layer>.ssf_shift`.
 #[derive(Clone, Debug)]
 pub struct Ssf {
+    /// Per-channel scale `γ`, `[O]`.
     pub scale: Param,
+    /// Per-channel shift `β`, `[O]`.
     pub shift: Param,
 }
 
@@ -89,8 +97,11 @@ impl Module for Ssf {
 /// (the ReLU sits between the two linear maps).
 #[derive(Clone, Debug)]
 pub struct Adapter {
+    /// `C → dim`.
     pub down: Linear,
+    /// `dim → C` (zero-initialised).
     pub up: Linear,
+    /// Output scale.
     pub scale: f32,
 }
 

@@ -32,18 +32,24 @@ use crate::{Error, Result};
 /// `x ↦ W·x + b`, `W: [O, I]` row-major.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dense {
+    /// Output width `O`.
     pub out_dim: usize,
+    /// Input width `I`.
     pub in_dim: usize,
+    /// `W`, `[O, I]` row-major.
     pub weight: Vec<f64>,
+    /// `b`, `[O]`.
     pub bias: Vec<f64>,
 }
 
 /// One grouped connection `x ↦ BD(G)·P·x + β` (`P` the reorder, if on).
 #[derive(Clone, Debug, PartialEq)]
 pub struct BlockDiagonal {
+    /// Widths, group count and reorder flag.
     pub spec: GroupSpec,
     /// `[g, co, ci]`.
     pub blocks: Vec<f64>,
+    /// `β`, `[O]`.
     pub bias: Vec<f64>,
 }
 
@@ -54,46 +60,70 @@ pub enum Pattern {
     /// so it stores no index arrays.
     Grouped(Vec<GroupSpec>),
     /// General compressed sparse rows.
-    Csr { row_ptr: Vec<usize>, cols: Vec<usize> },
+    Csr {
+        /// Row `o`'s entries are `row_ptr[o]..row_ptr[o + 1]` (`O + 1` offsets).
+        row_ptr: Vec<usize>,
+        /// Column of each entry, ascending within a row.
+        cols: Vec<usize>,
+    },
 }
 
 /// `x ↦ S·x + b` with `S` zero outside its pattern; `values` in canonical order (row-major over
 /// the pattern, columns ascending within a row).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sparse {
+    /// Output width `O`.
     pub out_dim: usize,
+    /// Input width `I`.
     pub in_dim: usize,
+    /// Where the entries are.
     pub pattern: Pattern,
+    /// The entries, in canonical order.
     pub values: Vec<f64>,
+    /// `b`, `[O]`.
     pub bias: Vec<f64>,
 }
 
 /// `x ↦ scale·B·A·x + b`, `A: [r, I]`, `B: [O, r]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LowRank {
+    /// Rank `r`.
     pub rank: usize,
+    /// Input width `I`.
     pub in_dim: usize,
+    /// Output width `O`.
     pub out_dim: usize,
+    /// `A`, `[r, I]` row-major.
     pub a: Vec<f64>,
+    /// `B`, `[O, r]` row-major.
     pub b: Vec<f64>,
+    /// The factor in front of `B·A` (LoRA: `α/r`).
     pub scale: f64,
+    /// `b`, `[O]`.
     pub bias: Vec<f64>,
 }
 
 /// `x ↦ γ ⊙ x + β` (square).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ScaleShift {
+    /// Per-channel scale `γ`.
     pub gamma: Vec<f64>,
+    /// Per-channel shift `β`.
     pub beta: Vec<f64>,
 }
 
 /// An affine map in one of its exact representations.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Affine {
+    /// `W·x + b`.
     Dense(Dense),
+    /// `BD(G)·P·x + β`: one grouped connection.
     BlockDiagonal(BlockDiagonal),
+    /// `S·x + b` on a pattern.
     Sparse(Sparse),
+    /// `scale·B·A·x + b`.
     LowRank(LowRank),
+    /// `γ ⊙ x + β`.
     ScaleShift(ScaleShift),
 }
 

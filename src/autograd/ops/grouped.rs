@@ -26,6 +26,7 @@ use rand::Rng;
 /// One branch of a [`Var::consolidated_linear`] call.
 #[derive(Clone, Copy)]
 pub struct Branch<'a, 't> {
+    /// Widths, group count and reorder flag.
     pub spec: GroupSpec,
     /// `[g, O/g, I/g]`.
     pub weight: &'a Var<'t>,
