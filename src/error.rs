@@ -13,25 +13,73 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug)]
 pub enum Error {
     /// Two shapes that must agree do not.
-    ShapeMismatch { op: &'static str, expected: Vec<usize>, got: Vec<usize> },
+    ShapeMismatch {
+        /// The operation.
+        op: &'static str,
+        /// The shape it needed.
+        expected: Vec<usize>,
+        /// The shape it got.
+        got: Vec<usize>,
+    },
     /// A shape (or a dimension) that is invalid for the operation on its own.
-    BadShape { op: &'static str, shape: Vec<usize>, msg: String },
+    BadShape {
+        /// The operation.
+        op: &'static str,
+        /// The offending shape.
+        shape: Vec<usize>,
+        /// What the shape should be.
+        msg: String,
+    },
     /// An argument outside its domain (a rate not in [0, 1), a group count that does not divide).
-    InvalidArgument { op: &'static str, msg: String },
+    InvalidArgument {
+        /// The operation.
+        op: &'static str,
+        /// What is wrong and what to do.
+        msg: String,
+    },
     /// A malformed, truncated or hostile file or byte buffer.
-    Format { what: String, msg: String },
+    Format {
+        /// The file or buffer.
+        what: String,
+        /// What is wrong with it.
+        msg: String,
+    },
     /// Checkpoint loading: a key the model needs is absent.
-    MissingKey { key: String },
+    MissingKey {
+        /// The key.
+        key: String,
+    },
     /// Checkpoint loading: a key the model does not have.
-    UnexpectedKey { key: String },
+    UnexpectedKey {
+        /// The key.
+        key: String,
+    },
     /// Checkpoint loading: a key whose tensor has the wrong shape.
-    KeyShape { key: String, expected: Vec<usize>, got: Vec<usize> },
+    KeyShape {
+        /// The key.
+        key: String,
+        /// The model's shape.
+        expected: Vec<usize>,
+        /// The file's shape.
+        got: Vec<usize>,
+    },
     /// A NaN or infinity where finite values are required (loss, merged weights, inputs).
-    NonFinite { what: String },
+    NonFinite {
+        /// Where the value appeared.
+        what: String,
+    },
     /// A dataset that does not fit the model or is inconsistent.
-    Data { msg: String },
+    Data {
+        /// What is wrong.
+        msg: String,
+    },
     /// An input/output error, with the path it concerned.
-    Io { path: String, source: std::io::Error },
+    Io {
+        /// The path.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
 }
 
 impl Error {

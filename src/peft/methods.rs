@@ -98,13 +98,31 @@ pub enum Method {
     /// Every bias (and the head) trains.
     BitFit,
     /// Rank-`rank` updates `(alpha/rank)·B·A` on the chosen layers.
-    Lora { rank: usize, alpha: f32, layers: LayerSet },
+    Lora {
+        /// Rank `r` of the update.
+        rank: usize,
+        /// Scale numerator: the update is multiplied by `alpha / rank`.
+        alpha: f32,
+        /// Which FC layers get an update.
+        layers: LayerSet,
+    },
     /// AdaptFormer bottleneck of width `dim` beside every MLP, output scaled by `scale`.
-    Adapter { dim: usize, scale: f32 },
+    Adapter {
+        /// Bottleneck width.
+        dim: usize,
+        /// Output scale.
+        scale: f32,
+    },
     /// VPT-deep: `prompts` learned tokens per block.
-    Vpt { prompts: usize },
+    Vpt {
+        /// Prompt tokens per block.
+        prompts: usize,
+    },
     /// SSF scale and shift after the chosen layers.
-    Ssf { layers: LayerSet },
+    Ssf {
+        /// Which FC layers get a scale and shift.
+        layers: LayerSet,
+    },
     /// The consolidator.
     Consolidator(ConsolidatorConfig),
 }
