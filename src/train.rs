@@ -73,11 +73,11 @@ impl Default for TrainConfig {
 /// One line of the live progress display.
 #[derive(Clone, Debug)]
 pub struct Progress {
-    /// Current epoch (0-based).
+    /// Current epoch (1-based).
     pub epoch: usize,
     /// Total epochs.
     pub epochs: usize,
-    /// Current step in the epoch (0-based).
+    /// Current step in the epoch (1-based).
     pub step: usize,
     /// Steps per epoch.
     pub steps: usize,
@@ -96,7 +96,7 @@ pub struct Progress {
 /// What happened in one epoch.
 #[derive(Clone, Debug)]
 pub struct EpochLog {
-    /// The epoch (0-based).
+    /// The epoch (1-based).
     pub epoch: usize,
     /// Mean training loss.
     pub train_loss: f32,
