@@ -7,6 +7,18 @@
 //! worker with the same reduction order, so results do not depend on the thread count.
 //!
 //! [`gemm_naive`] is the slow twin: a triple loop accumulating in `f64`, the test oracle.
+//!
+//! ```
+//! use consolidator::kernels::{gemm, gemm_naive, MatRef};
+//! // y = x·Wᵀ with W: [out = 2, in = 3], read through its transpose view (no copy).
+//! let x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]; // [2, 3]
+//! let w = [1.0, 0.0, -1.0, 0.5, 0.5, 0.5]; // [2, 3]
+//! let (mut y, mut y_ref) = ([0.0f32; 4], [0.0f32; 4]);
+//! gemm(1.0, MatRef::new(&x, 2, 3), MatRef::new(&w, 2, 3).t(), 0.0, &mut y, 2);
+//! gemm_naive(1.0, MatRef::new(&x, 2, 3), MatRef::new(&w, 2, 3).t(), 0.0, &mut y_ref, 2);
+//! assert_eq!(y, [-2.0, 3.0, -2.0, 7.5]);
+//! assert_eq!(y, y_ref);
+//! ```
 
 use crate::par;
 

@@ -16,6 +16,21 @@
 //!   input row once and writes each output row once: memory-bound, as it should be.
 //!
 //! Every kernel has a `*_scalar` twin (plain loops over `src`) used as the test oracle.
+//!
+//! ```
+//! use consolidator::kernels::grouped::{grouped_forward, grouped_forward_scalar, GroupSpec};
+//! // An 8→8 branch with g = 2 and the reorder: group 0 reads inputs 0, 4, 1, 5.
+//! let spec = GroupSpec::new(8, 8, 2, true)?;
+//! assert_eq!((0..8).map(|j| spec.src(j)).collect::<Vec<_>>(), [0, 4, 1, 5, 2, 6, 3, 7]);
+//! assert_eq!(spec.weight_shape(), [2, 4, 4]);
+//! let x: Vec<f32> = (0..16).map(|v| v as f32).collect(); // 2 rows of 8 inputs
+//! let w: Vec<f32> = (0..spec.weight_len()).map(|v| (v % 5) as f32 - 2.0).collect();
+//! let (mut y, mut y_ref) = (vec![0.0; 16], vec![0.0; 16]);
+//! grouped_forward(&spec, 1.0, &x, &w, None, &mut y)?; // the fast kernel …
+//! grouped_forward_scalar(&spec, 1.0, &x, &w, None, &mut y_ref)?; // … and its slow twin
+//! assert!(y.iter().zip(&y_ref).all(|(a, b)| (a - b).abs() < 1e-4));
+//! # Ok::<(), consolidator::Error>(())
+//! ```
 
 use crate::kernels::gemm::{gemm, MatRef};
 use crate::par;

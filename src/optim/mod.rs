@@ -4,6 +4,31 @@
 //! Weight decay follows timm: no decay for biases, 1-D parameters (norms, SSF) and the
 //! `cls_token` / `pos_embed`. Optimiser state is keyed by parameter *name*, so it can be saved
 //! and resumed in another process.
+//!
+//! ```
+//! use consolidator::autograd::Tape;
+//! use consolidator::nn::{Linear, Module};
+//! use consolidator::optim::Optimizer;
+//! use consolidator::Tensor;
+//! use rand::SeedableRng;
+//! let mut layer = Linear::new(3, 2, true, &mut rand::rngs::StdRng::seed_from_u64(0));
+//! let mut opt = Optimizer::adamw(0.0);
+//! let x = Tensor::full(&[4, 3], 1.0);
+//! let loss_at = |l: &Linear| -> consolidator::Result<f32> {
+//!     let tape = Tape::inference();
+//!     let y = l.forward(&tape, &tape.constant(x.clone()))?;
+//!     Ok(y.mul(&y)?.sum()?.value().data()[0])
+//! };
+//! let before = loss_at(&layer)?;
+//! for _ in 0..10 {
+//!     let tape = Tape::new();
+//!     let y = layer.forward(&tape, &tape.constant(x.clone()))?;
+//!     let grads = y.mul(&y)?.sum()?.backward()?; // minimise Σ y²
+//!     opt.step(&mut layer, &grads, 0.05, 1.0)?;
+//! }
+//! assert!(loss_at(&layer)? < before);
+//! # Ok::<(), consolidator::Error>(())
+//! ```
 
 use crate::autograd::Gradients;
 use crate::io::safetensors::TensorFile;

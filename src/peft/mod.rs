@@ -2,6 +2,18 @@
 //! people compare it with (linear probe, full fine-tuning, BitFit, LoRA, AdaptFormer adapters,
 //! VPT-deep, SSF). [`Method::apply`] turns a loaded backbone into a model ready to adapt: it
 //! freezes what the method freezes, attaches what it adds, and puts a fresh head on top.
+//!
+//! ```
+//! use consolidator::nn::{Module, VisionTransformer, VitConfig};
+//! use consolidator::peft::Method;
+//! let cfg = VitConfig { depth: 2, ..VitConfig::preset("vit_mnist_tiny")? };
+//! let mut vit = VisionTransformer::new(&cfg, 0)?;
+//! let total = vit.num_params();
+//! Method::parse("consolidator:g=16", cfg.embed_dim)?.apply(&mut vit, 10, 0)?;
+//! // Trainable: the branches, the LayerNorms, the FC biases and the new head; frozen: the rest.
+//! assert!(vit.num_trainable() * 5 < total);
+//! # Ok::<(), consolidator::Error>(())
+//! ```
 
 mod methods;
 mod official;

@@ -11,6 +11,25 @@
 //! **Stage 2** ([`merge`], loading → inference): the delta is folded into a backbone, giving a
 //! plain ViT with the backbone's structure (and the task's head). Accumulation is in `f64`,
 //! rounded once. [`Merged::unmerge`] returns the backbone from the kept copy (bit-exact).
+//!
+//! ```
+//! use consolidator::nn::{VisionTransformer, VitConfig};
+//! use consolidator::peft::Method;
+//! use consolidator::reparam::{consolidate, merge};
+//! use consolidator::Tensor;
+//! let cfg = VitConfig { depth: 1, ..VitConfig::preset("vit_mnist_tiny")? };
+//! let backbone = VisionTransformer::new(&cfg, 0)?;
+//! let method = Method::parse("consolidator", cfg.embed_dim)?; // g = 32 beside all four FC layers
+//! let mut adapted = backbone.clone();
+//! method.apply(&mut adapted, 3, 0)?; // (training would happen here)
+//! let delta = consolidate(&adapted, &backbone, &method)?; // stage 1
+//! assert_eq!(delta.layers.len(), 4);
+//! let merged = merge(&backbone, &delta)?; // stage 2: a plain ViT
+//! let images = Tensor::full(&[2, 1, 28, 28], 0.5);
+//! let gap = adapted.predict(&images)?.max_abs_diff(&merged.model.predict(&images)?);
+//! assert!(gap < 1e-5);
+//! # Ok::<(), consolidator::Error>(())
+//! ```
 
 use super::affine::{Affine, Dense, LowRank, Pattern, ScaleShift, Sparse};
 use crate::io::safetensors::TensorFile;

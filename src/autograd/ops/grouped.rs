@@ -15,6 +15,27 @@
 //!
 //! All of it is one tape node: the branch outputs are accumulated straight into the layer's
 //! output, with no intermediate tensors.
+//!
+//! ```
+//! use consolidator::autograd::{ops::grouped::Branch, Tape};
+//! use consolidator::kernels::grouped::GroupSpec;
+//! use consolidator::Tensor;
+//! let tape = Tape::new();
+//! let x = tape.constant(Tensor::full(&[2, 5, 6], 1.0)); // [B, T, I]
+//! let w = tape.constant(Tensor::full(&[6, 6], 0.1)); // the frozen layer: no dW is ever computed
+//! let (s1, s2) = (GroupSpec::new(6, 6, 2, false)?, GroupSpec::new(6, 6, 3, true)?);
+//! let (g1, g2) = (tape.var(Tensor::zeros(&s1.weight_shape())), tape.var(Tensor::zeros(&s2.weight_shape())));
+//! let branches = [
+//!     Branch { spec: s1, weight: &g1, bias: None },
+//!     Branch { spec: s2, weight: &g2, bias: None },
+//! ];
+//! let y = x.consolidated_linear(&w, None, &branches, 0.5)?; // drop-path 0.5 on each branch
+//! assert_eq!(tape.len(), 3); // two leaves and ONE op node for the layer and both branches
+//! let grads = y.sum()?.backward()?;
+//! assert_eq!(grads.get(&g1).unwrap().shape(), &[2, 3, 3]);
+//! assert_eq!(grads.get(&g2).unwrap().shape(), &[3, 2, 2]);
+//! # Ok::<(), consolidator::Error>(())
+//! ```
 
 use crate::autograd::ops::linear::linear_forward;
 use crate::autograd::Var;
