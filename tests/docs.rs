@@ -302,7 +302,6 @@ fn consolidator_page_numbers_match_the_library() {
     for k in 0..4 {
         assert!((y_m[k] - y_w[k] - y_s[k]).abs() < 1e-12);
     }
-    drop(take);
     assert!(named.is_empty(), "docs/{PAGE}: checks this test does not understand: {:?}", named.keys());
 }
 
@@ -339,7 +338,6 @@ fn reparam_page_numbers_match_the_library() {
     assert_eq!(lora_rank, l.nnz() - 1, "A and B values (nnz also counts the scale)");
     let dense_values = number(&take("dense-values O=768 I=768").value) as usize;
     assert_eq!(dense_values, l.to_dense().weight.len());
-    drop(take);
     assert!(named.is_empty(), "docs/{PAGE}: checks this test does not understand: {:?}", named.keys());
 }
 
