@@ -16,17 +16,17 @@
 //! let x = Tensor::full(&[4, 3], 1.0);
 //! let loss_at = |l: &Linear| -> consolidator::Result<f32> {
 //!     let tape = Tape::inference();
-//!     let y = l.forward(&tape, &tape.constant(x.clone()))?;
-//!     Ok(y.mul(&y)?.sum()?.value().data()[0])
+//!     let e = l.forward(&tape, &tape.constant(x.clone()))?.add_scalar(-1.0)?;
+//!     Ok(e.mul(&e)?.sum()?.value().data()[0])
 //! };
 //! let before = loss_at(&layer)?;
 //! for _ in 0..10 {
 //!     let tape = Tape::new();
-//!     let y = layer.forward(&tape, &tape.constant(x.clone()))?;
-//!     let grads = y.mul(&y)?.sum()?.backward()?; // minimise Σ y²
+//!     let e = layer.forward(&tape, &tape.constant(x.clone()))?.add_scalar(-1.0)?;
+//!     let grads = e.mul(&e)?.sum()?.backward()?; // minimise Σ (y − 1)²
 //!     opt.step(&mut layer, &grads, 0.05, 1.0)?;
 //! }
-//! assert!(loss_at(&layer)? < before);
+//! assert!(loss_at(&layer)? < 0.5 * before);
 //! # Ok::<(), consolidator::Error>(())
 //! ```
 
