@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-/// The budget, in counted lines. Set about 15 % above the size when it was introduced (3,244).
+/// The budget, in counted lines. Set about 15 % above the size when it was introduced (3,273).
 const CORE_BUDGET: usize = 3750;
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
