@@ -612,3 +612,95 @@ fn gemm_report_smoke() {
     let one = consolidator::bench::peak::fma_peak_gflops(1, ms);
     println!("1-thread FMA peak: {one:.1} GFLOP/s");
 }
+
+/// Rough speed of the fast kernels against their twins on a ViT-sized activation
+/// (`cargo test --release --test kernels -- --ignored --nocapture speed`).
+#[test]
+#[ignore]
+fn kernel_speed_smoke() {
+    use std::time::Instant;
+    fn best(mut f: impl FnMut()) -> f64 {
+        (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min)
+    }
+    let (rows, c) = (1576, 768);
+    let x = vals(rows * c, -3.0, 3.0, 1);
+    let dy = vals(rows * c, -1.0, 1.0, 2);
+    let (g, bt) = (vals(c, 0.5, 1.5, 3), vals(c, -0.5, 0.5, 4));
+    let mut o = vec![0.0; rows * c];
+    let (mut m, mut r) = (vec![0.0; rows], vec![0.0; rows]);
+    let mut report = |name: &str, fast: f64, slow: f64| {
+        println!(
+            "{name:<22} fast {:8.3} ms  scalar {:8.3} ms  x{:.1}",
+            fast * 1e3,
+            slow * 1e3,
+            slow / fast
+        );
+    };
+    let f = best(|| gelu_erf(&x, &mut o));
+    let s = best(|| gelu_erf_scalar(&x, &mut o));
+    report("gelu_erf", f, s);
+    let f = best(|| gelu_erf_backward(&x, &dy, &mut o));
+    let s = best(|| gelu_erf_backward_scalar(&x, &dy, &mut o));
+    report("gelu_erf_backward", f, s);
+    let f = best(|| layernorm_forward(&x, &g, &bt, 1e-6, &mut o, &mut m, &mut r));
+    let s = best(|| layernorm_forward_scalar(&x, &g, &bt, 1e-6, &mut o, &mut m, &mut r));
+    report("layernorm_forward", f, s);
+    let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
+    let f = best(|| {
+        layernorm_backward(
+            &x,
+            &g,
+            &m,
+            &r,
+            &dy,
+            Some(&mut o),
+            Some(&mut dg),
+            Some(&mut db),
+        )
+    });
+    let s = best(|| {
+        layernorm_backward_scalar(
+            &x,
+            &g,
+            &m,
+            &r,
+            &dy,
+            Some(&mut o),
+            Some(&mut dg),
+            Some(&mut db),
+        )
+    });
+    report("layernorm_backward", f, s);
+    let n = 197;
+    let att = vals(8 * 3 * 197 * n, -5.0, 5.0, 5);
+    let mut a1 = att.clone();
+    let f = best(|| {
+        a1.copy_from_slice(&att);
+        softmax_rows(&mut a1, n)
+    });
+    let s = best(|| {
+        a1.copy_from_slice(&att);
+        softmax_rows_scalar(&mut a1, n)
+    });
+    report("softmax_rows (+copy)", f, s);
+    let f = best(|| add(&x, &dy, &mut o));
+    let s = best(|| add_scalar(&x, &dy, &mut o));
+    report("add", f, s);
+    let f = best(|| {
+        std::hint::black_box(dot(&x, &dy));
+    });
+    let s = best(|| {
+        std::hint::black_box(dot_scalar(&x, &dy));
+    });
+    report("dot", f, s);
+    let mut cs = vec![0.0; c];
+    let f = best(|| sum_rows_into(&x, c, &mut cs));
+    let s = best(|| sum_rows_into_scalar(&x, c, &mut cs));
+    report("sum_rows_into", f, s);
+}
