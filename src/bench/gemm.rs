@@ -1,4 +1,4 @@
-//! The GEMM benchmark: GFLOP/s of [`crate::kernels::gemm`] on the Vision Transformer's shapes,
+//! The GEMM benchmark: GFLOP/s of [`crate::kernels::gemm()`] on the Vision Transformer's shapes,
 //! next to the measured FMA peak of the same number of threads ([`super::peak`]).
 //!
 //! Shapes are `M×K×N` for `C[M×N] = A[M×K]·B[K×N]`: ViT-Tiny/Small token matrices
