@@ -634,7 +634,7 @@ fn kernel_speed_smoke() {
     let (g, bt) = (vals(c, 0.5, 1.5, 3), vals(c, -0.5, 0.5, 4));
     let mut o = vec![0.0; rows * c];
     let (mut m, mut r) = (vec![0.0; rows], vec![0.0; rows]);
-    let mut report = |name: &str, fast: f64, slow: f64| {
+    let report = |name: &str, fast: f64, slow: f64| {
         println!(
             "{name:<22} fast {:8.3} ms  scalar {:8.3} ms  x{:.1}",
             fast * 1e3,
