@@ -704,3 +704,12 @@ fn kernel_speed_smoke() {
     let s = best(|| sum_rows_into_scalar(&x, c, &mut cs));
     report("sum_rows_into", f, s);
 }
+
+/// Regression: `erf_f64(0.0)` used to loop forever (its series stop test was `t < 1e-17·sum`,
+/// never true when both are 0). Found by the dense `erf` grid.
+#[test]
+fn erf_f64_at_zero_terminates() {
+    assert_eq!(erf_f64(0.0), 0.0);
+    assert_eq!(erf_f64(-0.0), 0.0);
+    assert_eq!(erf(0.0), 0.0);
+}
