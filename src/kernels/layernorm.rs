@@ -192,43 +192,11 @@ pub fn layernorm_backward(
     } else {
         c.div_ceil(t).next_multiple_of(W)
     };
-    let mut dg_buf;
-    let dg: &mut [f32] = match dgamma {
-        Some(d) => {
-            assert_eq!(d.len(), c);
-            d
-        }
-        None => {
-            dg_buf = Vec::new();
-            &mut dg_buf
-        }
-    };
-    let mut db_buf;
-    let db: &mut [f32] = match dbeta {
-        Some(d) => {
-            assert_eq!(d.len(), c);
-            d
-        }
-        None => {
-            db_buf = Vec::new();
-            &mut db_buf
-        }
-    };
-    let (want_g, want_b) = (!dg.is_empty(), !db.is_empty());
-    let mut pairs: Vec<(&mut [f32], &mut [f32])> = {
-        let gs: Vec<&mut [f32]> = if want_g {
-            dg.chunks_mut(cols).collect()
-        } else {
-            (0..c.div_ceil(cols)).map(|_| &mut [][..]).collect()
-        };
-        let bs: Vec<&mut [f32]> = if want_b {
-            db.chunks_mut(cols).collect()
-        } else {
-            (0..c.div_ceil(cols)).map(|_| &mut [][..]).collect()
-        };
-        gs.into_iter().zip(bs).collect()
-    };
-    par::for_each_chunk_mut(&mut pairs, 1, |i, p| {
+    let mut parts: Vec<_> = split_cols(dgamma, c, cols)
+        .into_iter()
+        .zip(split_cols(dbeta, c, cols))
+        .collect();
+    par::for_each_chunk_mut(&mut parts, 1, |i, p| {
         let (g, b) = &mut p[0];
         let c0 = i * cols;
         let width = cols.min(c - c0);
@@ -238,12 +206,12 @@ pub fn layernorm_backward(
             let (mv, rv) = (f32x8::splat(mean[r]), f32x8::splat(rstd[r]));
             for k in (0..width).step_by(W) {
                 let d = load_partial(&dyr[k..], 0.0);
-                if want_g {
+                if let Some(g) = g.as_deref_mut() {
                     let xh = (load_partial(&xr[k..], 0.0) - mv) * rv;
                     let v = d.mul_add(xh, load_partial(&g[k..], 0.0));
                     store_partial(v, &mut g[k..]);
                 }
-                if want_b {
+                if let Some(b) = b.as_deref_mut() {
                     let v = load_partial(&b[k..], 0.0) + d;
                     store_partial(v, &mut b[k..]);
                 }
@@ -290,5 +258,16 @@ pub fn layernorm_backward_scalar(
                 dx[r * c + i] = rs * (dyr[i] * gamma[i] - mg - xh * mgx);
             }
         }
+    }
+}
+
+/// `d` (if given, of length `c`) cut into column blocks of `cols`; `None` for every block if not.
+fn split_cols(d: Option<&mut [f32]>, c: usize, cols: usize) -> Vec<Option<&mut [f32]>> {
+    match d {
+        Some(d) => {
+            assert_eq!(d.len(), c, "layernorm_backward: parameter gradient length");
+            d.chunks_mut(cols).map(Some).collect()
+        }
+        None => (0..c.div_ceil(cols)).map(|_| None).collect(),
     }
 }
