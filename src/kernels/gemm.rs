@@ -34,10 +34,15 @@ use crate::par;
 /// A read-only matrix view: element `(r, c)` is `data[r * rs + c * cs]`.
 #[derive(Clone, Copy, Debug)]
 pub struct MatRef<'a> {
+    /// The backing values; the view starts at `data[0]`.
     pub data: &'a [f32],
+    /// Number of rows.
     pub rows: usize,
+    /// Number of columns.
     pub cols: usize,
+    /// Row stride: distance in elements between `(r, c)` and `(r + 1, c)`.
     pub rs: usize,
+    /// Column stride: distance in elements between `(r, c)` and `(r, c + 1)`.
     pub cs: usize,
 }
 
