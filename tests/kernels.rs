@@ -10,7 +10,8 @@
 //! * `softmax_rows`, `softmax_backward_rows`: `≤ 1e-6` abs.
 //! * LayerNorm: `≤ 1e-5` abs on outputs, `≤ 1e-5·max(rstd)` on `dx`, relative `1e-5` for
 //!   `mean`, `rstd`, `dγ`, `dβ`.
-//! * GEMM: `|C − C₆₄| ≤ 1e-5·(|α|·Σₚ|aᵢₚ·bₚⱼ| + |β·cᵢⱼ|)` for `K ≤ 4096`.
+//! * GEMM (operands row-major, transposed via `.t()`, padded rows, every-other-column views):
+//!   `|C − C₆₄| ≤ 1e-5·(|α|·Σₚ|aᵢₚ·bₚⱼ| + |β·cᵢⱼ|)` for `K ≤ 4096`.
 //! * Thread count: every kernel gives bit-identical results with 1, 2 and 3 threads.
 
 use consolidator::kernels::activation::*;
@@ -343,30 +344,33 @@ fn gemm_f64(
 }
 
 /// Storage for an `r × c` operand: row-major, or its transpose stored row-major (then viewed
-/// with `.t()`), with `pad` unused values after each stored row.
+/// with `.t()`), with `pad` unused values after each stored row and `step` between the stored
+/// columns (`step > 1`: a view that skips values, e.g. every other column).
 struct Operand {
     data: Vec<f32>,
     rows: usize,
     cols: usize,
     ld: usize,
+    step: usize,
     transposed: bool,
 }
 
 impl Operand {
-    fn new(r: usize, c: usize, transposed: bool, pad: usize, seed: u64) -> Self {
+    fn new(r: usize, c: usize, transposed: bool, pad: usize, step: usize, seed: u64) -> Self {
         let (rows, cols) = if transposed { (c, r) } else { (r, c) };
-        let ld = cols + pad;
+        let ld = cols * step + pad;
         let data = vals(rows * ld, -1.0, 1.0, seed);
         Operand {
             data,
             rows,
             cols,
             ld,
+            step,
             transposed,
         }
     }
     fn view(&self) -> MatRef<'_> {
-        let v = MatRef::strided(&self.data, self.rows, self.cols, self.ld, 1);
+        let v = MatRef::strided(&self.data, self.rows, self.cols, self.ld, self.step);
         if self.transposed {
             v.t()
         } else {
@@ -375,7 +379,8 @@ impl Operand {
     }
 }
 
-/// One product: `A` (`m×k`) and `B` (`k×n`) row-major or transposed, rows padded by `pad`.
+/// One product: `A` (`m×k`) and `B` (`k×n`) row-major or transposed, rows padded by `pad`,
+/// stored columns `step` apart.
 struct Case {
     m: usize,
     k: usize,
@@ -383,6 +388,7 @@ struct Case {
     ta: bool,
     tb: bool,
     pad: usize,
+    step: usize,
     alpha: f32,
     beta: f32,
     seed: u64,
@@ -390,8 +396,8 @@ struct Case {
 
 fn gemm_case(t: Case) -> Result<(), TestCaseError> {
     let Case { m, k, n, .. } = t;
-    let a_op = Operand::new(m, k, t.ta, t.pad, t.seed);
-    let b_op = Operand::new(k, n, t.tb, t.pad, t.seed ^ 11);
+    let a_op = Operand::new(m, k, t.ta, t.pad, t.step, t.seed);
+    let b_op = Operand::new(k, n, t.tb, t.pad, t.step, t.seed ^ 11);
     let (a, b) = (a_op.view(), b_op.view());
     let ldc = n + t.pad;
     let mut c = vals(m * ldc, -1.0, 1.0, t.seed ^ 13);
@@ -435,10 +441,11 @@ proptest! {
     fn gemm_tile_edges(m in 1usize..49, n in 1usize..49,
                        k in prop_oneof![1usize..40, 250usize..520],
                        ta in any::<bool>(), tb in any::<bool>(), pad in 0usize..3,
+                       step in prop_oneof![3 => Just(1usize), 1 => Just(2usize)],
                        ab in prop_oneof![Just((1.0f32, 0.0f32)), Just((0.5, 1.0)), Just((-1.5, 0.25))],
                        seed in any::<u64>()) {
         let (alpha, beta) = ab;
-        gemm_case(Case { m, k, n, ta, tb, pad, alpha, beta, seed })?;
+        gemm_case(Case { m, k, n, ta, tb, pad, step, alpha, beta, seed })?;
     }
 
     /// Large enough to take the parallel paths (row split, and column split when short-wide).
@@ -447,7 +454,7 @@ proptest! {
                             n in 60usize..70, k in 60usize..300, tb in any::<bool>(),
                             seed in any::<u64>()) {
         let (m, n) = if m == 3 { (3, 3000 + n) } else { (m, n) };
-        gemm_case(Case { m, k, n, ta: false, tb, pad: 1, alpha: 1.0, beta: 0.5, seed })?;
+        gemm_case(Case { m, k, n, ta: false, tb, pad: 1, step: 1, alpha: 1.0, beta: 0.5, seed })?;
     }
 }
 
@@ -458,7 +465,7 @@ proptest! {
     #[test]
     fn gemm_long_k(m in 1usize..20, n in 1usize..20, k in 3000usize..4097, tb in any::<bool>(),
                    seed in any::<u64>()) {
-        gemm_case(Case { m, k, n, ta: false, tb, pad: 0, alpha: 1.0, beta: 0.0, seed })?;
+        gemm_case(Case { m, k, n, ta: false, tb, pad: 0, step: 1, alpha: 1.0, beta: 0.0, seed })?;
     }
 }
 
