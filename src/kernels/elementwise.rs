@@ -6,8 +6,9 @@
 //! `add`, `mul`, `scale`, `axpy` and `sum_rows_into` give bit-for-bit the results of their twins
 //! (same operations, same order per value; `axpy` deliberately does not fuse its multiply-add).
 //! `sum` and `dot` add in `f32` within blocks of [`BLOCK`] values (32 lanes, then a fixed
-//! reduction tree), and add the block sums in `f64`: error ≤ ~1e-6·Σ|xᵢ| against the `f64` twins.
-//! Large inputs (≥ 64K values) are split across [`crate::par`] workers at fixed boundaries.
+//! reduction tree), and add the block sums in `f64`: error ≤ 2e-6·Σ|xᵢ| against the `f64` twins.
+//! Large inputs (≥ 64K values) of the elementwise kernels and `sum_rows_into` are split across
+//! [`crate::par`] workers; `sum` and `dot` (bandwidth-bound) stay on the calling thread.
 
 use super::simd::{self, load, W};
 use crate::par;
