@@ -119,8 +119,12 @@ fn check(spec: &GroupSpec, x_len: usize, w_len: usize, y_len: usize, op: &'stati
     Ok(rows)
 }
 
-/// Blocks with at most this many weights (`ci·co`) use the lane kernels; larger ones use GEMMs.
-const LANES_MAX_BLOCK: usize = 4096;
+/// Blocks with at most this many weights (`ci·co`) use the lane kernels for the forward and the
+/// input gradient; larger ones use GEMMs (matrixmultiply wins from about 48×48 blocks on).
+const LANES_MAX_BLOCK: usize = 1024;
+/// The same for the weight gradient, whose lane kernel pays a cross-lane reduction per weight and
+/// row slice: only the small blocks use it.
+const WGRAD_LANES_MAX_BLOCK: usize = 256;
 /// Rows per parallel task of the row-local kernels (a multiple of [`LANES`]); fixed, so the
 /// split (and every result) is the same for every thread count.
 const ROW_TASK: usize = 64;
@@ -130,17 +134,17 @@ const WGRAD_ROWS: usize = 128;
 const LANES: usize = 8;
 
 impl GroupSpec {
+    /// Forward and input gradient through the lane kernels.
     fn uses_lanes(&self) -> bool {
-        let (ci, co) = (self.ci(), self.co());
-        self.groups > 1 && ci * co <= lanes_max()
+        self.groups > 1 && self.ci() * self.co() <= LANES_MAX_BLOCK
+    }
+    /// Weight gradient through the lane kernel.
+    fn wgrad_lanes(&self) -> bool {
+        self.groups > 1 && self.ci() * self.co() <= WGRAD_LANES_MAX_BLOCK
     }
     fn src_table(&self) -> Vec<usize> {
         (0..self.in_dim).map(|j| self.src(j)).collect()
     }
-}
-
-fn lanes_max() -> usize {
-    std::env::var("GC_LANES_MAX").ok().and_then(|s| s.parse().ok()).unwrap_or(LANES_MAX_BLOCK)
 }
 
 #[inline(always)]
@@ -180,57 +184,75 @@ fn add_tile_t(alpha: f32, buf: &[f32x8], m: &mut [f32], n: usize, nr: usize) {
     }
 }
 
-/// `out[o] = init[o] + Σ_s w[o·k + s]·v[idx[s]]` for `o < out.len()`, `s < k` (`k = idx.len()`):
-/// one block, eight rows at a time, four outputs per pass so each input lane is loaded once per four.
+/// `out[o] += Σ_s w[o·k + s]·v[idx[s]]` for `o < out.len()`, `s < k` (`k = idx.len()`), for two
+/// tiles (`v0 → out0`, `v1 → out1`) at once: one block, sixteen rows, four outputs per pass, so
+/// eight independent FMA chains share each weight broadcast.
 #[inline(always)]
-fn block_t(w: &[f32], idx: &[usize], v: &[f32x8], out: &mut [f32x8]) {
+fn block_pair(w: &[f32], idx: &[usize], v: [&[f32x8]; 2], out: [&mut [f32x8]; 2]) {
     let k = idx.len();
-    let n = out.len();
+    let [out0, out1] = out;
+    let n = out0.len();
     let mut o = 0;
     while o + 4 <= n {
-        let (w0, w1, w2, w3) = (&w[o * k..][..k], &w[(o + 1) * k..][..k], &w[(o + 2) * k..][..k], &w[(o + 3) * k..][..k]);
-        let (mut a0, mut a1, mut a2, mut a3) = (out[o], out[o + 1], out[o + 2], out[o + 3]);
+        let ws: [&[f32]; 4] = std::array::from_fn(|q| &w[(o + q) * k..][..k]);
+        let mut a0: [f32x8; 4] = std::array::from_fn(|q| out0[o + q]);
+        let mut a1: [f32x8; 4] = std::array::from_fn(|q| out1[o + q]);
         for s in 0..k {
-            let xv = v[idx[s]];
-            a0 = f32x8::splat(w0[s]).mul_add(xv, a0);
-            a1 = f32x8::splat(w1[s]).mul_add(xv, a1);
-            a2 = f32x8::splat(w2[s]).mul_add(xv, a2);
-            a3 = f32x8::splat(w3[s]).mul_add(xv, a3);
+            let (x0, x1) = (v[0][idx[s]], v[1][idx[s]]);
+            for q in 0..4 {
+                let wq = f32x8::splat(ws[q][s]);
+                a0[q] = wq.mul_add(x0, a0[q]);
+                a1[q] = wq.mul_add(x1, a1[q]);
+            }
         }
-        out[o..o + 4].copy_from_slice(&[a0, a1, a2, a3]);
+        out0[o..o + 4].copy_from_slice(&a0);
+        out1[o..o + 4].copy_from_slice(&a1);
         o += 4;
     }
     while o < n {
         let wo = &w[o * k..][..k];
-        let mut a = out[o];
+        let (mut a0, mut a1) = (out0[o], out1[o]);
         for s in 0..k {
-            a = f32x8::splat(wo[s]).mul_add(v[idx[s]], a);
+            let wq = f32x8::splat(wo[s]);
+            a0 = wq.mul_add(v[0][idx[s]], a0);
+            a1 = wq.mul_add(v[1][idx[s]], a1);
         }
-        out[o] = a;
+        out0[o] = a0;
+        out1[o] = a1;
         o += 1;
     }
 }
 
-/// Lane forward: each task takes [`ROW_TASK`] rows, eight at a time transposed so that one SIMD
-/// lane holds one row; then every output is a plain FMA chain over its block's inputs (the reorder
-/// is an index into the transposed tile), and the tile is transposed back into `y`.
+/// Rows handled together by the lane kernels: two transposed tiles.
+const PAIR: usize = 2 * LANES;
+
+/// Lane forward: each task takes [`ROW_TASK`] rows, sixteen at a time as two tiles transposed so
+/// that one SIMD lane holds one row; then every output is a plain FMA chain over its block's inputs
+/// (the reorder is an index into the transposed tile), and the tiles are transposed back into `y`.
 fn forward_lanes(spec: &GroupSpec, alpha: f32, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
     let (i_dim, o_dim, ci, co, g) = (spec.in_dim, spec.out_dim, spec.ci(), spec.co(), spec.groups);
     let rows = x.len() / i_dim;
     let src = spec.src_table();
     let init: Vec<f32x8> = (0..o_dim).map(|o| f32x8::splat(bias.map_or(0.0, |b| b[o]))).collect();
     par::for_each_chunk_mut(y, ROW_TASK * o_dim, |t, yc| {
-        let mut xt = vec![f32x8::ZERO; i_dim];
-        let mut yt = vec![f32x8::ZERO; o_dim];
-        for (l, yl) in yc.chunks_mut(LANES * o_dim).enumerate() {
-            let r0 = t * ROW_TASK + l * LANES;
-            let nr = (rows - r0).min(LANES);
-            load_tile_t(x, i_dim, r0, nr, &mut xt);
-            yt.copy_from_slice(&init);
+        let mut xt = vec![f32x8::ZERO; 2 * i_dim];
+        let mut yt = vec![f32x8::ZERO; 2 * o_dim];
+        for (l, yl) in yc.chunks_mut(PAIR * o_dim).enumerate() {
+            let r0 = t * ROW_TASK + l * PAIR;
+            let nr = [(rows - r0).min(LANES), (rows - r0).saturating_sub(LANES).min(LANES)];
+            let (x0, x1) = xt.split_at_mut(i_dim);
+            load_tile_t(x, i_dim, r0, nr[0], x0);
+            load_tile_t(x, i_dim, r0 + LANES, nr[1], x1);
+            let (y0, y1) = yt.split_at_mut(o_dim);
+            y0.copy_from_slice(&init);
+            y1.copy_from_slice(&init);
             for i in 0..g {
-                block_t(&w[i * co * ci..][..co * ci], &src[i * ci..][..ci], &xt, &mut yt[i * co..][..co]);
+                let (wi, si) = (&w[i * co * ci..][..co * ci], &src[i * ci..][..ci]);
+                block_pair(wi, si, [x0, x1], [&mut y0[i * co..][..co], &mut y1[i * co..][..co]]);
             }
-            add_tile_t(alpha, &yt, yl, o_dim, nr);
+            let (yl0, yl1) = yl.split_at_mut((LANES * o_dim).min(yl.len()));
+            add_tile_t(alpha, y0, yl0, o_dim, nr[0]);
+            add_tile_t(alpha, y1, yl1, o_dim, nr[1]);
         }
     });
 }
@@ -252,23 +274,57 @@ fn backward_input_lanes(spec: &GroupSpec, alpha: f32, dy: &[f32], w: &[f32], dx:
     }
     let ident: Vec<usize> = (0..co).collect();
     par::for_each_chunk_mut(dx, ROW_TASK * i_dim, |t, dxc| {
-        let mut dyt = vec![f32x8::ZERO; o_dim];
-        let mut acc = vec![f32x8::ZERO; ci];
-        let mut dxt = vec![f32x8::ZERO; i_dim];
-        for (l, dxl) in dxc.chunks_mut(LANES * i_dim).enumerate() {
-            let r0 = t * ROW_TASK + l * LANES;
-            let nr = (rows - r0).min(LANES);
-            load_tile_t(dy, o_dim, r0, nr, &mut dyt);
+        let mut dyt = vec![f32x8::ZERO; 2 * o_dim];
+        let mut acc = vec![f32x8::ZERO; 2 * ci];
+        let mut dxt = vec![f32x8::ZERO; 2 * i_dim];
+        for (l, dxl) in dxc.chunks_mut(PAIR * i_dim).enumerate() {
+            let r0 = t * ROW_TASK + l * PAIR;
+            let nr = [(rows - r0).min(LANES), (rows - r0).saturating_sub(LANES).min(LANES)];
+            let (d0, d1) = dyt.split_at_mut(o_dim);
+            load_tile_t(dy, o_dim, r0, nr[0], d0);
+            load_tile_t(dy, o_dim, r0 + LANES, nr[1], d1);
+            let (dx0, dx1) = dxt.split_at_mut(i_dim);
             for i in 0..g {
                 acc.fill(f32x8::ZERO);
-                block_t(&wt[i * ci * co..][..ci * co], &ident, &dyt[i * co..][..co], &mut acc);
-                for (s, a) in acc.iter().enumerate() {
-                    dxt[src[i * ci + s]] = *a;
+                let (a0, a1) = acc.split_at_mut(ci);
+                let wi = &wt[i * ci * co..][..ci * co];
+                block_pair(wi, &ident, [&d0[i * co..][..co], &d1[i * co..][..co]], [&mut *a0, &mut *a1]);
+                for (s, &c) in src[i * ci..][..ci].iter().enumerate() {
+                    dx0[c] = a0[s];
+                    dx1[c] = a1[s];
                 }
             }
-            add_tile_t(alpha, &dxt, dxl, i_dim, nr);
+            let (dxl0, dxl1) = dxl.split_at_mut((LANES * i_dim).min(dxl.len()));
+            add_tile_t(alpha, dx0, dxl0, i_dim, nr[0]);
+            add_tile_t(alpha, dx1, dxl1, i_dim, nr[1]);
         }
     });
+}
+
+/// `pw[q] += Σ_t Σ_lanes dyo[t·o_dim] · xs[t·i_dim + cols[q]]` for `q < N`, over `nt` tiles:
+/// `N` independent FMA chains, reduced across lanes once.
+#[inline(always)]
+fn wgrad_cols<const N: usize>(
+    nt: usize,
+    dyo: &[f32x8],
+    o_dim: usize,
+    xs: &[f32x8],
+    i_dim: usize,
+    cols: &[usize],
+    pw: &mut [f32],
+) {
+    let cols: &[usize; N] = cols[..N].try_into().expect("N columns");
+    let mut a = [f32x8::ZERO; N];
+    for tt in 0..nt {
+        let d = dyo[tt * o_dim];
+        let xr = &xs[tt * i_dim..][..i_dim];
+        for q in 0..N {
+            a[q] = d.mul_add(xr[cols[q]], a[q]);
+        }
+    }
+    for q in 0..N {
+        pw[q] += a[q].reduce_add();
+    }
 }
 
 /// Lane weight gradient: rows in fixed slices of [`WGRAD_ROWS`], each slice's sums (over eight
@@ -301,31 +357,18 @@ fn backward_weight_lanes(spec: &GroupSpec, alpha: f32, x: &[f32], dy: &[f32], dw
                 for o in 0..co {
                     let oo = i * co + o;
                     let pw = &mut part[oo * ci..][..ci];
+                    let (dyo, xs) = (&dyt[oo..], &xt[..]);
                     let mut s = 0;
+                    while s + 8 <= ci {
+                        wgrad_cols::<8>(nt, dyo, o_dim, xs, i_dim, &srci[s..], &mut pw[s..]);
+                        s += 8;
+                    }
                     while s + 4 <= ci {
-                        let (c0, c1, c2, c3) = (srci[s], srci[s + 1], srci[s + 2], srci[s + 3]);
-                        let (mut a0, mut a1, mut a2, mut a3) = (f32x8::ZERO, f32x8::ZERO, f32x8::ZERO, f32x8::ZERO);
-                        for tt in 0..nt {
-                            let d = dyt[tt * o_dim + oo];
-                            let xr = &xt[tt * i_dim..][..i_dim];
-                            a0 = d.mul_add(xr[c0], a0);
-                            a1 = d.mul_add(xr[c1], a1);
-                            a2 = d.mul_add(xr[c2], a2);
-                            a3 = d.mul_add(xr[c3], a3);
-                        }
-                        pw[s] += a0.reduce_add();
-                        pw[s + 1] += a1.reduce_add();
-                        pw[s + 2] += a2.reduce_add();
-                        pw[s + 3] += a3.reduce_add();
+                        wgrad_cols::<4>(nt, dyo, o_dim, xs, i_dim, &srci[s..], &mut pw[s..]);
                         s += 4;
                     }
                     while s < ci {
-                        let c = srci[s];
-                        let mut a = f32x8::ZERO;
-                        for tt in 0..nt {
-                            a = dyt[tt * o_dim + oo].mul_add(xt[tt * i_dim + c], a);
-                        }
-                        pw[s] += a.reduce_add();
+                        wgrad_cols::<1>(nt, dyo, o_dim, xs, i_dim, &srci[s..], &mut pw[s..]);
                         s += 1;
                     }
                 }
@@ -341,8 +384,12 @@ fn backward_weight_lanes(spec: &GroupSpec, alpha: f32, x: &[f32], dy: &[f32], dw
     }
 }
 
-/// Rows per parallel task of the GEMM kernels (fixed: results do not depend on the thread count).
-const GEMM_ROWS: usize = 64;
+/// Rows per parallel task of the GEMM kernels: one long tile per thread (matrixmultiply prefers a
+/// long `m`). Each output value's reduction order is fixed by `k` alone, so results do not depend
+/// on the thread count.
+fn gemm_rows(rows: usize) -> usize {
+    par::row_chunk(rows, 128)
+}
 
 /// Forward: `y[r] += α·(BD(G)·P·x[r] + β)` for every row `r` of `x: [R, I]`, `y: [R, O]`.
 pub fn grouped_forward(
@@ -379,8 +426,9 @@ pub fn grouped_forward(
     }
     // Parallel over row tiles; each tile runs one single-threaded GEMM per group.
     let runs: Vec<Vec<Run>> = (0..g).map(|i| spec.runs(i)).collect();
-    par::for_each_chunk_mut(y, GEMM_ROWS * o_dim, |t, yc| {
-        let (r0, nr) = (t * GEMM_ROWS, yc.len() / o_dim);
+    let gr = gemm_rows(rows);
+    par::for_each_chunk_mut(y, gr * o_dim, |t, yc| {
+        let (r0, nr) = (t * gr, yc.len() / o_dim);
         add_bias(yc);
         let xc = &x[r0 * i_dim..(r0 + nr) * i_dim];
         let mut xt = Vec::new();
@@ -420,8 +468,9 @@ pub fn grouped_backward_input(spec: &GroupSpec, alpha: f32, dy: &[f32], w: &[f32
     }
     // Each run of group i writes its own input columns: dx[:, run] += α·dY_i·G_i[:, run].
     let runs: Vec<Vec<Run>> = (0..g).map(|i| spec.runs(i)).collect();
-    par::for_each_chunk_mut(dx, GEMM_ROWS * i_dim, |t, dxc| {
-        let (r0, nr) = (t * GEMM_ROWS, dxc.len() / i_dim);
+    let gr = gemm_rows(rows);
+    par::for_each_chunk_mut(dx, gr * i_dim, |t, dxc| {
+        let (r0, nr) = (t * gr, dxc.len() / i_dim);
         let dyc = &dy[r0 * o_dim..(r0 + nr) * o_dim];
         for (i, ri) in runs.iter().enumerate() {
             let wi = &w[i * co * ci..][..co * ci];
@@ -456,7 +505,7 @@ pub fn grouped_backward_weight(
     if rows == 0 {
         return Ok(());
     }
-    if spec.uses_lanes() {
+    if spec.wgrad_lanes() {
         backward_weight_lanes(spec, alpha, x, dy, dw);
         return Ok(());
     }
