@@ -9,11 +9,24 @@
 //! The reorder is never materialised. Reordered column `j`'s source advances by `ci` as long as
 //! `j / g` stays constant, so the inputs of a group form *runs* of constant stride
 //! ([`GroupSpec::runs`]): one run per group without reorder (stride 1) or when `ci` divides `g`
-//! (stride `ci`). The kernels address those runs in place (GEMM views with strides). Two regimes:
-//! - large blocks (`ci·co ≥ 256`): one strided GEMM per group and run (for the forward with several
-//!   runs per group, each row tile is gathered once, as a GEMM packs its operands);
-//! - small blocks (the paper's `g = 384`: 2×2 … 8×2 blocks): a row-parallel loop that reads each
-//!   input row once and writes each output row once: memory-bound, as it should be.
+//! (stride `ci`). Two regimes, chosen by the block size `ci·co`:
+//! - **lane kernels** (blocks of up to 1024 weights, i.e. up to 32×32; the weight gradient up to
+//!   256, 16×16; the paper's `g = 384` has 2×2 blocks): rows are taken eight at a time and
+//!   transposed (8×8 AVX shuffles) into a tile whose SIMD lanes are the eight rows, column by
+//!   column. Every output is then a chain of FMAs `Σ_s G[i,o,s]·x̃[s]` over whole columns of the
+//!   tile, with the weight broadcast: any `ci`, `co` and reorder (`src(j)` is just which column is
+//!   read) with no gathers and no masks, and each row of `x` is read and each row of `y` written once.
+//!   The input gradient is the same with `Gᵀ` (transposed per call, it is small); the weight
+//!   gradient sums `dy ⊗ x̃` over tiles in registers, reduces the lanes once per 64 rows, and keeps
+//!   per-128-row partial sums apart, added in order at the end.
+//! - **GEMM kernels** (larger blocks, and `g = 1`): matrixmultiply on strided views of each group's
+//!   runs. Forward and input gradient are parallel over row tiles, one single-threaded GEMM per
+//!   (tile, group, run); the weight gradient is parallel over groups, one GEMM over all rows each.
+//!   A group with several runs is gathered tile by tile for the forward (the GEMM's own packing step
+//!   copies it anyway); the input gradient writes its runs in place through the output's strides.
+//!
+//! Work is split so that each output value is computed by one thread in a fixed order: results do
+//! not depend on the thread count ([`crate::par`]).
 //!
 //! Every kernel has a `*_scalar` twin (plain loops over `src`) used as the test oracle.
 
@@ -435,7 +448,14 @@ pub fn grouped_forward(
         for (i, ri) in runs.iter().enumerate() {
             let wi = MatRef::new(&w[i * co * ci..][..co * ci], co, ci).t();
             if let [r] = ri[..] {
-                sgemm_serial(alpha, MatRef::strided(&xc[r.start..], nr, ci, i_dim, r.stride), wi, &mut yc[i * co..], o_dim, 1);
+                sgemm_serial(
+                    alpha,
+                    MatRef::strided(&xc[r.start..], nr, ci, i_dim, r.stride),
+                    wi,
+                    &mut yc[i * co..],
+                    o_dim,
+                    1,
+                );
             } else {
                 // Several runs: gather the group's inputs (the GEMM's own packing step would copy them anyway).
                 xt.resize(nr * ci, 0.0);
