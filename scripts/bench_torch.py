@@ -50,15 +50,21 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+LAST_CPU_MS = [0.0]
+
+
 def timeit(fn, min_time=1.0, min_reps=5, max_reps=200, warmup=2):
+    """Returns (median wall s, min wall s, reps); LAST_CPU_MS[0] = process CPU ms per rep (all threads)."""
     for _ in range(warmup):
         fn()
     times = []
     start = time.perf_counter()
+    cpu0 = time.process_time()
     while len(times) < min_reps or (time.perf_counter() - start < min_time and len(times) < max_reps):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
+    LAST_CPU_MS[0] = (time.process_time() - cpu0) * 1e3 / len(times)
     return statistics.median(times), min(times), len(times)
 
 
@@ -102,11 +108,12 @@ def bench_sgemm():
         a = torch.randn(m, k)
         b = torch.randn(k, n)
         c = torch.empty(m, n)
-        med, mn, reps = timeit(lambda: torch.mm(a, b, out=c))
+        med, mn, reps = timeit(lambda: torch.mm(a, b, out=c), min_time=2.0, min_reps=10)
         flop = 2.0 * m * k * n
         rows.append(dict(m=m, k=k, n=n, ms=med * 1e3, ms_min=mn * 1e3, gflops=flop / med / 1e9,
-                         gflops_best=flop / mn / 1e9, reps=reps))
-        print(f"sgemm {m}x{k}x{n}: {med*1e3:8.2f} ms  {flop/med/1e9:7.1f} GFLOP/s (best {flop/mn/1e9:.1f})")
+                         gflops_best=flop / mn / 1e9, reps=reps, cpu_ms=LAST_CPU_MS[0]))
+        print(f"sgemm {m}x{k}x{n}: median {med*1e3:8.2f} ms {flop/med/1e9:7.1f} GFLOP/s | min {mn*1e3:8.2f} ms "
+              f"{flop/mn/1e9:7.1f} GFLOP/s | cpu {LAST_CPU_MS[0]:8.2f} ms/call")
     return rows
 
 
@@ -118,10 +125,10 @@ def bench_vit_fwd():
         for batch in (1, 8):
             x = torch.randn(batch, 3, 224, 224)
             with torch.no_grad():
-                med, mn, reps = timeit(lambda: model(x), min_reps=5, min_time=2.0)
+                med, mn, reps = timeit(lambda: model(x), min_reps=10, min_time=3.0)
             rows.append(dict(model=name, batch=batch, ms=med * 1e3, ms_min=mn * 1e3,
-                             ms_per_image=med * 1e3 / batch, reps=reps))
-            print(f"{name} batch {batch}: {med*1e3:8.2f} ms ({med*1e3/batch:.2f} ms/img)")
+                             ms_per_image=med * 1e3 / batch, reps=reps, cpu_ms=LAST_CPU_MS[0]))
+            print(f"{name} batch {batch}: median {med*1e3:8.2f} ms, min {mn*1e3:8.2f} ms, cpu {LAST_CPU_MS[0]:8.2f} ms/call")
         del model
     return rows
 
@@ -151,8 +158,8 @@ def bench_grouped(t_tokens=1576, d=768):
         useful = 2.0 * t_tokens * d * d / g
         res = {}
         for nm, fn in (("einsum", f_einsum), ("bmm", f_bmm), ("conv1d", f_conv)):
-            med, mn, _ = timeit(fn, min_time=0.5)
-            res[nm] = dict(ms=med * 1e3, ms_min=mn * 1e3, gflops=useful / med / 1e9)
+            med, mn, _ = timeit(fn, min_time=1.0, min_reps=10)
+            res[nm] = dict(ms=med * 1e3, ms_min=mn * 1e3, gflops=useful / med / 1e9, cpu_ms=LAST_CPU_MS[0])
         best = min(res, key=lambda k: res[k]["ms"])
         best_of_min = min(res, key=lambda k: res[k]["ms_min"])
         rows.append(dict(T=t_tokens, D=d, g=g, best=best, best_ms=res[best]["ms"],
@@ -160,7 +167,7 @@ def bench_grouped(t_tokens=1576, d=768):
                          best_ms_min=res[best_of_min]["ms_min"],
                          best_gflops_min=useful / (res[best_of_min]["ms_min"] / 1e3) / 1e9, methods=res))
         print(f"grouped g={g:3d}: best {best:6s} {res[best]['ms']:7.3f} ms {res[best]['gflops']:6.1f} useful GFLOP/s  "
-              + "  ".join(f"{k} {v['ms']:.3f}" for k, v in res.items()))
+              + "  ".join(f"{k} {v['ms']:.3f}/{v['ms_min']:.3f}" for k, v in res.items()) + " (median/min ms)")
     return rows
 
 
@@ -226,7 +233,7 @@ def run_train_case(case_name, mode, threads):
 
     med, mn, reps = timeit(step, min_time=3.0, min_reps=3, max_reps=30, warmup=1)
     return dict(case=case_name, mode=mode, batch=case["batch"], img=case["img"], ms=med * 1e3,
-                ms_min=mn * 1e3, images_per_s=case["batch"] / med, reps=reps, trainable_params=n_train,
+                ms_min=mn * 1e3, images_per_s=case["batch"] / med, reps=reps, cpu_ms=LAST_CPU_MS[0], trainable_params=n_train,
                 total_params=n_total, peak_rss_mb=peak_rss_mb(), threads=threads)
 
 
@@ -238,9 +245,59 @@ def bench_train(threads):
                                   "--threads", str(threads)], capture_output=True, text=True, check=True)
             row = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append(row)
-            print(f"train {case_name:24s} {mode:12s}: {row['ms']:9.1f} ms/step  {row['images_per_s']:7.1f} img/s  "
+            print(f"train {case_name:24s} {mode:12s}: median {row['ms']:9.1f} min {row['ms_min']:9.1f} ms/step  "
+                  f"cpu {row['cpu_ms']:9.1f} ms/step  {row['images_per_s']:7.1f} img/s  "
                   f"trainable {row['trainable_params']:,}  peak RSS {row['peak_rss_mb']:.0f} MB")
     return rows
+
+
+def combine_rounds(rounds):
+    """rounds: list (one per round) of row lists in the same order. For each row keep the fields of the
+    round with the smallest ms_min, plus ms_min_all / ms_median_all: the min of the per-round mins and
+    the median of the per-round medians."""
+    out = []
+    for rows in zip(*rounds):
+        if "methods" in rows[0]:  # grouped: combine per method, then pick the best
+            methods = {}
+            for nm in rows[0]["methods"]:
+                per = [r["methods"][nm] for r in rows]
+                best = dict(min(per, key=lambda v: v["ms_min"]))
+                best["ms_median_all"] = statistics.median(v["ms"] for v in per)
+                best["ms_min_all"] = min(v["ms_min"] for v in per)
+                methods[nm] = best
+            row = dict(rows[0], methods=methods, rounds=len(rows))
+            useful = 2.0 * row["T"] * row["D"] * row["D"] / row["g"]
+            b = min(methods, key=lambda k: methods[k]["ms_min_all"])
+            row.update(best=b, best_ms=methods[b]["ms_median_all"], best_ms_min=methods[b]["ms_min_all"],
+                       best_gflops=useful / (methods[b]["ms_median_all"] / 1e3) / 1e9,
+                       best_gflops_min=useful / (methods[b]["ms_min_all"] / 1e3) / 1e9, best_of_min=b)
+        else:
+            row = dict(min(rows, key=lambda r: r["ms_min"]))
+            row["ms_median_all"] = statistics.median(r["ms"] for r in rows)
+            row["ms_min_all"] = min(r["ms_min"] for r in rows)
+            row["rounds"] = len(rows)
+            if "gflops" in row:
+                flop = 2.0 * row["m"] * row["k"] * row["n"]
+                row["gflops_median_all"] = flop / (row["ms_median_all"] / 1e3) / 1e9
+                row["gflops_best_all"] = flop / (row["ms_min_all"] / 1e3) / 1e9
+        out.append(row)
+    return out
+
+
+def print_table(res):
+    print("\n==== summary (min over all repeats and rounds = best observed; median of round medians) ====")
+    for r in res.get("sgemm", []):
+        print(f"sgemm {r['m']:5d}x{r['k']:5d}x{r['n']:5d}  best {r['gflops_best_all']:7.1f} GFLOP/s "
+              f"({r['ms_min_all']:8.2f} ms)  median {r['gflops_median_all']:7.1f} GFLOP/s")
+    for r in res.get("vit_fwd", []):
+        print(f"{r['model']:22s} b{r['batch']:<3d} best {r['ms_min_all']:8.2f} ms  median {r['ms_median_all']:8.2f} ms")
+    for r in res.get("grouped", []):
+        print(f"grouped T={r['T']} D={r['D']} g={r['g']:3d}  best {r['best_of_min']:6s} {r['best_ms_min']:7.3f} ms "
+              f"{r['best_gflops_min']:6.1f} useful GFLOP/s  median {r['best_ms']:7.3f} ms  "
+              + " ".join(f"{k}={v['ms_min_all']:.3f}" for k, v in r["methods"].items()))
+    for r in res.get("train", []):
+        print(f"train {r['case']:24s} {r['mode']:12s} best {r['ms_min_all']:9.1f} ms/step  median "
+              f"{r['ms_median_all']:9.1f}  trainable {r['trainable_params']:>10,}  peak RSS {r['peak_rss_mb']:.0f} MB")
 
 
 def main():
@@ -248,6 +305,8 @@ def main():
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", nargs="*", choices=["sgemm", "vit_fwd", "grouped", "train"])
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every section this many times (interleaved) and keep the best / median")
     ap.add_argument("--_train", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -258,15 +317,17 @@ def main():
     res = {"machine": machine_info(), "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "loadavg_start": os.getloadavg()}
     torch.manual_seed(0)
-    if "sgemm" in sections:
-        res["sgemm"] = bench_sgemm()
-    if "vit_fwd" in sections:
-        res["vit_fwd"] = bench_vit_fwd()
-    if "grouped" in sections:
-        res["grouped"] = bench_grouped()
+    fns = {"sgemm": bench_sgemm, "vit_fwd": bench_vit_fwd, "grouped": bench_grouped,
+           "train": lambda: bench_train(args.threads)}
+    per_round = {k: [] for k in sections}
+    for rnd in range(args.rounds):
+        print(f"---- round {rnd + 1}/{args.rounds}")
+        for k in sections:
+            per_round[k].append(fns[k]())
+    for k in sections:
+        res[k] = combine_rounds(per_round[k])
+    res["rounds"] = args.rounds
     res["peak_rss_mb_main"] = peak_rss_mb()
-    if "train" in sections:
-        res["train"] = bench_train(args.threads)
     res["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     res["loadavg_end"] = os.getloadavg()
     res["notes"] = ("float32, CPU, torch.set_num_threads(%d); median of repeats after warm-up (ms_min = best); "
@@ -275,8 +336,10 @@ def main():
                     "block, branches + head trainable; each train case in its own subprocess (peak RSS is that "
                     "process's ru_maxrss). loadavg_* are the machine's 1/5/15-min load averages: on a 2-CPU machine "
                     "shared with other jobs, a load above 2 means the medians include waiting for a CPU, and "
-                    "ms_min (best repeat) is then the better estimate of uncontended speed." % args.threads)
-    print(f"peak RSS (main process) {res['peak_rss_mb_main']:.0f} MB")
+                    "ms_min (best repeat) is then the better estimate of uncontended speed. cpu_ms = process CPU time per "
+                    "call summed over all threads (includes OpenMP spin-waiting)." % args.threads)
+    print_table(res)
+    print(f"peak RSS (main process, without the train subprocesses) {res['peak_rss_mb_main']:.0f} MB")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:

@@ -1,6 +1,11 @@
 //! The grouped-connection kernels against their scalar twins and against an independent dense
 //! reference (the block-diagonal matrix built entry by entry, its columns permuted by the
-//! ShuffleNet interleave), on random shapes in both regimes (small and large blocks).
+//! ShuffleNet interleave), on random shapes covering every path of the fast kernels:
+//! - lane kernels (blocks of ≤ 1024 weights; weight gradient ≤ 256): rows not multiples of the
+//!   8-row tile, the 16-row pair, the 64-row task or the 128-row gradient slice; widths not
+//!   multiples of 8 (the transposition's scalar tail);
+//! - GEMM kernels (larger blocks, and `g = 1`), with one run per group or several (reorder);
+//! - depthwise (`g = I`, `ci = 1`), reorder on and off, and thread-count independence.
 
 use consolidator::kernels::grouped::*;
 use proptest::prelude::*;
@@ -49,8 +54,69 @@ fn spec_strategy() -> impl Strategy<Value = (GroupSpec, usize)> {
         .prop_map(|(ci, co, g, reorder, rows)| (GroupSpec::new(ci * g, co * g, g, reorder).unwrap(), rows))
 }
 
+/// Every fast kernel against its scalar twin (and the forward/backward tests below against the
+/// dense reference): forward with bias, input gradient, weight and bias gradients.
+fn fast_matches_twin(spec: &GroupSpec, rows: usize, alpha: f32, seed: u64) -> Result<(), String> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (i_dim, o_dim) = (spec.in_dim, spec.out_dim);
+    let x = randv(rows * i_dim, &mut rng);
+    let w = randv(spec.weight_len(), &mut rng);
+    let b = randv(o_dim, &mut rng);
+    let y0 = randv(rows * o_dim, &mut rng);
+    let dy = randv(rows * o_dim, &mut rng);
+    let dx0 = randv(rows * i_dim, &mut rng);
+    let dw0 = randv(spec.weight_len(), &mut rng);
+    let as64 = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<f64>>();
+    let (mut y, mut yt) = (y0.clone(), y0.clone());
+    grouped_forward(spec, alpha, &x, &w, Some(&b), &mut y).unwrap();
+    grouped_forward_scalar(spec, alpha, &x, &w, Some(&b), &mut yt).unwrap();
+    close(&y, &as64(&yt), 1e-5).map_err(|e| format!("forward {spec:?} rows {rows}: {e}"))?;
+    let (mut dx, mut dxt) = (dx0.clone(), dx0.clone());
+    grouped_backward_input(spec, alpha, &dy, &w, &mut dx).unwrap();
+    grouped_backward_input_scalar(spec, alpha, &dy, &w, &mut dxt).unwrap();
+    close(&dx, &as64(&dxt), 1e-5).map_err(|e| format!("dx {spec:?} rows {rows}: {e}"))?;
+    let (mut dw, mut dwt) = (dw0.clone(), dw0.clone());
+    let (mut db, mut dbt) = (b.clone(), b.clone());
+    grouped_backward_weight(spec, alpha, &x, &dy, &mut dw, Some(&mut db)).unwrap();
+    grouped_backward_weight_scalar(spec, alpha, &x, &dy, &mut dwt, Some(&mut dbt)).unwrap();
+    close(&dw, &as64(&dwt), 1e-5).map_err(|e| format!("dw {spec:?} rows {rows}: {e}"))?;
+    close(&db, &as64(&dbt), 1e-5).map_err(|e| format!("db {spec:?} rows {rows}: {e}"))
+}
+
+/// Lane-kernel shapes: small blocks, many groups, rows across every tile edge.
+fn small_block_strategy() -> impl Strategy<Value = (GroupSpec, usize)> {
+    (1usize..20, 1usize..20, 1usize..40, any::<bool>(), 0usize..300)
+        .prop_map(|(ci, co, g, reorder, rows)| (GroupSpec::new(ci * g, co * g, g, reorder).unwrap(), rows))
+}
+
+/// GEMM-kernel shapes: blocks above the lane limits (and `g = 1`).
+fn large_block_strategy() -> impl Strategy<Value = (GroupSpec, usize)> {
+    (17usize..70, 17usize..70, prop::sample::select(vec![1usize, 2, 3, 5]), any::<bool>(), 0usize..200)
+        .prop_map(|(ci, co, g, reorder, rows)| (GroupSpec::new(ci * g, co * g, g, reorder).unwrap(), rows))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
+
+    #[test]
+    fn small_blocks_match_twin((spec, rows) in small_block_strategy(), alpha in 0.5f32..2.0, seed in 0u64..10_000) {
+        let r = fast_matches_twin(&spec, rows, alpha, seed);
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+    }
+
+    #[test]
+    fn large_blocks_match_twin((spec, rows) in large_block_strategy(), alpha in 0.5f32..2.0, seed in 0u64..10_000) {
+        let r = fast_matches_twin(&spec, rows, alpha, seed);
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+    }
+
+    #[test]
+    fn depthwise_matches_twin(i_dim in 1usize..80, mult in 1usize..4, reorder in any::<bool>(), rows in 0usize..150, seed in 0u64..10_000) {
+        // g = I: one input per group (ci = 1), `mult` outputs each.
+        let spec = GroupSpec::new(i_dim, i_dim * mult, i_dim, reorder).unwrap();
+        let r = fast_matches_twin(&spec, rows, 1.0, seed);
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+    }
 
     #[test]
     fn forward_matches_dense_reference_and_twin((spec, rows) in spec_strategy(), alpha in 0.5f32..2.0, seed in 0u64..10_000) {
@@ -129,6 +195,59 @@ fn extreme_group_counts_dense_and_depthwise() {
             let yt64: Vec<f64> = yt.iter().map(|&v| v as f64).collect();
             close(&y, &yt64, 1e-5).unwrap();
         }
+    }
+}
+
+/// Frozen edge cases: each fast path at its tile edges.
+#[test]
+fn tile_edges_match_twin() {
+    let cases = [
+        // (ci, co, g, rows): lanes (pairs of 8-row tiles, 64-row tasks, 128-row slices, 8-wide tails)
+        (2, 2, 384, 1576),
+        (3, 5, 7, 17),
+        (8, 8, 4, 129),
+        (12, 12, 8, 65),
+        (16, 16, 3, 256),
+        (17, 15, 2, 127),
+        (32, 32, 3, 33),
+        // GEMM paths: just above the lane limits, several runs with reorder
+        (33, 32, 3, 71),
+        (48, 48, 4, 200),
+        (40, 40, 1, 9),
+    ];
+    for (ci, co, g, rows) in cases {
+        for reorder in [false, true] {
+            let spec = GroupSpec::new(ci * g, co * g, g, reorder).unwrap();
+            fast_matches_twin(&spec, rows, 1.5, (ci * co * g + rows) as u64).unwrap();
+        }
+    }
+}
+
+/// The fast kernels give bit-identical results on one thread and on all of them.
+#[test]
+fn results_do_not_depend_on_thread_count() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    for (ci, co, g) in [(2, 2, 96), (12, 12, 16), (24, 24, 8), (64, 64, 3), (96, 96, 1)] {
+        let spec = GroupSpec::new(ci * g, co * g, g, true).unwrap();
+        let rows = 301;
+        let x = randv(rows * spec.in_dim, &mut rng);
+        let w = randv(spec.weight_len(), &mut rng);
+        let dy = randv(rows * spec.out_dim, &mut rng);
+        let run = || {
+            let mut y = vec![0.0; rows * spec.out_dim];
+            let mut dx = vec![0.0; rows * spec.in_dim];
+            let mut dw = vec![0.0; spec.weight_len()];
+            grouped_forward(&spec, 1.0, &x, &w, None, &mut y).unwrap();
+            grouped_backward_input(&spec, 1.0, &dy, &w, &mut dx).unwrap();
+            grouped_backward_weight(&spec, 1.0, &x, &dy, &mut dw, None).unwrap();
+            (y, dx, dw)
+        };
+        let all = run();
+        let before = consolidator::par::threads();
+        consolidator::par::set_threads(1);
+        let one = run();
+        consolidator::par::set_threads(before);
+        assert!(all == one, "{spec:?}");
     }
 }
 

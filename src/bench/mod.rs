@@ -1,4 +1,6 @@
 //! The `consolidator bench` workloads (the criterion benches in `benches/` mirror them).
 
 pub mod gc;
+pub mod gemm;
+pub mod peak;
 pub mod vit;

@@ -12,6 +12,11 @@ pub fn bench(args: &Args) -> Result<(), String> {
     let mut parts: Vec<(String, String)> = Vec::new();
     let all = what == "all";
     let mut known = all;
+    if all || what == "gemm" {
+        known = true;
+        let r = bench::gemm::run_gemm_bench(if quick { 150 } else { 600 }).map_err(e)?;
+        parts.push(("gemm".into(), if json { r.to_json() } else { r.to_string() }));
+    }
     if all || what == "gc" {
         known = true;
         let groups: &[usize] = &[1, 2, 4, 8, 16, 32, 64, 384];

@@ -1,11 +1,28 @@
 //! Exact-erf GELU, `gelu_erf(x) = x·Φ(x) = ½·x·(1 + erf(x/√2))`, and its derivative
 //! `Φ(x) + x·φ(x)` with `φ(x) = exp(−x²/2)/√(2π)`. (The tanh approximation is a different
 //! function; timm's ViT uses this exact one.)
+//!
+//! The fast kernels evaluate `Φ(x) = ½·(1 + erf(x/√2))` with a vectorised `erf` of our own
+//! ([`erf_slice`]), abs error ≤ 2e-7 against [`erf_f64`]:
+//!
+//! * `|z| < 1`: `erf(z) = z·P(z²)`, `P` of degree 6 (least-squares fit on Chebyshev nodes,
+//!   error 1.2e-9 before rounding);
+//! * `1 ≤ |z| < 3.92`: `erfc(|z|) = exp(Q(|z| − 2.45))`, `Q` of degree 8 fitted to `ln erfc`
+//!   (error 4e-10 before rounding), so the tails `Φ(x) = ½·erfc(−z)` for `x < 0` lose nothing to
+//!   cancellation;
+//! * `|z| ≥ 3.92`: `erfc(|z|) < 3e-8`, taken as 0.
+//!
+//! GELU values differ from the scalar twins (which round `erf` to `f32` first) by at most
+//! `1e-6·max(1, |x|)`. Large inputs (≥ 64K values) are split across [`crate::par`] workers.
+
+use super::simd::{self, exp8};
+use crate::par;
+use wide::{f32x8, CmpGe, CmpLt};
 
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
 
-/// `erf(x)`, max abs error ≈ 1.2e-7 (W. J. Cody's rational approximations, via `f64` `erfc`-free form).
+/// `erf(x)`: [`erf_f64`] rounded to `f32` (the oracle's precision, not a fast path).
 pub fn erf(x: f32) -> f32 {
     erf_f64(x as f64) as f32
 }
@@ -24,7 +41,7 @@ pub fn erf_f64(x: f64) -> f64 {
             term *= -x2 / n;
             let t = term / (2.0 * n + 1.0);
             sum += t;
-            if t.abs() < 1e-17 * sum.abs() {
+            if t.abs() <= 1e-17 * sum.abs() {
                 break;
             }
         }
@@ -48,7 +65,12 @@ pub fn erf_f64(x: f64) -> f64 {
 
 /// `out[i] = gelu_erf(x[i])`.
 pub fn gelu_erf(x: &[f32], out: &mut [f32]) {
-    gelu_erf_scalar(x, out)
+    assert_eq!(x.len(), out.len());
+    let chunk = simd::flat_chunk_len(x.len());
+    par::for_each_chunk_mut(out, chunk, |i, o| {
+        let xs = &x[i * chunk..i * chunk + o.len()];
+        simd::map1(xs, o, |v| v * phi8(v));
+    });
 }
 /// Scalar twin of [`gelu_erf`].
 pub fn gelu_erf_scalar(x: &[f32], out: &mut [f32]) {
@@ -60,7 +82,15 @@ pub fn gelu_erf_scalar(x: &[f32], out: &mut [f32]) {
 
 /// `dx[i] = dy[i] · gelu_erf'(x[i])`.
 pub fn gelu_erf_backward(x: &[f32], dy: &[f32], dx: &mut [f32]) {
-    gelu_erf_backward_scalar(x, dy, dx)
+    assert!(x.len() == dy.len() && x.len() == dx.len());
+    let chunk = simd::flat_chunk_len(x.len());
+    par::for_each_chunk_mut(dx, chunk, |i, d| {
+        let r = i * chunk..i * chunk + d.len();
+        simd::map2(&x[r.clone()], &dy[r], d, |v, g| {
+            let pdf = f32x8::splat(FRAC_1_SQRT_2PI) * exp8(f32x8::splat(-0.5) * v * v);
+            g * v.mul_add(pdf, phi8(v))
+        });
+    });
 }
 /// Scalar twin of [`gelu_erf_backward`].
 pub fn gelu_erf_backward_scalar(x: &[f32], dy: &[f32], dx: &mut [f32]) {
@@ -69,5 +99,92 @@ pub fn gelu_erf_backward_scalar(x: &[f32], dy: &[f32], dx: &mut [f32]) {
         let cdf = 0.5 * (1.0 + erf(v * FRAC_1_SQRT_2));
         let pdf = FRAC_1_SQRT_2PI * (-0.5 * v * v).exp();
         *d = g * (cdf + v * pdf);
+    }
+}
+
+/// `out[i] = erf(x[i])`, vectorised; abs error ≤ 2e-7 against [`erf_f64`] (see the module doc).
+pub fn erf_slice(x: &[f32], out: &mut [f32]) {
+    simd::map1(x, out, erf8);
+}
+
+/// `erf(z) = z·P(z²)` for `|z| < 1` (the fit's constant term is `2/√π` to `f32` precision).
+const ERF_SMALL: [f32; 7] = [
+    std::f32::consts::FRAC_2_SQRT_PI,
+    -0.37612626,
+    0.11283597,
+    -0.026854329,
+    0.005189312,
+    -0.0008018855,
+    7.8824974e-05,
+];
+/// `ln erfc(a) = Q(a − ERFC_CENTER)` for `1 ≤ a < ERFC_ZERO`.
+const ERFC_LOG: [f32; 9] = [
+    -7.5415397,
+    -5.2583737,
+    -0.9422319,
+    -0.011302198,
+    0.0022733065,
+    -0.000444126,
+    8.204321e-05,
+    -1.39396425e-05,
+    1.6449659e-06,
+];
+/// Centre of the `ln erfc` fit on `[1, 3.92]`.
+const ERFC_CENTER: f32 = 2.45;
+/// Beyond this `erfc` is below 3e-8 and is taken as zero.
+const ERFC_ZERO: f32 = 3.92;
+
+/// Horner evaluation of `c[0] + c[1]·t + …`.
+#[inline(always)]
+fn horner(c: &[f32], t: f32x8) -> f32x8 {
+    let mut p = f32x8::splat(c[c.len() - 1]);
+    for &k in c[..c.len() - 1].iter().rev() {
+        p = p.mul_add(t, f32x8::splat(k));
+    }
+    p
+}
+
+/// `(erf(z) for |z| < 1, erfc(|z|) for |z| ≥ 1, mask |z| < 1)`, lane-wise.
+#[inline(always)]
+fn erf_parts(z: f32x8) -> (f32x8, f32x8, f32x8) {
+    let a = z.abs();
+    let small = z * horner(&ERF_SMALL, z * z);
+    let t = a.min(f32x8::splat(ERFC_ZERO)) - f32x8::splat(ERFC_CENTER);
+    let tail = exp8(horner(&ERFC_LOG, t));
+    let tail = a.cmp_ge(f32x8::splat(ERFC_ZERO)).blend(f32x8::ZERO, tail);
+    (small, tail, a.cmp_lt(f32x8::ONE))
+}
+
+/// Vectorised `erf`.
+#[inline(always)]
+fn erf8(z: f32x8) -> f32x8 {
+    let (small, tail, is_small) = erf_parts(z);
+    let big = (f32x8::ONE - tail).copysign(z);
+    is_small.blend(small, big)
+}
+
+/// Vectorised standard normal CDF `Φ(x) = ½·(1 + erf(x/√2))`.
+#[inline(always)]
+fn phi8(x: f32x8) -> f32x8 {
+    let z = x * f32x8::splat(FRAC_1_SQRT_2);
+    let (small, tail, is_small) = erf_parts(z);
+    let half = f32x8::splat(0.5);
+    let half_tail = half * tail;
+    let big = z.cmp_lt(f32x8::ZERO).blend(half_tail, f32x8::ONE - half_tail);
+    is_small.blend(small.mul_add(half, half), big)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vectorised `erf` on a dense grid over [−6, 6]: abs error ≤ 2e-7.
+    #[test]
+    fn erf_slice_is_within_2e_7() {
+        let x: Vec<f32> = (-600_000..=600_000).map(|i| i as f32 * 1e-5).collect();
+        let mut y = vec![0.0; x.len()];
+        erf_slice(&x, &mut y);
+        let worst = x.iter().zip(&y).map(|(&v, &e)| (e as f64 - erf_f64(v as f64)).abs()).fold(0.0f64, f64::max);
+        assert!(worst <= 2e-7, "max abs error {worst:e}");
     }
 }

@@ -1,11 +1,30 @@
 //! Elementwise kernels and reductions on slices.
 //!
 //! Each public kernel has a `*_scalar` twin: the plain loop, used as the test oracle.
-//! (The fast versions use `wide::f32x8`; see the property tests in `tests/kernels.rs`.)
+//! The fast versions use `wide::f32x8`; see the property tests in `tests/kernels.rs`.
+//!
+//! `add`, `mul`, `scale`, `axpy` and `sum_rows_into` give bit-for-bit the results of their twins
+//! (same operations, same order per value; `axpy` deliberately does not fuse its multiply-add).
+//! `sum` and `dot` add in `f32` within blocks of [`BLOCK`] values (32 lanes, then a fixed
+//! reduction tree), and add the block sums in `f64`: error ≤ 2e-6·Σ|xᵢ| against the `f64` twins.
+//! Large inputs (≥ 64K values) of the elementwise kernels and `sum_rows_into` are split across
+//! [`crate::par`] workers; `sum` and `dot` (bandwidth-bound) stay on the calling thread.
+
+use super::simd::{self, load, W};
+use crate::par;
+use wide::f32x8;
+
+/// Values per `f32` block in [`sum`] and [`dot`]; the block sums are added in `f64`.
+pub const BLOCK: usize = 256;
 
 /// `out[i] = a[i] + b[i]`.
 pub fn add(a: &[f32], b: &[f32], out: &mut [f32]) {
-    add_scalar(a, b, out)
+    assert!(a.len() == b.len() && a.len() == out.len());
+    let chunk = simd::flat_chunk_len(out.len());
+    par::for_each_chunk_mut(out, chunk, |i, o| {
+        let r = i * chunk..i * chunk + o.len();
+        simd::map2(&a[r.clone()], &b[r], o, |x, y| x + y);
+    });
 }
 /// Scalar twin of [`add`].
 pub fn add_scalar(a: &[f32], b: &[f32], out: &mut [f32]) {
@@ -17,7 +36,12 @@ pub fn add_scalar(a: &[f32], b: &[f32], out: &mut [f32]) {
 
 /// `out[i] = a[i] * b[i]`.
 pub fn mul(a: &[f32], b: &[f32], out: &mut [f32]) {
-    mul_scalar(a, b, out)
+    assert!(a.len() == b.len() && a.len() == out.len());
+    let chunk = simd::flat_chunk_len(out.len());
+    par::for_each_chunk_mut(out, chunk, |i, o| {
+        let r = i * chunk..i * chunk + o.len();
+        simd::map2(&a[r.clone()], &b[r], o, |x, y| x * y);
+    });
 }
 /// Scalar twin of [`mul`].
 pub fn mul_scalar(a: &[f32], b: &[f32], out: &mut [f32]) {
@@ -29,7 +53,17 @@ pub fn mul_scalar(a: &[f32], b: &[f32], out: &mut [f32]) {
 
 /// `x[i] *= s`.
 pub fn scale(x: &mut [f32], s: f32) {
-    scale_scalar(x, s)
+    let chunk = simd::flat_chunk_len(x.len());
+    let sv = f32x8::splat(s);
+    par::for_each_chunk_mut(x, chunk, |_, xs| {
+        let mut c = xs.chunks_exact_mut(W);
+        for v in &mut c {
+            simd::store(load(v) * sv, v);
+        }
+        for v in c.into_remainder() {
+            *v *= s;
+        }
+    });
 }
 /// Scalar twin of [`scale`].
 pub fn scale_scalar(x: &mut [f32], s: f32) {
@@ -40,7 +74,21 @@ pub fn scale_scalar(x: &mut [f32], s: f32) {
 
 /// `y[i] += alpha * x[i]`.
 pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
-    axpy_scalar(alpha, x, y)
+    assert_eq!(x.len(), y.len());
+    let chunk = simd::flat_chunk_len(y.len());
+    let av = f32x8::splat(alpha);
+    par::for_each_chunk_mut(y, chunk, |i, ys| {
+        let xs = &x[i * chunk..i * chunk + ys.len()];
+        let mut yc = ys.chunks_exact_mut(W);
+        let mut xc = xs.chunks_exact(W);
+        for (yv, xv) in (&mut yc).zip(&mut xc) {
+            // Multiply, then add: two roundings, exactly as the scalar twin.
+            simd::store(load(yv) + av * load(xv), yv);
+        }
+        for (v, a) in yc.into_remainder().iter_mut().zip(xc.remainder()) {
+            *v += alpha * a;
+        }
+    });
 }
 /// Scalar twin of [`axpy`].
 pub fn axpy_scalar(alpha: f32, x: &[f32], y: &mut [f32]) {
@@ -52,7 +100,7 @@ pub fn axpy_scalar(alpha: f32, x: &[f32], y: &mut [f32]) {
 
 /// Sum of the values.
 pub fn sum(x: &[f32]) -> f32 {
-    sum_scalar(x)
+    x.chunks(BLOCK).map(|b| block_dot(b, None) as f64).sum::<f64>() as f32
 }
 /// Scalar twin of [`sum`] (accumulates in `f64`).
 pub fn sum_scalar(x: &[f32]) -> f32 {
@@ -61,7 +109,8 @@ pub fn sum_scalar(x: &[f32]) -> f32 {
 
 /// Dot product.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    dot_scalar(a, b)
+    assert_eq!(a.len(), b.len());
+    a.chunks(BLOCK).zip(b.chunks(BLOCK)).map(|(x, y)| block_dot(x, Some(y)) as f64).sum::<f64>() as f32
 }
 /// Scalar twin of [`dot`] (accumulates in `f64`).
 pub fn dot_scalar(a: &[f32], b: &[f32]) -> f32 {
@@ -71,7 +120,30 @@ pub fn dot_scalar(a: &[f32], b: &[f32]) -> f32 {
 
 /// Column sums of a row-major `rows × cols` matrix, added into `out[cols]` (bias gradients).
 pub fn sum_rows_into(x: &[f32], cols: usize, out: &mut [f32]) {
-    sum_rows_into_scalar(x, cols, out)
+    assert_eq!(out.len(), cols);
+    if cols == 0 {
+        return;
+    }
+    let rows = x.len() / cols;
+    let x = &x[..rows * cols];
+    // Split the columns (in multiples of 8) across threads; every column still adds its rows
+    // in order, one addition per row, so the result is the scalar twin's, bit for bit.
+    let t = par::threads();
+    let chunk = if rows * cols < simd::PAR_MIN_ELEMS || t <= 1 { cols } else { cols.div_ceil(t).next_multiple_of(W) };
+    par::for_each_chunk_mut(out, chunk, |i, o| {
+        let c0 = i * chunk;
+        for row in x.chunks_exact(cols) {
+            let r = &row[c0..c0 + o.len()];
+            let mut oc = o.chunks_exact_mut(W);
+            let mut rc = r.chunks_exact(W);
+            for (ov, rv) in (&mut oc).zip(&mut rc) {
+                simd::store(load(ov) + load(rv), ov);
+            }
+            for (ov, v) in oc.into_remainder().iter_mut().zip(rc.remainder()) {
+                *ov += v;
+            }
+        }
+    });
 }
 /// Scalar twin of [`sum_rows_into`].
 pub fn sum_rows_into_scalar(x: &[f32], cols: usize, out: &mut [f32]) {
@@ -84,4 +156,41 @@ pub fn sum_rows_into_scalar(x: &[f32], cols: usize, out: &mut [f32]) {
             *o += v;
         }
     }
+}
+
+/// Sum of `x` (or of `x ⊙ y`) for one block of at most [`BLOCK`] values, in `f32`:
+/// four 8-lane accumulators, combined in a fixed order, then a scalar tail.
+#[inline]
+fn block_dot(x: &[f32], y: Option<&[f32]>) -> f32 {
+    let mut acc = [f32x8::ZERO; 4];
+    let n4 = x.len() / (4 * W) * (4 * W);
+    let n1 = x.len() / W * W;
+    match y {
+        None => {
+            for c in x[..n4].chunks_exact(4 * W) {
+                for (j, a) in acc.iter_mut().enumerate() {
+                    *a += load(&c[j * W..]);
+                }
+            }
+            for c in x[n4..n1].chunks_exact(W) {
+                acc[0] += load(c);
+            }
+        }
+        Some(y) => {
+            for (c, d) in x[..n4].chunks_exact(4 * W).zip(y[..n4].chunks_exact(4 * W)) {
+                for (j, a) in acc.iter_mut().enumerate() {
+                    *a = load(&c[j * W..]).mul_add(load(&d[j * W..]), *a);
+                }
+            }
+            for (c, d) in x[n4..n1].chunks_exact(W).zip(y[n4..n1].chunks_exact(W)) {
+                acc[0] = load(c).mul_add(load(d), acc[0]);
+            }
+        }
+    }
+    let mut total = ((acc[0] + acc[1]) + (acc[2] + acc[3])).reduce_add();
+    match y {
+        None => total += x[n1..].iter().sum::<f32>(),
+        Some(y) => total += x[n1..].iter().zip(&y[n1..]).map(|(a, b)| a * b).sum::<f32>(),
+    }
+    total
 }

@@ -9,11 +9,24 @@
 //! The reorder is never materialised. Reordered column `j`'s source advances by `ci` as long as
 //! `j / g` stays constant, so the inputs of a group form *runs* of constant stride
 //! ([`GroupSpec::runs`]): one run per group without reorder (stride 1) or when `ci` divides `g`
-//! (stride `ci`). The kernels address those runs in place (GEMM views with strides). Two regimes:
-//! - large blocks (`ci·co ≥ 256`): one strided GEMM per group and run (for the forward with several
-//!   runs per group, each row tile is gathered once, as a GEMM packs its operands);
-//! - small blocks (the paper's `g = 384`: 2×2 … 8×2 blocks): a row-parallel loop that reads each
-//!   input row once and writes each output row once: memory-bound, as it should be.
+//! (stride `ci`). Two regimes, chosen by the block size `ci·co`:
+//! - **lane kernels** (blocks of up to 1024 weights, i.e. up to 32×32; the weight gradient up to
+//!   256, 16×16; the paper's `g = 384` has 2×2 blocks): rows are taken eight at a time and
+//!   transposed (8×8 AVX shuffles) into a tile whose SIMD lanes are the eight rows, column by
+//!   column. Every output is then a chain of FMAs `Σ_s G[i,o,s]·x̃[s]` over whole columns of the
+//!   tile, with the weight broadcast: any `ci`, `co` and reorder (`src(j)` is just which column is
+//!   read) with no gathers and no masks, and each row of `x` is read and each row of `y` written once.
+//!   The input gradient is the same with `Gᵀ` (transposed per call, it is small); the weight
+//!   gradient sums `dy ⊗ x̃` over tiles in registers, reduces the lanes once per 64 rows, and keeps
+//!   per-128-row partial sums apart, added in order at the end.
+//! - **GEMM kernels** (larger blocks, and `g = 1`): matrixmultiply on strided views of each group's
+//!   runs. Forward and input gradient are parallel over row tiles, one single-threaded GEMM per
+//!   (tile, group, run); the weight gradient is parallel over groups, one GEMM over all rows each.
+//!   A group with several runs is gathered tile by tile for the forward (the GEMM's own packing step
+//!   copies it anyway); the input gradient writes its runs in place through the output's strides.
+//!
+//! Work is split so that each output value is computed by one thread in a fixed order: results do
+//! not depend on the thread count ([`crate::par`]).
 //!
 //! Every kernel has a `*_scalar` twin (plain loops over `src`) used as the test oracle.
 //!
@@ -35,6 +48,7 @@
 use crate::kernels::gemm::{gemm, MatRef};
 use crate::par;
 use crate::{Error, Result};
+use wide::f32x8;
 
 /// Shape of one grouped connection: `in_dim → out_dim` with `groups` groups, optional reorder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -122,9 +136,6 @@ impl GroupSpec {
         }
         runs
     }
-    fn small_blocks(&self) -> bool {
-        self.ci() * self.co() < 256
-    }
 }
 
 fn check(spec: &GroupSpec, x_len: usize, w_len: usize, y_len: usize, op: &'static str) -> Result<usize> {
@@ -141,8 +152,277 @@ fn check(spec: &GroupSpec, x_len: usize, w_len: usize, y_len: usize, op: &'stati
     Ok(rows)
 }
 
-/// Rows per parallel task for the small-block loops.
-const ROW_TILE: usize = 64;
+/// Blocks with at most this many weights (`ci·co`) use the lane kernels for the forward and the
+/// input gradient; larger ones use GEMMs (matrixmultiply wins from about 48×48 blocks on).
+const LANES_MAX_BLOCK: usize = 1024;
+/// The same for the weight gradient, whose lane kernel pays a cross-lane reduction per weight and
+/// row slice: only the small blocks use it.
+const WGRAD_LANES_MAX_BLOCK: usize = 256;
+/// Rows per parallel task of the row-local kernels (a multiple of [`LANES`]); fixed, so the
+/// split (and every result) is the same for every thread count.
+const ROW_TASK: usize = 64;
+/// Rows per partial sum of the lane weight gradient (fixed, for the same reason).
+const WGRAD_ROWS: usize = 128;
+/// Rows per transposed tile: one SIMD lane per row.
+const LANES: usize = 8;
+
+impl GroupSpec {
+    /// Forward and input gradient through the lane kernels.
+    fn uses_lanes(&self) -> bool {
+        self.groups > 1 && self.ci() * self.co() <= LANES_MAX_BLOCK
+    }
+    /// Weight gradient through the lane kernel.
+    fn wgrad_lanes(&self) -> bool {
+        self.groups > 1 && self.ci() * self.co() <= WGRAD_LANES_MAX_BLOCK
+    }
+    fn src_table(&self) -> Vec<usize> {
+        (0..self.in_dim).map(|j| self.src(j)).collect()
+    }
+}
+
+#[inline(always)]
+fn load8(s: &[f32]) -> f32x8 {
+    let a: [f32; 8] = s[..8].try_into().expect("8 values");
+    f32x8::from(a)
+}
+
+/// `buf[c]` (lane `k`) = `m[(r0 + k)·n + c]` for `k < nr`, 0 for the padding lanes.
+fn load_tile_t(m: &[f32], n: usize, r0: usize, nr: usize, buf: &mut [f32x8]) {
+    let full = if nr == LANES { n / LANES * LANES } else { 0 };
+    for c0 in (0..full).step_by(LANES) {
+        let rows: [f32x8; LANES] = std::array::from_fn(|k| load8(&m[(r0 + k) * n + c0..]));
+        buf[c0..c0 + LANES].copy_from_slice(&f32x8::transpose(rows));
+    }
+    for (c, b) in buf.iter_mut().enumerate().take(n).skip(full) {
+        *b = f32x8::from(std::array::from_fn::<f32, LANES, _>(|k| if k < nr { m[(r0 + k) * n + c] } else { 0.0 }));
+    }
+}
+
+/// `m[k·n + c] += α·buf[c]` (lane `k`) for `k < nr`: the inverse of [`load_tile_t`], accumulating.
+fn add_tile_t(alpha: f32, buf: &[f32x8], m: &mut [f32], n: usize, nr: usize) {
+    let full = if nr == LANES { n / LANES * LANES } else { 0 };
+    let a = f32x8::splat(alpha);
+    for c0 in (0..full).step_by(LANES) {
+        let t = f32x8::transpose(buf[c0..c0 + LANES].try_into().expect("8 columns"));
+        for (k, tk) in t.iter().enumerate() {
+            let dst: &mut [f32; 8] = (&mut m[k * n + c0..][..8]).try_into().expect("8 values");
+            *dst = tk.mul_add(a, f32x8::from(*dst)).to_array();
+        }
+    }
+    for (c, b) in buf.iter().enumerate().take(n).skip(full) {
+        let b = b.to_array();
+        for (k, bk) in b.iter().enumerate().take(nr) {
+            m[k * n + c] += alpha * bk;
+        }
+    }
+}
+
+/// `out[o] += Σ_s w[o·k + s]·v[idx[s]]` for `o < out.len()`, `s < k` (`k = idx.len()`), for two
+/// tiles (`v0 → out0`, `v1 → out1`) at once: one block, sixteen rows, four outputs per pass, so
+/// eight independent FMA chains share each weight broadcast.
+#[inline(always)]
+fn block_pair(w: &[f32], idx: &[usize], v: [&[f32x8]; 2], out: [&mut [f32x8]; 2]) {
+    let k = idx.len();
+    let [out0, out1] = out;
+    let n = out0.len();
+    let mut o = 0;
+    while o + 4 <= n {
+        let ws: [&[f32]; 4] = std::array::from_fn(|q| &w[(o + q) * k..][..k]);
+        let mut a0: [f32x8; 4] = std::array::from_fn(|q| out0[o + q]);
+        let mut a1: [f32x8; 4] = std::array::from_fn(|q| out1[o + q]);
+        for s in 0..k {
+            let (x0, x1) = (v[0][idx[s]], v[1][idx[s]]);
+            for q in 0..4 {
+                let wq = f32x8::splat(ws[q][s]);
+                a0[q] = wq.mul_add(x0, a0[q]);
+                a1[q] = wq.mul_add(x1, a1[q]);
+            }
+        }
+        out0[o..o + 4].copy_from_slice(&a0);
+        out1[o..o + 4].copy_from_slice(&a1);
+        o += 4;
+    }
+    while o < n {
+        let wo = &w[o * k..][..k];
+        let (mut a0, mut a1) = (out0[o], out1[o]);
+        for s in 0..k {
+            let wq = f32x8::splat(wo[s]);
+            a0 = wq.mul_add(v[0][idx[s]], a0);
+            a1 = wq.mul_add(v[1][idx[s]], a1);
+        }
+        out0[o] = a0;
+        out1[o] = a1;
+        o += 1;
+    }
+}
+
+/// Rows handled together by the lane kernels: two transposed tiles.
+const PAIR: usize = 2 * LANES;
+
+/// Lane forward: each task takes [`ROW_TASK`] rows, sixteen at a time as two tiles transposed so
+/// that one SIMD lane holds one row; then every output is a plain FMA chain over its block's inputs
+/// (the reorder is an index into the transposed tile), and the tiles are transposed back into `y`.
+fn forward_lanes(spec: &GroupSpec, alpha: f32, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+    let (i_dim, o_dim, ci, co, g) = (spec.in_dim, spec.out_dim, spec.ci(), spec.co(), spec.groups);
+    let rows = x.len() / i_dim;
+    let src = spec.src_table();
+    let init: Vec<f32x8> = (0..o_dim).map(|o| f32x8::splat(bias.map_or(0.0, |b| b[o]))).collect();
+    par::for_each_chunk_mut(y, ROW_TASK * o_dim, |t, yc| {
+        let mut xt = vec![f32x8::ZERO; 2 * i_dim];
+        let mut yt = vec![f32x8::ZERO; 2 * o_dim];
+        for (l, yl) in yc.chunks_mut(PAIR * o_dim).enumerate() {
+            let r0 = t * ROW_TASK + l * PAIR;
+            let nr = [(rows - r0).min(LANES), (rows - r0).saturating_sub(LANES).min(LANES)];
+            let (x0, x1) = xt.split_at_mut(i_dim);
+            load_tile_t(x, i_dim, r0, nr[0], x0);
+            load_tile_t(x, i_dim, r0 + LANES, nr[1], x1);
+            let (y0, y1) = yt.split_at_mut(o_dim);
+            y0.copy_from_slice(&init);
+            y1.copy_from_slice(&init);
+            for i in 0..g {
+                let (wi, si) = (&w[i * co * ci..][..co * ci], &src[i * ci..][..ci]);
+                block_pair(wi, si, [x0, x1], [&mut y0[i * co..][..co], &mut y1[i * co..][..co]]);
+            }
+            let (yl0, yl1) = yl.split_at_mut((LANES * o_dim).min(yl.len()));
+            add_tile_t(alpha, y0, yl0, o_dim, nr[0]);
+            add_tile_t(alpha, y1, yl1, o_dim, nr[1]);
+        }
+    });
+}
+
+/// Lane input gradient: as [`forward_lanes`] with `Gᵀ` (pre-transposed per call, it is small);
+/// each block writes its inputs at their source columns.
+fn backward_input_lanes(spec: &GroupSpec, alpha: f32, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    let (i_dim, o_dim, ci, co, g) = (spec.in_dim, spec.out_dim, spec.ci(), spec.co(), spec.groups);
+    let rows = dy.len() / o_dim;
+    let src = spec.src_table();
+    // wt[i, s, o] = w[i, o, s]
+    let mut wt = vec![0.0f32; w.len()];
+    for i in 0..g {
+        for o in 0..co {
+            for s in 0..ci {
+                wt[(i * ci + s) * co + o] = w[(i * co + o) * ci + s];
+            }
+        }
+    }
+    let ident: Vec<usize> = (0..co).collect();
+    par::for_each_chunk_mut(dx, ROW_TASK * i_dim, |t, dxc| {
+        let mut dyt = vec![f32x8::ZERO; 2 * o_dim];
+        let mut acc = vec![f32x8::ZERO; 2 * ci];
+        let mut dxt = vec![f32x8::ZERO; 2 * i_dim];
+        for (l, dxl) in dxc.chunks_mut(PAIR * i_dim).enumerate() {
+            let r0 = t * ROW_TASK + l * PAIR;
+            let nr = [(rows - r0).min(LANES), (rows - r0).saturating_sub(LANES).min(LANES)];
+            let (d0, d1) = dyt.split_at_mut(o_dim);
+            load_tile_t(dy, o_dim, r0, nr[0], d0);
+            load_tile_t(dy, o_dim, r0 + LANES, nr[1], d1);
+            let (dx0, dx1) = dxt.split_at_mut(i_dim);
+            for i in 0..g {
+                acc.fill(f32x8::ZERO);
+                let (a0, a1) = acc.split_at_mut(ci);
+                let wi = &wt[i * ci * co..][..ci * co];
+                block_pair(wi, &ident, [&d0[i * co..][..co], &d1[i * co..][..co]], [&mut *a0, &mut *a1]);
+                for (s, &c) in src[i * ci..][..ci].iter().enumerate() {
+                    dx0[c] = a0[s];
+                    dx1[c] = a1[s];
+                }
+            }
+            let (dxl0, dxl1) = dxl.split_at_mut((LANES * i_dim).min(dxl.len()));
+            add_tile_t(alpha, dx0, dxl0, i_dim, nr[0]);
+            add_tile_t(alpha, dx1, dxl1, i_dim, nr[1]);
+        }
+    });
+}
+
+/// `pw[q] += Σ_t Σ_lanes dyo[t·o_dim] · xs[t·i_dim + cols[q]]` for `q < N`, over `nt` tiles:
+/// `N` independent FMA chains, reduced across lanes once.
+#[inline(always)]
+fn wgrad_cols<const N: usize>(
+    nt: usize,
+    dyo: &[f32x8],
+    o_dim: usize,
+    xs: &[f32x8],
+    i_dim: usize,
+    cols: &[usize],
+    pw: &mut [f32],
+) {
+    let cols: &[usize; N] = cols[..N].try_into().expect("N columns");
+    let mut a = [f32x8::ZERO; N];
+    for tt in 0..nt {
+        let d = dyo[tt * o_dim];
+        let xr = &xs[tt * i_dim..][..i_dim];
+        for q in 0..N {
+            a[q] = d.mul_add(xr[cols[q]], a[q]);
+        }
+    }
+    for q in 0..N {
+        pw[q] += a[q].reduce_add();
+    }
+}
+
+/// Lane weight gradient: rows in fixed slices of [`WGRAD_ROWS`], each slice's sums (over eight
+/// transposed tiles at a time, in registers) kept apart, then added in slice order: the same
+/// result for every thread count.
+fn backward_weight_lanes(spec: &GroupSpec, alpha: f32, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    let (i_dim, o_dim, ci, co, g) = (spec.in_dim, spec.out_dim, spec.ci(), spec.co(), spec.groups);
+    let rows = x.len() / i_dim;
+    let src = spec.src_table();
+    let wl = spec.weight_len();
+    let slices = rows.div_ceil(WGRAD_ROWS);
+    let mut partial = vec![0.0f32; slices * wl];
+    const TILES: usize = 8;
+    par::for_each_chunk_mut(&mut partial, wl, |sl, part| {
+        let mut xt = vec![f32x8::ZERO; TILES * i_dim];
+        let mut dyt = vec![f32x8::ZERO; TILES * o_dim];
+        let end = ((sl + 1) * WGRAD_ROWS).min(rows);
+        let mut r0 = sl * WGRAD_ROWS;
+        while r0 < end {
+            let mut nt = 0;
+            while nt < TILES && r0 < end {
+                let nr = (end - r0).min(LANES);
+                load_tile_t(x, i_dim, r0, nr, &mut xt[nt * i_dim..][..i_dim]);
+                load_tile_t(dy, o_dim, r0, nr, &mut dyt[nt * o_dim..][..o_dim]);
+                r0 += nr;
+                nt += 1;
+            }
+            for i in 0..g {
+                let srci = &src[i * ci..][..ci];
+                for o in 0..co {
+                    let oo = i * co + o;
+                    let pw = &mut part[oo * ci..][..ci];
+                    let (dyo, xs) = (&dyt[oo..], &xt[..]);
+                    let mut s = 0;
+                    while s + 8 <= ci {
+                        wgrad_cols::<8>(nt, dyo, o_dim, xs, i_dim, &srci[s..], &mut pw[s..]);
+                        s += 8;
+                    }
+                    while s + 4 <= ci {
+                        wgrad_cols::<4>(nt, dyo, o_dim, xs, i_dim, &srci[s..], &mut pw[s..]);
+                        s += 4;
+                    }
+                    while s < ci {
+                        wgrad_cols::<1>(nt, dyo, o_dim, xs, i_dim, &srci[s..], &mut pw[s..]);
+                        s += 1;
+                    }
+                }
+            }
+        }
+    });
+    for (k, d) in dw.iter_mut().enumerate() {
+        let mut acc = 0.0f32;
+        for sl in 0..slices {
+            acc += partial[sl * wl + k];
+        }
+        *d += alpha * acc;
+    }
+}
+
+/// Rows per parallel task of the GEMM kernels: one long tile per thread (matrixmultiply prefers a
+/// long `m`). Each output value's reduction order is fixed by `k` alone, so results do not depend
+/// on the thread count.
+fn gemm_rows(rows: usize) -> usize {
+    par::row_chunk(rows, 128)
+}
 
 /// Forward: `y[r] += α·(BD(G)·P·x[r] + β)` for every row `r` of `x: [R, I]`, `y: [R, O]`.
 pub fn grouped_forward(
@@ -158,68 +438,56 @@ pub fn grouped_forward(
     if rows == 0 {
         return Ok(());
     }
-    if spec.small_blocks() {
-        let src: Vec<usize> = (0..i_dim).map(|j| spec.src(j)).collect();
-        par::for_each_chunk_mut(y, ROW_TILE * o_dim, |t, yc| {
-            let mut xt = vec![0.0f32; ci];
-            for (rr, yr) in yc.chunks_exact_mut(o_dim).enumerate() {
-                let xr = &x[(t * ROW_TILE + rr) * i_dim..][..i_dim];
-                for i in 0..g {
-                    for (s, v) in xt.iter_mut().enumerate() {
-                        *v = xr[src[i * ci + s]];
-                    }
-                    let wi = &w[i * co * ci..][..co * ci];
-                    for (o, yv) in yr[i * co..(i + 1) * co].iter_mut().enumerate() {
-                        let wo = &wi[o * ci..][..ci];
-                        let mut acc = 0.0f32;
-                        for s in 0..ci {
-                            acc += wo[s] * xt[s];
-                        }
-                        *yv += alpha * (acc + bias.map_or(0.0, |b| b[i * co + o]));
-                    }
-                }
-            }
-        });
+    if spec.uses_lanes() {
+        forward_lanes(spec, alpha, x, w, bias, y);
         return Ok(());
     }
-    if let Some(b) = bias {
-        for yr in y.chunks_exact_mut(o_dim) {
-            for (v, bv) in yr.iter_mut().zip(b) {
-                *v += alpha * bv;
+    let add_bias = |yc: &mut [f32]| {
+        if let Some(b) = bias {
+            for yr in yc.chunks_exact_mut(o_dim) {
+                for (v, bv) in yr.iter_mut().zip(b) {
+                    *v += alpha * bv;
+                }
             }
         }
+    };
+    if g == 1 {
+        // One dense product (the reorder is the identity): the GEMM splits it across threads.
+        add_bias(y);
+        gemm(alpha, MatRef::new(x, rows, i_dim), MatRef::new(w, co, ci).t(), 1.0, y, o_dim);
+        return Ok(());
     }
-    for i in 0..g {
-        let runs = spec.runs(i);
-        let wi = &w[i * co * ci..][..co * ci];
-        let yi = &mut y[i * co..];
-        if runs.len() == 1 {
-            let r = runs[0];
-            let xv = MatRef::strided(&x[r.start..], rows, ci, i_dim, r.stride);
-            gemm(alpha, xv, MatRef::new(wi, co, ci).t(), 1.0, yi, o_dim);
-        } else {
-            // Several runs: gather the group's inputs tile by tile (the GEMM's own packing step).
-            let tile = 256.min(rows);
-            let mut xt = vec![0.0f32; tile * ci];
-            for r0 in (0..rows).step_by(tile) {
-                let nr = tile.min(rows - r0);
-                for rr in 0..nr {
-                    let xr = &x[(r0 + rr) * i_dim..][..i_dim];
-                    for s in 0..ci {
-                        xt[rr * ci + s] = xr[spec.src(i * ci + s)];
+    // Parallel over row tiles; each tile runs one single-threaded GEMM per group.
+    let runs: Vec<Vec<Run>> = (0..g).map(|i| spec.runs(i)).collect();
+    let gr = gemm_rows(rows);
+    par::for_each_chunk_mut(y, gr * o_dim, |t, yc| {
+        let (r0, nr) = (t * gr, yc.len() / o_dim);
+        add_bias(yc);
+        let xc = &x[r0 * i_dim..(r0 + nr) * i_dim];
+        let mut xt = Vec::new();
+        for (i, ri) in runs.iter().enumerate() {
+            let wi = MatRef::new(&w[i * co * ci..][..co * ci], co, ci).t();
+            if let [r] = ri[..] {
+                sgemm_serial(
+                    alpha,
+                    MatRef::strided(&xc[r.start..], nr, ci, i_dim, r.stride),
+                    wi,
+                    &mut yc[i * co..],
+                    o_dim,
+                    1,
+                );
+            } else {
+                // Several runs: gather the group's inputs (the GEMM's own packing step would copy them anyway).
+                xt.resize(nr * ci, 0.0);
+                for (xr, xtr) in xc.chunks_exact(i_dim).zip(xt.chunks_exact_mut(ci)) {
+                    for (s, v) in xtr.iter_mut().enumerate() {
+                        *v = xr[spec.src(i * ci + s)];
                     }
                 }
-                gemm(
-                    alpha,
-                    MatRef::new(&xt[..nr * ci], nr, ci),
-                    MatRef::new(wi, co, ci).t(),
-                    1.0,
-                    &mut yi[r0 * o_dim..],
-                    o_dim,
-                );
+                sgemm_serial(alpha, MatRef::new(&xt, nr, ci), wi, &mut yc[i * co..], o_dim, 1);
             }
         }
-    }
+    });
     Ok(())
 }
 
@@ -230,34 +498,29 @@ pub fn grouped_backward_input(spec: &GroupSpec, alpha: f32, dy: &[f32], w: &[f32
     if rows == 0 {
         return Ok(());
     }
-    if spec.small_blocks() {
-        let src: Vec<usize> = (0..i_dim).map(|j| spec.src(j)).collect();
-        par::for_each_chunk_mut(dx, ROW_TILE * i_dim, |t, dxc| {
-            for (rr, dxr) in dxc.chunks_exact_mut(i_dim).enumerate() {
-                let dyr = &dy[(t * ROW_TILE + rr) * o_dim..][..o_dim];
-                for i in 0..g {
-                    let wi = &w[i * co * ci..][..co * ci];
-                    for s in 0..ci {
-                        let mut acc = 0.0f32;
-                        for o in 0..co {
-                            acc += wi[o * ci + s] * dyr[i * co + o];
-                        }
-                        dxr[src[i * ci + s]] += alpha * acc;
-                    }
-                }
-            }
-        });
+    if spec.uses_lanes() {
+        backward_input_lanes(spec, alpha, dy, w, dx);
+        return Ok(());
+    }
+    if g == 1 {
+        gemm(alpha, MatRef::new(dy, rows, o_dim), MatRef::new(w, co, ci), 1.0, dx, i_dim);
         return Ok(());
     }
     // Each run of group i writes its own input columns: dx[:, run] += α·dY_i·G_i[:, run].
-    for i in 0..g {
-        let wi = &w[i * co * ci..][..co * ci];
-        let dyi = MatRef::strided(&dy[i * co..], rows, co, o_dim, 1);
-        for r in spec.runs(i) {
-            let gv = MatRef::strided(&wi[r.offset..], co, r.len, ci, 1);
-            gemm_strided_c(alpha, dyi, gv, &mut dx[r.start..], i_dim, r.stride);
+    let runs: Vec<Vec<Run>> = (0..g).map(|i| spec.runs(i)).collect();
+    let gr = gemm_rows(rows);
+    par::for_each_chunk_mut(dx, gr * i_dim, |t, dxc| {
+        let (r0, nr) = (t * gr, dxc.len() / i_dim);
+        let dyc = &dy[r0 * o_dim..(r0 + nr) * o_dim];
+        for (i, ri) in runs.iter().enumerate() {
+            let wi = &w[i * co * ci..][..co * ci];
+            let dyi = MatRef::strided(&dyc[i * co..], nr, co, o_dim, 1);
+            for r in ri {
+                let gv = MatRef::strided(&wi[r.offset..], co, r.len, ci, 1);
+                sgemm_serial(alpha, dyi, gv, &mut dxc[r.start..], i_dim, r.stride);
+            }
         }
-    }
+    });
     Ok(())
 }
 
@@ -282,84 +545,56 @@ pub fn grouped_backward_weight(
     if rows == 0 {
         return Ok(());
     }
-    if spec.small_blocks() {
-        // Parallel over groups: each task owns its groups' weights and reads all rows.
-        let src: Vec<usize> = (0..i_dim).map(|j| spec.src(j)).collect();
-        let per = par::row_chunk(g, 1);
-        par::for_each_chunk_mut(dw, per * co * ci, |t, dwc| {
-            let g0 = t * per;
-            let ng = dwc.len() / (co * ci);
-            for r in 0..rows {
-                let xr = &x[r * i_dim..][..i_dim];
-                let dyr = &dy[r * o_dim..][..o_dim];
-                for gi in 0..ng {
-                    let i = g0 + gi;
-                    let dwi = &mut dwc[gi * co * ci..][..co * ci];
-                    for o in 0..co {
-                        let d = alpha * dyr[i * co + o];
-                        for s in 0..ci {
-                            dwi[o * ci + s] += d * xr[src[i * ci + s]];
-                        }
-                    }
-                }
-            }
-        });
+    if spec.wgrad_lanes() {
+        backward_weight_lanes(spec, alpha, x, dy, dw);
         return Ok(());
     }
-    // dG_i[:, run] += α·dY_iᵀ·X[:, run]: disjoint outputs per run.
-    for i in 0..g {
+    if g == 1 {
+        gemm(alpha, MatRef::new(dy, rows, o_dim).t(), MatRef::new(x, rows, i_dim), 1.0, dw, ci);
+        return Ok(());
+    }
+    // Parallel over groups, one single-threaded GEMM per run over all rows: dG_i[:, run] += α·dY_iᵀ·X[:, run].
+    par::for_each_chunk_mut(dw, co * ci, |i, dwi| {
         let dyi = MatRef::strided(&dy[i * co..], rows, co, o_dim, 1).t();
-        let dwi = &mut dw[i * co * ci..][..co * ci];
         for r in spec.runs(i) {
             let xv = MatRef::strided(&x[r.start..], rows, r.len, i_dim, r.stride);
-            gemm(alpha, dyi, xv, 1.0, &mut dwi[r.offset..], ci);
+            sgemm_serial(alpha, dyi, xv, &mut dwi[r.offset..], ci, 1);
         }
-    }
+    });
     Ok(())
 }
 
-/// `C += α·A·B` where `C`'s columns are `csc` apart (matrixmultiply takes any strides);
-/// rows split across threads.
-fn gemm_strided_c(alpha: f32, a: MatRef, b: MatRef, c: &mut [f32], rsc: usize, csc: usize) {
+/// `C += α·A·B` on the calling thread, `C`'s rows `rsc` and columns `csc` apart (matrixmultiply
+/// takes any strides, so reordered columns are written in place).
+fn sgemm_serial(alpha: f32, a: MatRef, b: MatRef, c: &mut [f32], rsc: usize, csc: usize) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    if m == 0 || n == 0 {
+    assert_eq!(b.rows, k, "grouped: inner dimensions");
+    if m == 0 || n == 0 || k == 0 {
         return;
     }
-    let last = (m - 1) * rsc + (n - 1) * csc;
-    assert!(last < c.len(), "gemm_strided_c: C too short");
+    assert!((m - 1) * rsc + (n - 1) * csc < c.len(), "grouped: C view exceeds its slice");
     for (v, what) in [(&a, "A"), (&b, "B")] {
-        assert!(
-            (v.rows - 1) * v.rs + (v.cols - 1) * v.cs < v.data.len() || v.rows * v.cols == 0,
-            "gemm_strided_c: {what}"
+        assert!((v.rows - 1) * v.rs + (v.cols - 1) * v.cs < v.data.len(), "grouped: {what} view exceeds its slice");
+    }
+    // SAFETY: every address formed from these pointers and strides was bounds-checked above.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            alpha,
+            a.data.as_ptr(),
+            a.rs as isize,
+            a.cs as isize,
+            b.data.as_ptr(),
+            b.rs as isize,
+            b.cs as isize,
+            1.0,
+            c.as_mut_ptr(),
+            rsc as isize,
+            csc as isize,
         );
     }
-    let tile = par::row_chunk(m, 32);
-    let c = &mut c[..=last];
-    // Row tiles of C are contiguous slices of length tile·rsc (the last one shorter).
-    par::for_each_chunk_mut(c, tile * rsc, |t, cc| {
-        let r0 = t * tile;
-        let nr = tile.min(m - r0);
-        let a_ptr = a.data[r0 * a.rs..].as_ptr();
-        // SAFETY: rows r0..r0+nr of A and C lie inside their slices (asserted above); B is whole.
-        unsafe {
-            matrixmultiply::sgemm(
-                nr,
-                k,
-                n,
-                alpha,
-                a_ptr,
-                a.rs as isize,
-                a.cs as isize,
-                b.data.as_ptr(),
-                b.rs as isize,
-                b.cs as isize,
-                1.0,
-                cc.as_mut_ptr(),
-                rsc as isize,
-                csc as isize,
-            );
-        }
-    });
 }
 
 /// Scalar twin of [`grouped_forward`].

@@ -1,9 +1,61 @@
 //! Row softmax, numerically stable (subtract the row max), and its backward
 //! `dx = y ⊙ (dy − ⟨dy, y⟩)` per row.
+//!
+//! The fast kernels use a vectorised `exp` of our own (Cody–Waite reduction and a degree-7
+//! polynomial, relative error ≤ ~2e-7), eight lanes at a time with padded tails (padding lanes
+//! are `−∞` for the max and contribute 0 to the sum). Values differ from the scalar twins by
+//! ≤ 1e-6. Rows are independent and large inputs (≥ 64K values) are split across
+//! [`crate::par`] workers at row boundaries, so results do not depend on the thread count.
+
+use super::simd::{self, exp8, load, load_partial, store, store_partial, W};
+use crate::par;
+use wide::f32x8;
 
 /// In place: each row of `x` (length `n`) becomes its softmax.
 pub fn softmax_rows(x: &mut [f32], n: usize) {
-    softmax_rows_scalar(x, n)
+    if n == 0 {
+        return;
+    }
+    let rows = x.len() / n;
+    let x = &mut x[..rows * n];
+    let chunk = simd::rows_chunk_len(rows, n);
+    par::for_each_chunk_mut(x, chunk, |_, xs| {
+        for row in xs.chunks_exact_mut(n) {
+            softmax_row(row);
+        }
+    });
+}
+
+/// One row, in place: max, then `exp(x − max)` and its sum, then scaling by `1/sum`.
+#[inline]
+fn softmax_row(row: &mut [f32]) {
+    let split = row.len() / W * W;
+    let mut mx = f32x8::splat(f32::NEG_INFINITY);
+    for c in row[..split].chunks_exact(W) {
+        mx = mx.max(load(c));
+    }
+    mx = mx.max(load_partial(&row[split..], f32::NEG_INFINITY));
+    let max = mx.to_array().into_iter().fold(f32::NEG_INFINITY, f32::max);
+    let mv = f32x8::splat(max);
+    let mut sum = f32x8::ZERO;
+    for c in row[..split].chunks_exact_mut(W) {
+        let e = exp8(load(c) - mv);
+        sum += e;
+        store(e, c);
+    }
+    if split < row.len() {
+        let e = exp8(load_partial(&row[split..], f32::NEG_INFINITY) - mv);
+        sum += e; // padding lanes: exp(−∞) = 0
+        store_partial(e, &mut row[split..]);
+    }
+    let inv = f32x8::splat(1.0 / sum.reduce_add());
+    for c in row[..split].chunks_exact_mut(W) {
+        store(load(c) * inv, c);
+    }
+    if split < row.len() {
+        let tail = &mut row[split..];
+        store_partial(load_partial(tail, 0.0) * inv, tail);
+    }
 }
 /// Scalar twin of [`softmax_rows`].
 pub fn softmax_rows_scalar(x: &mut [f32], n: usize) {
@@ -26,7 +78,25 @@ pub fn softmax_rows_scalar(x: &mut [f32], n: usize) {
 
 /// `dx = y ⊙ (dy − rowdot(dy, y))` for softmax outputs `y`, rows of length `n`.
 pub fn softmax_backward_rows(y: &[f32], dy: &[f32], dx: &mut [f32], n: usize) {
-    softmax_backward_rows_scalar(y, dy, dx, n)
+    if n == 0 {
+        return;
+    }
+    assert!(y.len() == dy.len() && y.len() == dx.len());
+    let rows = y.len() / n;
+    let chunk = simd::rows_chunk_len(rows, n);
+    par::for_each_chunk_mut(&mut dx[..rows * n], chunk, |i, dxs| {
+        let r = i * chunk..i * chunk + dxs.len();
+        for ((yr, dyr), dxr) in y[r.clone()].chunks_exact(n).zip(dy[r].chunks_exact(n)).zip(dxs.chunks_exact_mut(n)) {
+            let mut acc = f32x8::ZERO;
+            let split = n / W * W;
+            for (a, b) in yr[..split].chunks_exact(W).zip(dyr[..split].chunks_exact(W)) {
+                acc = load(a).mul_add(load(b), acc);
+            }
+            acc = load_partial(&yr[split..], 0.0).mul_add(load_partial(&dyr[split..], 0.0), acc);
+            let d = f32x8::splat(acc.reduce_add());
+            simd::map2(yr, dyr, dxr, |a, b| a * (b - d));
+        }
+    });
 }
 /// Scalar twin of [`softmax_backward_rows`].
 pub fn softmax_backward_rows_scalar(y: &[f32], dy: &[f32], dx: &mut [f32], n: usize) {

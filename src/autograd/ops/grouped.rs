@@ -38,7 +38,7 @@
 //! ```
 
 use crate::autograd::ops::linear::linear_forward;
-use crate::autograd::Var;
+use crate::autograd::{Grads, Var};
 use crate::kernels::grouped::{grouped_backward_input, grouped_backward_weight, grouped_forward, GroupSpec};
 use crate::kernels::{elementwise, gemm, MatRef};
 use crate::{Error, Result, Tensor};
@@ -53,6 +53,22 @@ pub struct Branch<'a, 't> {
     pub weight: &'a Var<'t>,
     /// `[O]`.
     pub bias: Option<&'a Var<'t>>,
+}
+
+/// Maximal runs `[a, b)` of `0..n` where `f` holds.
+fn runs_of(n: usize, f: impl Fn(usize) -> bool) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut s = 0;
+    while s < n {
+        if f(s) {
+            let e = (s..n).find(|&e| !f(e)).unwrap_or(n);
+            out.push((s, e));
+            s = e;
+        } else {
+            s += 1;
+        }
+    }
+    out
 }
 
 /// Sample ranges (in rows) kept by one branch, with the scale applied to them.
@@ -120,32 +136,34 @@ fn fused<'t>(
     }
     let o_dim = o_dim.ok_or_else(|| Error::invalid(OP, "no base layer and no branch"))?;
 
-    // Drop-path masks: per branch, the kept sample row ranges.
+    // Drop-path masks: per branch and sample, kept or not; and the kept row ranges.
     let samples = x.shape()[0];
     let rows_per_sample = rows.checked_div(samples).unwrap_or(0);
     let tape = x.tape();
-    let kept: Vec<Kept> = branches
+    let stochastic = tape.is_train() && p > 0.0;
+    let scale = if stochastic { 1.0 / (1.0 - p) } else { 1.0 };
+    let keep: Vec<Vec<bool>> = branches
         .iter()
         .map(|_| {
-            if !(tape.is_train() && p > 0.0) {
-                return Kept { ranges: vec![(0, rows)], scale: 1.0 };
-            }
             let mut rng = tape.rng();
-            let keep: Vec<bool> = (0..samples).map(|_| rng.gen::<f32>() >= p).collect();
-            let mut ranges = Vec::new();
-            let mut s = 0;
-            while s < samples {
-                if keep[s] {
-                    let e = (s..samples).find(|&e| !keep[e]).unwrap_or(samples);
-                    ranges.push((s * rows_per_sample, e * rows_per_sample));
-                    s = e;
-                } else {
-                    s += 1;
-                }
-            }
-            Kept { ranges, scale: 1.0 / (1.0 - p) }
+            (0..samples).map(|_| !stochastic || rng.gen::<f32>() >= p).collect()
         })
         .collect();
+    let kept: Vec<Kept> = keep
+        .iter()
+        .map(|kb| Kept {
+            ranges: runs_of(samples, |s| kb[s])
+                .into_iter()
+                .map(|(a, b)| (a * rows_per_sample, b * rows_per_sample))
+                .collect(),
+            scale,
+        })
+        .collect();
+    if let Some((w, b)) = base {
+        if w.node().is_none() && !branches.is_empty() && branches.len() <= 64 {
+            return folded(x, w, b, branches, &keep, kept, scale, rows_per_sample, o_dim);
+        }
+    }
 
     // Forward.
     let mut out_shape = x.shape().to_vec();
@@ -218,27 +236,155 @@ fn fused<'t>(
                 Ok(Tensor::from_parts(vec![o_dim], db))
             })?;
         }
-        for ((spec, _, gn, bn), k) in br_saved.iter().zip(&kept) {
-            if gn.is_none() && bn.is_none() {
-                continue;
-            }
-            let mut dw = vec![0.0; spec.weight_len()];
-            let mut db = vec![0.0; o_dim];
-            for &(r0, r1) in &k.ranges {
-                grouped_backward_weight(
-                    spec,
-                    k.scale,
-                    &xv.data()[r0 * i_dim..r1 * i_dim],
-                    &dyd[r0 * o_dim..r1 * o_dim],
-                    &mut dw,
-                    bn.is_some().then_some(db.as_mut_slice()),
-                )?;
-            }
-            g.add_with(*gn, || Ok(Tensor::from_parts(spec.weight_shape().to_vec(), dw)))?;
-            g.add_with(*bn, || Ok(Tensor::from_parts(vec![o_dim], db)))?;
-        }
-        Ok(())
+        let saved: Vec<(GroupSpec, Option<usize>, Option<usize>)> =
+            br_saved.iter().map(|(s, _, g, b)| (*s, *g, *b)).collect();
+        branch_weight_grads(&saved, &kept, xv.data(), dyd, i_dim, o_dim, g)
     })
+}
+
+/// The frozen-weight path. Every branch is linear, so for a sample whose drop-path pattern keeps
+/// branch set `m`, the layer is the dense map `W_m = W + Σ_{k∈m} s·BD(G_k)P_k` (bias likewise).
+/// There are at most a few distinct patterns per batch (two with one branch), so the branches
+/// ride inside the frozen layer's GEMM: one `W_m` is materialised per pattern and each run of
+/// samples with that pattern is one GEMM, forward and for `dx`. What remains of the branches is
+/// their weight gradient `dG_k` (a block-diagonal product) and `dβ_k`. No weight-gradient GEMM
+/// for `W`: it is frozen.
+#[allow(clippy::too_many_arguments)]
+fn folded<'t>(
+    x: &Var<'t>,
+    w: &Var<'t>,
+    b: Option<&Var<'t>>,
+    branches: &[Branch<'_, 't>],
+    keep: &[Vec<bool>],
+    kept: Vec<Kept>,
+    scale: f32,
+    rows_per_sample: usize,
+    o_dim: usize,
+) -> Result<Var<'t>> {
+    let (rows, i_dim) = x.value().rows_cols();
+    let samples = x.shape()[0];
+    let mask = |s: usize| keep.iter().enumerate().fold(0u64, |m, (k, kb)| if kb[s] { m | 1 << k } else { m });
+    // Runs of samples sharing a pattern, and one dense (W_m, b_m) per pattern.
+    let mut runs: Vec<(usize, usize, u64)> = Vec::new();
+    for s in 0..samples {
+        let m = mask(s);
+        match runs.last_mut() {
+            Some(r) if r.2 == m => r.1 = s + 1,
+            _ => runs.push((s, s + 1, m)),
+        }
+    }
+    let mut dense: std::collections::BTreeMap<u64, (Tensor, Vec<f32>)> = Default::default();
+    let b0: Vec<f32> = b.map(|b| b.value().data().to_vec()).unwrap_or_else(|| vec![0.0; o_dim]);
+    for &(_, _, m) in &runs {
+        dense.entry(m).or_insert_with(|| {
+            if m == 0 {
+                return (w.value().clone(), b0.clone());
+            }
+            let mut wm = w.value().data().to_vec();
+            let mut bm = b0.clone();
+            for (_, br) in branches.iter().enumerate().filter(|(k, _)| m >> k & 1 == 1) {
+                scatter_branch(&br.spec, scale, br.weight.value().data(), &mut wm);
+                if let Some(beta) = br.bias {
+                    bm.iter_mut().zip(beta.value().data()).for_each(|(a, v)| *a += scale * v);
+                }
+            }
+            (Tensor::from_parts(vec![o_dim, i_dim], wm), bm)
+        });
+    }
+    let xd = x.value().data();
+    let mut y = vec![0.0f32; rows * o_dim];
+    for &(s0, s1, m) in &runs {
+        let (wm, bm) = &dense[&m];
+        let (r0, r1) = (s0 * rows_per_sample, s1 * rows_per_sample);
+        let yr = &mut y[r0 * o_dim..r1 * o_dim];
+        for row in yr.chunks_exact_mut(o_dim) {
+            row.copy_from_slice(bm);
+        }
+        gemm(
+            1.0,
+            MatRef::new(&xd[r0 * i_dim..r1 * i_dim], r1 - r0, i_dim),
+            MatRef::new(wm.data(), o_dim, i_dim).t(),
+            1.0,
+            yr,
+            o_dim,
+        );
+    }
+    let mut out_shape = x.shape().to_vec();
+    *out_shape.last_mut().unwrap() = o_dim;
+    let value = Tensor::from_parts(out_shape, y);
+
+    let mut inputs: Vec<&Var<'t>> = vec![x, w];
+    inputs.extend(b);
+    for br in branches {
+        inputs.push(br.weight);
+        inputs.extend(br.bias);
+    }
+    let xv = x.value().clone();
+    let (xn, bn) = (x.node(), b.and_then(|b| b.node()));
+    let br_saved: Vec<(GroupSpec, Option<usize>, Option<usize>)> =
+        branches.iter().map(|br| (br.spec, br.weight.node(), br.bias.and_then(|b| b.node()))).collect();
+    let dense: Vec<(usize, usize, Tensor)> =
+        runs.iter().map(|&(s0, s1, m)| (s0 * rows_per_sample, s1 * rows_per_sample, dense[&m].0.clone())).collect();
+    x.tape().op("consolidated_linear", value, &inputs, move |dy, g| {
+        let dyd = dy.data();
+        g.add_with(xn, || {
+            let mut dx = vec![0.0; rows * i_dim];
+            for (r0, r1, wm) in &dense {
+                let dyr = MatRef::new(&dyd[r0 * o_dim..r1 * o_dim], r1 - r0, o_dim);
+                gemm(1.0, dyr, MatRef::new(wm.data(), o_dim, i_dim), 0.0, &mut dx[r0 * i_dim..r1 * i_dim], i_dim);
+            }
+            Ok(Tensor::from_parts(xv.shape().to_vec(), dx))
+        })?;
+        g.add_with(bn, || {
+            let mut db = vec![0.0; o_dim];
+            elementwise::sum_rows_into(dyd, o_dim, &mut db);
+            Ok(Tensor::from_parts(vec![o_dim], db))
+        })?;
+        branch_weight_grads(&br_saved, &kept, xv.data(), dyd, i_dim, o_dim, g)
+    })
+}
+
+/// `W[:, src] += s·BD(G)` for one branch, in place on a dense `[O, I]` matrix.
+fn scatter_branch(spec: &GroupSpec, s: f32, blocks: &[f32], w: &mut [f32]) {
+    let (i_dim, ci, co) = (spec.in_dim, spec.ci(), spec.co());
+    for o in 0..spec.out_dim {
+        let i = o / co;
+        for t in 0..ci {
+            w[o * i_dim + spec.src(i * ci + t)] += s * blocks[o * ci + t];
+        }
+    }
+}
+
+/// The branches' weight and bias gradients over their kept rows.
+fn branch_weight_grads(
+    saved: &[(GroupSpec, Option<usize>, Option<usize>)],
+    kept: &[Kept],
+    x: &[f32],
+    dy: &[f32],
+    i_dim: usize,
+    o_dim: usize,
+    g: &mut Grads,
+) -> Result<()> {
+    for ((spec, gn, bn), k) in saved.iter().zip(kept) {
+        if gn.is_none() && bn.is_none() {
+            continue;
+        }
+        let mut dw = vec![0.0; spec.weight_len()];
+        let mut db = vec![0.0; o_dim];
+        for &(r0, r1) in &k.ranges {
+            grouped_backward_weight(
+                spec,
+                k.scale,
+                &x[r0 * i_dim..r1 * i_dim],
+                &dy[r0 * o_dim..r1 * o_dim],
+                &mut dw,
+                bn.is_some().then_some(db.as_mut_slice()),
+            )?;
+        }
+        g.add_with(*gn, || Ok(Tensor::from_parts(spec.weight_shape().to_vec(), dw)))?;
+        g.add_with(*bn, || Ok(Tensor::from_parts(vec![o_dim], db)))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -279,6 +425,53 @@ mod tests {
                 }
             }, &inputs, GradcheckOptions::default()).unwrap();
             prop_assert!(r.passed(), "{}", r);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// The frozen-weight path (branches folded into the GEMM) against finite differences …
+        #[test]
+        fn folded_path_gradcheck(ci in 1usize..4, co in 1usize..4, g1 in 1usize..4, reorder in any::<bool>(), seed in 0u64..1000) {
+            let (i, o) = (ci * g1 * 2, co * g1 * 2);
+            let s1 = GroupSpec::new(i, o, g1, reorder).unwrap();
+            let s2 = GroupSpec::new(i, o, g1 * 2, !reorder).unwrap();
+            let (w, b) = (rand_t(&[o, i], seed + 1), rand_t(&[o], seed + 2));
+            let inputs = vec![rand_t(&[3, 2, i], seed), rand_t(&s1.weight_shape(), seed + 3), rand_t(&[o], seed + 4), rand_t(&s2.weight_shape(), seed + 5)];
+            let r = gradcheck(|t, v| {
+                let (wv, bv) = (t.constant(w.clone()), t.constant(b.clone()));
+                let brs = [Branch { spec: s1, weight: &v[1], bias: Some(&v[2]) }, Branch { spec: s2, weight: &v[3], bias: None }];
+                v[0].consolidated_linear(&wv, Some(&bv), &brs, 0.5)
+            }, &inputs, GradcheckOptions::default()).unwrap();
+            prop_assert!(r.passed(), "{}", r);
+        }
+
+        /// … and against the direct path (branch kernels beside the GEMM) in training mode, where
+        /// both draw the same drop-path masks from the same seed: outputs and gradients agree.
+        #[test]
+        fn folded_equals_direct_in_training(g in prop::sample::select(vec![1usize, 2, 4]), reorder in any::<bool>(), seed in 0u64..1000) {
+            let (i, o) = (8, 12);
+            let spec = GroupSpec::new(i, o, g, reorder).unwrap();
+            let spec2 = GroupSpec::new(i, o, 4, false).unwrap();
+            let (x, w, b) = (rand_t(&[6, 3, i], seed), rand_t(&[o, i], seed + 1), rand_t(&[o], seed + 2));
+            let (gw, gb, gw2) = (rand_t(&spec.weight_shape(), seed + 3), rand_t(&[o], seed + 4), rand_t(&spec2.weight_shape(), seed + 5));
+            let run = |frozen: bool| {
+                let tape = Tape::new().with_seed(seed);
+                let xv = tape.var(x.clone());
+                let wv = if frozen { tape.constant(w.clone()) } else { tape.var(w.clone()) };
+                let bv = tape.var(b.clone());
+                let (g1, b1, g2) = (tape.var(gw.clone()), tape.var(gb.clone()), tape.var(gw2.clone()));
+                let brs = [Branch { spec, weight: &g1, bias: Some(&b1) }, Branch { spec: spec2, weight: &g2, bias: None }];
+                let y = xv.consolidated_linear(&wv, Some(&bv), &brs, 0.5).unwrap();
+                let loss = y.mul(&y).unwrap().sum().unwrap();
+                let grads = tape.backward(&loss).unwrap();
+                let get = |v: &Var| grads.get(v).unwrap().clone();
+                (y.value().clone(), get(&xv), get(&bv), get(&g1), get(&b1), get(&g2))
+            };
+            let (a, d) = (run(true), run(false));
+            for (u, v) in [(&a.0, &d.0), (&a.1, &d.1), (&a.2, &d.2), (&a.3, &d.3), (&a.4, &d.4), (&a.5, &d.5)] {
+                prop_assert!(u.max_abs_diff(v) <= 1e-4 * v.max_abs().max(1.0), "{} vs {}", u.max_abs_diff(v), v.max_abs());
+            }
         }
     }
 
