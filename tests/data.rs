@@ -123,7 +123,7 @@ fn hostile_idx_headers() {
     assert!(format_msg(Idx::parse(&gzip(&huge), "x")).contains("limit"));
     // A gzip bomb: declares 10 bytes, decompresses to 10 MB of zeros.
     let mut bomb = vec![0, 0, 8, 1, 0, 0, 0, 10];
-    bomb.extend(std::iter::repeat(0).take(10 << 20));
+    bomb.extend(std::iter::repeat_n(0, 10 << 20));
     let msg = format_msg(Idx::parse(&gzip(&bomb), "bomb.gz"));
     assert!(msg.contains("trailing"), "{msg}");
 }

@@ -4,7 +4,7 @@
 //! backbone, the same model with unmerged branches, and the merged model, side by side.
 
 use crate::autograd::Tape;
-use crate::nn::{Module, VisionTransformer, VitConfig};
+use crate::nn::{VisionTransformer, VitConfig};
 use crate::optim::Optimizer;
 use crate::peft::{ConsolidatorConfig, Method};
 use crate::reparam::{consolidate, merge};
@@ -22,6 +22,8 @@ pub struct VitRow {
     pub batch: usize,
     /// Median milliseconds.
     pub ms: f64,
+    /// Share of the time spent in the linear layers' GEMMs (one extra profiled run).
+    pub gemm_share: f64,
 }
 
 /// The benchmark's result.
@@ -31,8 +33,13 @@ pub struct VitReport {
     pub rows: Vec<VitRow>,
 }
 
-fn median_ms(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+fn median_ms(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
     f()?;
+    crate::kernels::gemm::profile_gemm(true);
+    let t = Instant::now();
+    f()?;
+    let share = crate::kernels::gemm::gemm_seconds() / t.elapsed().as_secs_f64();
+    crate::kernels::gemm::profile_gemm(false);
     let mut v: Vec<f64> = Vec::new();
     for _ in 0..reps.max(1) {
         let t = Instant::now();
@@ -40,7 +47,7 @@ fn median_ms(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
         v.push(t.elapsed().as_secs_f64() * 1e3);
     }
     v.sort_by(|a, b| a.partial_cmp(b).expect("finite times"));
-    Ok(v[v.len() / 2])
+    Ok((v[v.len() / 2], share))
 }
 
 fn images(cfg: &VitConfig, b: usize) -> Tensor {
@@ -69,8 +76,8 @@ pub fn run_vit_bench(quick: bool) -> Result<VitReport> {
                 continue;
             }
             let x = images(&cfg, b);
-            let ms = median_ms(reps, || vit.predict(&x).map(|_| ()))?;
-            report.rows.push(VitRow { name: format!("{name} forward"), batch: b, ms });
+            let (ms, gemm_share) = median_ms(reps, || vit.predict(&x).map(|_| ()))?;
+            report.rows.push(VitRow { name: format!("{name} forward"), batch: b, ms, gemm_share });
         }
     }
     // Training steps on the small-image preset.
@@ -86,8 +93,8 @@ pub fn run_vit_bench(quick: bool) -> Result<VitReport> {
         let mut vit = base.clone();
         method.apply(&mut vit, 10, 0)?;
         let mut opt = Optimizer::adamw(1e-4);
-        let ms = median_ms(reps, || train_step(&mut vit, &mut opt, &x, &labels))?;
-        report.rows.push(VitRow { name: format!("vit_mnist_tiny train step, {label}"), batch: b, ms });
+        let (ms, gemm_share) = median_ms(reps, || train_step(&mut vit, &mut opt, &x, &labels))?;
+        report.rows.push(VitRow { name: format!("vit_mnist_tiny train step, {label}"), batch: b, ms, gemm_share });
     }
     // Backbone, unmerged, merged: ViT-Tiny with the released recipe scaled to width 192.
     let cfg = VitConfig::preset("vit_tiny_patch16_224")?;
@@ -98,19 +105,18 @@ pub fn run_vit_bench(quick: bool) -> Result<VitReport> {
     let merged = merge(&backbone, &consolidate(&adapted, &backbone, &released)?)?.model;
     let x = images(&cfg, 8);
     for (label, m) in [("backbone", &backbone), ("unmerged (branches)", &adapted), ("merged", &merged)] {
-        let ms = median_ms(reps, || m.predict(&x).map(|_| ()))?;
-        report.rows.push(VitRow { name: format!("vit_tiny {label} forward"), batch: 8, ms });
+        let (ms, gemm_share) = median_ms(reps, || m.predict(&x).map(|_| ()))?;
+        report.rows.push(VitRow { name: format!("vit_tiny {label} forward"), batch: 8, ms, gemm_share });
     }
-    let _ = backbone.num_params();
     Ok(report)
 }
 
 impl fmt::Display for VitReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "| workload | batch | median ms |")?;
-        writeln!(f, "|---|---:|---:|")?;
+        writeln!(f, "| workload | batch | median ms | share in linear-layer GEMMs |")?;
+        writeln!(f, "|---|---:|---:|---:|")?;
         for r in &self.rows {
-            writeln!(f, "| {} | {} | {:.1} |", r.name, r.batch, r.ms)?;
+            writeln!(f, "| {} | {} | {:.1} | {:.0}% |", r.name, r.batch, r.ms, 100.0 * r.gemm_share)?;
         }
         Ok(())
     }
@@ -122,7 +128,12 @@ impl VitReport {
         let rows: Vec<String> = self
             .rows
             .iter()
-            .map(|r| format!("{{\"name\":\"{}\",\"batch\":{},\"ms\":{:.3}}}", r.name, r.batch, r.ms))
+            .map(|r| {
+                format!(
+                    "{{\"name\":\"{}\",\"batch\":{},\"ms\":{:.3},\"gemm_share\":{:.3}}}",
+                    r.name, r.batch, r.ms, r.gemm_share
+                )
+            })
             .collect();
         format!("{{\"rows\":[{}]}}", rows.join(","))
     }

@@ -152,12 +152,14 @@ pub struct AdaptResult {
     pub stored_bytes: usize,
 }
 
-/// Adapts a copy of `backbone` to `task` with `method`.
+/// Adapts a copy of `backbone` to `task` with `method` (continuing from `cfg.checkpoint` if
+/// `resume` and it exists).
 pub fn run_adapt(
     backbone: &VisionTransformer,
     method: &Method,
     task: &TaskData,
     cfg: &TrainConfig,
+    resume: bool,
     label: String,
     show: bool,
 ) -> consolidator::Result<AdaptResult> {
@@ -167,7 +169,7 @@ pub fn run_adapt(
     let mut cfg = cfg.clone();
     let mut start = Position::default();
     if let Some(ck) = &cfg.checkpoint {
-        if ck.exists() && std::env::var("CONSOLIDATOR_RESUME").is_ok() {
+        if resume && ck.exists() {
             start = load_checkpoint(ck, &mut vit, &mut opt)?;
         }
     }
@@ -202,15 +204,13 @@ pub fn adapt(args: &Args) -> R {
     let resume = args.has("resume");
     let quiet = args.has("no-progress");
     args.finish(0)?;
-    if resume {
-        std::env::set_var("CONSOLIDATOR_RESUME", "1");
-    }
     let data = e(load_task(task))?;
     let r = e(run_adapt(
         &backbone,
         &method,
         &data,
         &cfg,
+        resume,
         format!("{} on {}", method.name(), task.name()),
         !quiet && !json,
     ))?;

@@ -89,10 +89,23 @@ pub fn save_model(path: &Path, vit: &VisionTransformer, extra: &[(&str, String)]
 /// A live progress line on stderr (at most every 250 ms).
 pub fn progress_line(label: String, enabled: bool) -> impl FnMut(&Progress) {
     use std::io::IsTerminal;
-    let enabled = enabled && std::io::stderr().is_terminal();
+    let tty = std::io::stderr().is_terminal();
     let mut last = Instant::now() - std::time::Duration::from_secs(1);
     move |p: &Progress| {
         let done = p.epoch == p.epochs && p.step == p.steps;
+        if enabled && !tty && p.step == p.steps {
+            // Logs (not a terminal): one line per epoch.
+            eprintln!(
+                "{label} epoch {}/{} loss {:.4} acc {:.2}% {:.0} img/s",
+                p.epoch,
+                p.epochs,
+                p.loss,
+                100.0 * p.acc,
+                p.images_per_sec
+            );
+            return;
+        }
+        let enabled = enabled && tty;
         if !enabled || (last.elapsed().as_millis() < 250 && !done) {
             return;
         }

@@ -92,7 +92,8 @@ pub fn demo(args: &Args) -> R {
     let mut adapted_consolidator = None;
     for m in &methods {
         let lr = lr_grid(m)[0];
-        let r = e(run_adapt(&backbone, m, &data, &config(m, epochs, lr, 0), format!("{:<13}", m.name()), !quiet))?;
+        let r =
+            e(run_adapt(&backbone, m, &data, &config(m, epochs, lr, 0), false, format!("{:<13}", m.name()), !quiet))?;
         if matches!(m, Method::Consolidator(_)) {
             adapted_consolidator = Some(r.model.clone());
         }
@@ -227,6 +228,7 @@ pub fn suite(args: &Args) -> R {
                     m,
                     data,
                     &config(m, epochs, lr, 0),
+                    false,
                     format!("{:<12} {:<11} lr {lr:.0e}", m.name(), t.name()),
                     !quiet,
                 ))?;

@@ -251,7 +251,7 @@ fn write_compact(v: &Json, out: &mut String) {
 }
 
 fn write_pretty(v: &Json, indent: usize, out: &mut String) {
-    let pad = |n: usize, out: &mut String| out.extend(std::iter::repeat(' ').take(2 * n));
+    let pad = |n: usize, out: &mut String| out.extend(std::iter::repeat_n(' ', 2 * n));
     match v {
         Json::Arr(a) if !a.is_empty() => {
             out.push_str("[\n");

@@ -42,6 +42,7 @@
 //! ```
 
 use crate::par;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// A read-only matrix view: element `(r, c)` is `data[r * rs + c * cs]`.
 #[derive(Clone, Copy, Debug)]
@@ -102,6 +103,30 @@ const PAR_MIN_MACS: usize = 1 << 18;
 ///
 /// With `β = 0` the old contents of `C` are ignored (NaN included), as in BLAS.
 pub fn gemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], ldc: usize) {
+    if !PROFILE.load(Ordering::Relaxed) {
+        return gemm_untimed(alpha, a, b, beta, c, ldc);
+    }
+    let t = std::time::Instant::now();
+    gemm_untimed(alpha, a, b, beta, c, ldc);
+    GEMM_NANOS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+}
+
+static PROFILE: AtomicBool = AtomicBool::new(false);
+static GEMM_NANOS: AtomicU64 = AtomicU64::new(0);
+
+/// Starts (or stops) accounting the wall time spent in [`gemm`] calls (for benchmarks that
+/// report the share of time in GEMM) and resets the counter.
+pub fn profile_gemm(on: bool) {
+    PROFILE.store(on, Ordering::Relaxed);
+    GEMM_NANOS.store(0, Ordering::Relaxed);
+}
+
+/// Wall time spent in [`gemm`] since [`profile_gemm`]`(true)`, in seconds.
+pub fn gemm_seconds() -> f64 {
+    GEMM_NANOS.load(Ordering::Relaxed) as f64 * 1e-9
+}
+
+fn gemm_untimed(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], ldc: usize) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "gemm: inner dimensions {}x{} · {}x{}", a.rows, a.cols, b.rows, b.cols);
     assert!(ldc >= n, "gemm: ldc {ldc} < n {n}");

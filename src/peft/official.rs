@@ -33,7 +33,9 @@ pub fn import_official(
     let what = "official consolidator state dict";
     // 1. Rename fc_origin keys to timm keys; collect branches per layer.
     let mut plain = TensorFile { tensors: BTreeMap::new(), metadata: f.metadata.clone() };
-    let mut branches: BTreeMap<String, BTreeMap<usize, (Option<Tensor>, Option<Tensor>)>> = BTreeMap::new();
+    // Per layer, per branch index: (weight, bias) as found.
+    type Found = BTreeMap<usize, (Option<Tensor>, Option<Tensor>)>;
+    let mut branches: BTreeMap<String, Found> = BTreeMap::new();
     for (k, t) in &f.tensors {
         if let Some(layer) = k.strip_suffix(".fc_origin.weight") {
             let t = squeeze_last(t, k)?;

@@ -171,7 +171,7 @@ impl<'t> Var<'t> {
     /// The slice `start..start + len` of dimension `dim` (a copy).
     pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Result<Var<'t>> {
         let shape = self.shape();
-        if dim >= shape.len() || start.checked_add(len).map_or(true, |e| e > shape[dim]) {
+        if dim >= shape.len() || start.checked_add(len).is_none_or(|e| e > shape[dim]) {
             return Err(Error::bad_shape(
                 "narrow",
                 shape,
