@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-/// The budget, in counted lines. Set about 15 % above the size when it was introduced (4,101).
+/// The budget, in counted lines. Set about 15 % above the size when it was introduced (4,119).
 const CORE_BUDGET: usize = 4700;
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
