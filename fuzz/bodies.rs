@@ -71,8 +71,11 @@ pub fn official(bytes: &[u8]) {
     }
 }
 
+/// A fuzz body: bytes in, a panic only for a broken invariant.
+pub type Body = fn(&[u8]);
+
 /// Every target by name, for the test suite and the corpus writer.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Body)] = &[
     ("safetensors", safetensors),
     ("json", json),
     ("idx", idx),

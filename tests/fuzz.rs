@@ -338,10 +338,7 @@ fn hostile_safetensors_are_refused() {
         r#"{"t":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,8]}}"#,
         &f32s(2),
     ));
-    refused(&raw_safetensors(
-        r#"{"t":{"dtype":"F32","shape":[1000000000,1000],"data_offsets":[0,8]}}"#,
-        &f32s(2),
-    ));
+    refused(&raw_safetensors(r#"{"t":{"dtype":"F32","shape":[1000000000,1000],"data_offsets":[0,8]}}"#, &f32s(2)));
     // Offsets past the end, reversed, or overlapping.
     refused(&raw_safetensors(r#"{"t":{"dtype":"F32","shape":[2],"data_offsets":[0,8000000000]}}"#, &f32s(2)));
     refused(&raw_safetensors(r#"{"t":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}}"#, &f32s(2)));
@@ -458,10 +455,7 @@ fn checkpoints_declaring_huge_models_are_refused_before_allocating() {
         }),
         "renamed key",
     );
-    load_refused(
-        &checkpoint_with(|f| f.insert("blocks.0.attn.proj.weight", Tensor::zeros(&[16, 15]))),
-        "mis-shaped",
-    );
+    load_refused(&checkpoint_with(|f| f.insert("blocks.0.attn.proj.weight", Tensor::zeros(&[16, 15]))), "mis-shaped");
     // The untouched file still loads.
     let ok = checkpoint_with(|_| {});
     let vit = VisionTransformer::from_checkpoint(&ok, None).unwrap();
@@ -543,9 +537,26 @@ fn hostile_deltas_are_refused() {
 #[test]
 fn method_strings_never_panic() {
     for s in [
-        "", ":", "::", "lora:r=", "lora:r=1e400", "lora:r=NaN", "lora:r=-1", "consolidator:g=", "consolidator:g=0",
-        "consolidator:g=+", "consolidator:g=4+", "consolidator:dp=inf", "consolidator:layers=", "consolidator:init=x",
-        "vpt:prompts=1e30", "adapter:dim=0", "nope", "lora:x=1", "lora:r=4,,", "é:ü=ß",
+        "",
+        ":",
+        "::",
+        "lora:r=",
+        "lora:r=1e400",
+        "lora:r=NaN",
+        "lora:r=-1",
+        "consolidator:g=",
+        "consolidator:g=0",
+        "consolidator:g=+",
+        "consolidator:g=4+",
+        "consolidator:dp=inf",
+        "consolidator:layers=",
+        "consolidator:init=x",
+        "vpt:prompts=1e30",
+        "adapter:dim=0",
+        "nope",
+        "lora:x=1",
+        "lora:r=4,,",
+        "é:ü=ß",
     ] {
         bodies::method(s.as_bytes());
     }

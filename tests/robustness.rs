@@ -198,7 +198,8 @@ fn sigkill_mid_save_keeps_the_previous_checkpoint() {
     checkpoint_loads(&ck);
     let mut rng = StdRng::seed_from_u64(1);
     for _ in 0..6 {
-        let mut child = pretrain(&dir, &ck, &out, 2, false).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child =
+            pretrain(&dir, &ck, &out, 2, false).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         std::thread::sleep(full.mul_f64(rng.gen_range(0.05..1.0)));
         let _ = child.kill(); // SIGKILL: no handler, no cleanup
         let _ = child.wait();
@@ -289,4 +290,260 @@ fn ctrl_c_stops_with_a_checkpoint_that_resumes() {
     assert_eq!(checkpoint_loads(&ck), Position { epoch: epochs, step: 0 });
     assert!(out.exists());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The table of bad inputs in docs/ROBUSTNESS.md
+
+/// Runs the CLI; returns its exit code and the `error: …` line (or the last stderr line).
+fn cli(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_consolidator"))
+        .args(args)
+        .env("CONSOLIDATOR_THREADS", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr.lines().rev().find(|l| l.starts_with("error:")).or(stderr.lines().last()).unwrap_or("");
+    (out.status.code().unwrap_or(-1), line.to_string())
+}
+
+fn write_file(path: &Path, f: &TensorFile) {
+    std::fs::write(path, f.to_bytes()).unwrap();
+}
+
+/// Prints the rows of the bad-input table (`cargo test --release --test robustness --
+/// --ignored --nocapture bad_input_table`), each from a real run of the CLI.
+#[test]
+#[ignore = "prints the table of docs/ROBUSTNESS.md"]
+fn bad_input_table() {
+    let root = temp_dir("table");
+    let p = |n: &str| root.join(n).display().to_string();
+    let mnist = |name: &str, edit: &dyn Fn(&Path)| {
+        let d = root.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        synthetic_mnist(&d, 120, 20);
+        edit(&d);
+        d.display().to_string()
+    };
+    let good = mnist("good", &|_| {});
+    let mut rows: Vec<(String, String, String)> = Vec::new();
+    let mut row = |case: &str, shown: &str, args: &[&str]| {
+        let (code, msg) = cli(args);
+        assert_ne!(code, 0, "{case}: succeeded");
+        rows.push((case.into(), shown.into(), msg.replace(root.to_str().unwrap(), "$T").replace('|', "\\|")));
+    };
+    let pre = |data: &str, extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["pretrain", "--arch", "vit_mnist_tiny", "--epochs", "1", "--batch", "32"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.extend(["--limit", "64", "--no-progress", "--data", data, "--out"].map(String::from));
+        v.push(p("out.safetensors"));
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    macro_rules! pre_row {
+        ($case:expr, $shown:expr, $data:expr, $extra:expr) => {{
+            let v = pre($data, $extra);
+            row($case, $shown, &v.iter().map(String::as_str).collect::<Vec<_>>());
+        }};
+    }
+    // Data.
+    pre_row!("missing data directory", "pretrain --data /nonexistent", &p("nope"), &[]);
+    let d = mnist("trunc", &|d| {
+        let f = d.join("train-images-idx3-ubyte");
+        let b = std::fs::read(&f).unwrap();
+        std::fs::write(&f, &b[..1000]).unwrap();
+    });
+    pre_row!("truncated IDX images", "pretrain (train-images cut at 1000 bytes)", &d, &[]);
+    let d = mnist("gzgarbage", &|d| {
+        std::fs::remove_file(d.join("train-images-idx3-ubyte")).unwrap();
+        std::fs::write(d.join("train-images-idx3-ubyte.gz"), [0x1f, 0x8b, 8, 0, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3])
+            .unwrap();
+    });
+    pre_row!("gzip garbage", "pretrain (train-images .gz = magic + junk)", &d, &[]);
+    let d = mnist("labels", &|d| {
+        let f = d.join("train-labels-idx1-ubyte");
+        let mut b = std::fs::read(&f).unwrap();
+        b[8 + 5] = 12;
+        std::fs::write(&f, b).unwrap();
+    });
+    pre_row!("label out of range", "pretrain (label 12 in train-labels)", &d, &[]);
+    let d = mnist("count", &|d| {
+        std::fs::write(d.join("train-labels-idx1-ubyte"), idx(&[119], &[0; 119])).unwrap();
+    });
+    pre_row!("image/label count mismatch", "pretrain (120 images, 119 labels)", &d, &[]);
+    let d = mnist("size", &|d| {
+        std::fs::write(d.join("train-images-idx3-ubyte"), idx(&[120, 20, 20], &vec![0; 120 * 400])).unwrap();
+    });
+    pre_row!("image size mismatch", "pretrain (20×20 images for a 28×28 model)", &d, &[]);
+    pre_row!(
+        "NaN loss from an absurd learning rate",
+        "pretrain --lr 1e6 --epochs 3 --checkpoint CK",
+        &good,
+        &["--lr", "1e6", "--epochs", "3", "--warmup", "0", "--clip", "0", "--checkpoint", &p("nan.safetensors")]
+    );
+
+    // Checkpoints (resume).
+    let vit = VisionTransformer::new(&VitConfig::preset("vit_mnist_tiny").unwrap(), 0).unwrap();
+    let mut ck = vit.state_dict();
+    Optimizer::adamw(0.05).state_dict(&mut ck);
+    ck.metadata.insert("epochs_done".into(), "1".into());
+    ck.metadata.insert("steps_done".into(), "0".into());
+    let bytes = ck.to_bytes();
+    let resume = |name: &str| pre(&good, &["--resume", "--checkpoint", &p(name)]);
+    macro_rules! resume_row {
+        ($case:expr, $shown:expr, $name:expr) => {{
+            let v = resume($name);
+            row($case, $shown, &v.iter().map(String::as_str).collect::<Vec<_>>());
+        }};
+    }
+    std::fs::write(root.join("trunc.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    resume_row!("truncated checkpoint", "pretrain --resume --checkpoint CK (cut in half)", "trunc.safetensors");
+    let mut flipped = bytes.clone();
+    flipped[20] ^= 0x04; // inside the JSON header
+    std::fs::write(root.join("flip.safetensors"), &flipped).unwrap();
+    resume_row!(
+        "bit-flipped checkpoint header",
+        "pretrain --resume (one bit of the header flipped)",
+        "flip.safetensors"
+    );
+    let mut flipped = bytes.clone();
+    flipped[0] ^= 0x40; // the header length
+    std::fs::write(root.join("fliplen.safetensors"), &flipped).unwrap();
+    resume_row!("bit-flipped header length", "pretrain --resume (bit 6 of the length flipped)", "fliplen.safetensors");
+    let mut renamed = ck.clone();
+    let t = renamed.tensors.remove("blocks.0.attn.proj.weight").unwrap();
+    renamed.insert("blocks.0.attn.proj.weights", t);
+    write_file(&root.join("renamed.safetensors"), &renamed);
+    resume_row!("renamed key", "pretrain --resume (`…proj.weight` → `…proj.weights`)", "renamed.safetensors");
+    let mut misshaped = ck.clone();
+    misshaped.insert("blocks.0.attn.proj.weight", Tensor::zeros(&[64, 63]));
+    write_file(&root.join("misshaped.safetensors"), &misshaped);
+    resume_row!("mis-shaped tensor", "pretrain --resume (`proj.weight` [64, 63])", "misshaped.safetensors");
+    write_file(&root.join("plain.safetensors"), &vit.state_dict());
+    resume_row!("a model, not a training checkpoint", "pretrain --resume --checkpoint MODEL", "plain.safetensors");
+
+    // Models.
+    let input = root.join("input.safetensors");
+    let mut f = TensorFile::new();
+    f.insert("input", Tensor::zeros(&[2, 1, 28, 28]));
+    write_file(&input, &f);
+    let mut huge = vit.state_dict();
+    huge.metadata.insert("img_size_h".into(), "1000000000".into());
+    write_file(&root.join("huge.safetensors"), &huge);
+    let mut wide = vit.state_dict();
+    wide.insert("patch_embed.proj.weight", Tensor::zeros(&[10_000_000, 0, 4, 4]));
+    write_file(&root.join("wide.safetensors"), &wide);
+    let mut small = TensorFile::new();
+    small.insert("input", Tensor::zeros(&[2, 1, 20, 20]));
+    write_file(&root.join("small.safetensors"), &small);
+    let fwd = |model: &str, inp: &str| {
+        ["forward", "--model", &p(model), "--input", &p(inp), "--output", &p("logits.safetensors")].map(String::from)
+    };
+    macro_rules! fwd_row {
+        ($case:expr, $shown:expr, $m:expr, $i:expr) => {{
+            let v = fwd($m, $i);
+            row($case, $shown, &v.iter().map(String::as_str).collect::<Vec<_>>());
+        }};
+    }
+    fwd_row!(
+        "checkpoint declaring a huge image",
+        "forward --model M (metadata img_size_h = 10^9)",
+        "huge.safetensors",
+        "input.safetensors"
+    );
+    fwd_row!(
+        "checkpoint declaring embed_dim 10^7",
+        "forward --model M (patch weight [10^7, 0, 4, 4])",
+        "wide.safetensors",
+        "input.safetensors"
+    );
+    fwd_row!(
+        "input of the wrong size",
+        "forward --input X (20×20 for a 28×28 model)",
+        "plain.safetensors",
+        "small.safetensors"
+    );
+    fwd_row!("missing model file", "forward --model /nonexistent", "nope.safetensors", "input.safetensors");
+
+    // Deltas.
+    let backbone = root.join("backbone.safetensors");
+    vit.save(&backbone).unwrap();
+    let other = root.join("other.safetensors");
+    VisionTransformer::new(&VitConfig::preset("vit_mnist_tiny").unwrap(), 1).unwrap().save(&other).unwrap();
+    let method = Method::parse("consolidator:g=4", 64).unwrap();
+    let mut adapted = vit.clone();
+    method.apply(&mut adapted, 10, 7).unwrap();
+    let delta = consolidator::reparam::consolidate(&adapted, &vit, &method).unwrap();
+    let delta_path = root.join("delta.safetensors");
+    delta.save(&delta_path).unwrap();
+    let merged = p("merged.safetensors");
+    let (code, msg) =
+        cli(&["merge", "--backbone", &p("backbone.safetensors"), "--delta", &p("delta.safetensors"), "--out", &merged]);
+    assert_eq!(code, 0, "{msg}");
+    let dfile = delta.to_file().unwrap();
+    let layer = dfile.metadata.keys().find(|k| k.ends_with("delta.pattern")).unwrap().clone();
+    let mut bad_pattern = dfile.clone();
+    bad_pattern.metadata.insert(layer, "grouped 16777216x16777216 1".into());
+    write_file(&root.join("badpattern.safetensors"), &bad_pattern);
+    let mut bad_classes = dfile.clone();
+    bad_classes.metadata.insert("num_classes".into(), "1000000000000".into());
+    write_file(&root.join("badclasses.safetensors"), &bad_classes);
+    let mg = |b: &str, d: &str| {
+        ["merge", "--backbone", &p(b), "--delta", &p(d), "--out", &p("m2.safetensors")].map(String::from)
+    };
+    macro_rules! mg_row {
+        ($case:expr, $shown:expr, $b:expr, $d:expr) => {{
+            let v = mg($b, $d);
+            row($case, $shown, &v.iter().map(String::as_str).collect::<Vec<_>>());
+        }};
+    }
+    mg_row!("delta for another backbone", "merge --backbone OTHER --delta D", "other.safetensors", "delta.safetensors");
+    mg_row!("merging twice", "merge --backbone MERGED --delta D", "merged.safetensors", "delta.safetensors");
+    mg_row!(
+        "delta with a huge pattern",
+        "merge (pattern `grouped 16777216x16777216 1`)",
+        "backbone.safetensors",
+        "badpattern.safetensors"
+    );
+    mg_row!(
+        "delta with num_classes 10^12",
+        "merge (metadata num_classes = 10^12)",
+        "backbone.safetensors",
+        "badclasses.safetensors"
+    );
+    mg_row!("a model passed as the delta", "merge --delta MODEL", "backbone.safetensors", "backbone.safetensors");
+    mg_row!("a delta passed as the backbone", "merge --backbone DELTA", "delta.safetensors", "delta.safetensors");
+
+    // Method strings.
+    for m in ["nope", "lora:x=1", "lora:r=abc", "consolidator:g=3"] {
+        let shown = format!("adapt --method '{m}'");
+        row(
+            &format!("bad method string `{m}`"),
+            &shown,
+            &[
+                "adapt",
+                "--backbone",
+                &p("backbone.safetensors"),
+                "--method",
+                m,
+                "--task",
+                "optdigits",
+                "--epochs",
+                "1",
+                "--no-progress",
+                "--out",
+                &p("a.safetensors"),
+            ],
+        );
+    }
+
+    println!("| bad input | command | error |\n| --- | --- | --- |");
+    for (case, shown, msg) in rows {
+        let shown = if shown.contains('`') { shown } else { format!("`{shown}`") };
+        println!("| {case} | {shown} | {msg} |");
+    }
+    std::fs::remove_dir_all(&root).unwrap();
 }

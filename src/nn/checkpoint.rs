@@ -66,9 +66,8 @@ impl VitConfig {
         })?;
         let depth = (0..).take_while(|i| f.tensors.contains_key(&format!("blocks.{i}.norm1.weight"))).count();
         // `.first()`, not `[0]`: a hostile file may store these as rank-0 tensors.
-        let rows = |k: &str| {
-            shape(k)?.first().copied().ok_or_else(|| Error::format("checkpoint", format!("{k} is a scalar")))
-        };
+        let rows =
+            |k: &str| shape(k)?.first().copied().ok_or_else(|| Error::format("checkpoint", format!("{k} is a scalar")));
         let hidden = rows("blocks.0.mlp.fc1.weight")?;
         let classes = rows("head.weight")?;
         let pool = match m.get("global_pool").map(String::as_str) {

@@ -387,7 +387,10 @@ fn parse_pattern(s: &str, bias_len: usize, values_len: usize) -> Result<(usize, 
         return Err(bad());
     }
     if o != bias_len {
-        return Err(Error::format("delta file", format!("pattern `{s}` has {o} rows but the bias has {bias_len} values")));
+        return Err(Error::format(
+            "delta file",
+            format!("pattern `{s}` has {o} rows but the bias has {bias_len} values"),
+        ));
     }
     match kind {
         Some("bias") => return Ok((o, i, Pattern::Csr { row_ptr: vec![0; o + 1], cols: vec![] })),
