@@ -46,8 +46,21 @@ fn train_config(args: &Args, method: Option<&Method>, epochs: usize) -> R<TrainC
 }
 
 fn install_ctrlc() {
-    // Without a signal crate: a second thread is not needed; the default SIGINT handler kills the
-    // process, and checkpoints are atomic, so the last checkpoint always survives.
+    // The first Ctrl-C (SIGINT) asks training to stop after the current step: `train` then saves
+    // a checkpoint at that exact position and returns "stopped by request". A second Ctrl-C exits
+    // at once (checkpoints are written atomically, so the last one survives either way). The
+    // handler can be installed once per process; a second call is a harmless no-op.
+    #[cfg(feature = "cli")]
+    {
+        use std::sync::atomic::Ordering;
+        let _ = ctrlc::set_handler(|| {
+            if consolidator::train::STOP.swap(true, Ordering::SeqCst) {
+                eprintln!("\nsecond interrupt: exiting now");
+                std::process::exit(130);
+            }
+            eprintln!("\ninterrupt: stopping after the current step (Ctrl-C again to exit now)");
+        });
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

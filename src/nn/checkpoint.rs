@@ -65,8 +65,11 @@ impl VitConfig {
             Error::format("checkpoint", format!("patch_embed.proj.weight has shape {pw:?}, expected [E, C, ph, pw]"))
         })?;
         let depth = (0..).take_while(|i| f.tensors.contains_key(&format!("blocks.{i}.norm1.weight"))).count();
-        let hidden = shape("blocks.0.mlp.fc1.weight")?[0];
-        let classes = shape("head.weight")?[0];
+        // `.first()`, not `[0]`: a hostile file may store these as rank-0 tensors.
+        let rows =
+            |k: &str| shape(k)?.first().copied().ok_or_else(|| Error::format("checkpoint", format!("{k} is a scalar")));
+        let hidden = rows("blocks.0.mlp.fc1.weight")?;
+        let classes = rows("head.weight")?;
         let pool = match m.get("global_pool").map(String::as_str) {
             Some("avg") => Pool::Avg,
             Some(_) => Pool::Token,
@@ -117,8 +120,40 @@ impl VitConfig {
             drop_path_rate: 0.0,
         };
         cfg.validate()?;
+        check_fits_file(&cfg, f)?;
         Ok(cfg)
     }
+}
+
+/// Refuses a configuration whose model would hold more values than the file has.
+///
+/// Sizes come from shapes and metadata, and a tiny hostile file can declare a huge model (a
+/// zero-element `[10^7, 0, 1, 1]` patch weight, `img_size_h = 10^9` in the metadata): building
+/// it would try to allocate terabytes before the strict load could notice the mismatch. A model
+/// inferred from a file is loaded strictly from that same file, so its parameters can never
+/// outnumber the file's values; the count below (saturating, so it cannot overflow) is a lower
+/// bound on the model's parameters: the block weights, the position embedding and the head.
+fn check_fits_file(cfg: &VitConfig, f: &TensorFile) -> Result<()> {
+    let u = |v: usize| v as u128;
+    let (e, h) = (u(cfg.embed_dim), u(cfg.mlp_hidden));
+    let tokens = u(cfg.img_size.0 / cfg.patch_size.0).saturating_mul(u(cfg.img_size.1 / cfg.patch_size.1)) + 1;
+    let per_block = e.saturating_mul(e).saturating_mul(4).saturating_add(e.saturating_mul(h).saturating_mul(2));
+    let needed = u(cfg.depth)
+        .saturating_mul(per_block)
+        .saturating_add(tokens.saturating_mul(e))
+        .saturating_add(u(cfg.num_classes).saturating_mul(e));
+    let held: u128 = f.tensors.values().map(|t| t.numel() as u128).sum();
+    if needed > held {
+        return Err(Error::format(
+            "checkpoint",
+            format!(
+                "its shapes and metadata describe a model of at least {needed} parameters, but the file holds only \
+                 {held} values (img {:?}, patch {:?}, embed_dim {}, depth {}, mlp {}, classes {})",
+                cfg.img_size, cfg.patch_size, cfg.embed_dim, cfg.depth, cfg.mlp_hidden, cfg.num_classes
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl VisionTransformer {

@@ -306,8 +306,8 @@ impl TaskDelta {
         for (k, t) in &f.tensors {
             if let Some(layer) = k.strip_suffix("delta.values") {
                 let pat = get(&format!("{layer}delta.pattern"))?;
-                let (o, i, pattern) = parse_pattern(&pat)?;
                 let bias = f.get(&format!("{layer}delta.bias"))?;
+                let (o, i, pattern) = parse_pattern(&pat, bias.numel(), t.numel())?;
                 layers.insert(
                     layer.to_string(),
                     LayerDelta::Add(Affine::Sparse(Sparse::new(o, i, pattern, f64v(t), f64v(bias))?)),
@@ -348,6 +348,17 @@ impl TaskDelta {
                 dense.insert(k.clone(), t.clone());
             }
         }
+        // `merge` builds a `num_classes`-row head before it reads the stored one: tie the number
+        // to the stored head so a hostile `num_classes = 10^12` cannot ask for a huge allocation.
+        match dense.get("head.weight").map(|h| h.shape().first().copied()) {
+            Some(Some(rows)) if rows == num_classes => {}
+            _ => {
+                return Err(Error::format(
+                    "delta file",
+                    format!("num_classes {num_classes} does not match the stored head (`head.weight` rows)"),
+                ))
+            }
+        }
         Ok(TaskDelta { method: get("method")?, layers, dense, backbone: get("backbone_fingerprint")?, num_classes })
     }
 
@@ -378,7 +389,14 @@ fn pattern_string(p: &Pattern, i: usize, o: usize) -> Result<String> {
     }
 }
 
-fn parse_pattern(s: &str) -> Result<(usize, usize, Pattern)> {
+/// The most branches a stored grouped pattern may list.
+const MAX_PATTERN_BRANCHES: usize = 64;
+
+/// Parses a stored pattern for a layer whose file holds `bias_len` bias values and `values_len`
+/// weight values. The declared sizes are checked against those counts before anything is built:
+/// the pattern's size drives allocations (`O+1` row pointers) and work (a grouped pattern's
+/// entry count is computed row by row), which a hostile string could otherwise make huge.
+fn parse_pattern(s: &str, bias_len: usize, values_len: usize) -> Result<(usize, usize, Pattern)> {
     let bad = || Error::format("delta file", format!("bad pattern `{s}` (expected `grouped OxI g[r],g[r],…`)"));
     let mut parts = s.split(' ');
     let kind = parts.next();
@@ -386,6 +404,12 @@ fn parse_pattern(s: &str) -> Result<(usize, usize, Pattern)> {
     let (o, i): (usize, usize) = (o.parse().map_err(|_| bad())?, i.parse().map_err(|_| bad())?);
     if o.checked_mul(i).is_none() || o > 1 << 24 || i > 1 << 24 {
         return Err(bad());
+    }
+    if o != bias_len {
+        return Err(Error::format(
+            "delta file",
+            format!("pattern `{s}` has {o} rows but the bias has {bias_len} values"),
+        ));
     }
     match kind {
         Some("bias") => return Ok((o, i, Pattern::Csr { row_ptr: vec![0; o + 1], cols: vec![] })),
@@ -399,9 +423,19 @@ fn parse_pattern(s: &str) -> Result<(usize, usize, Pattern)> {
             None => (g, false),
         };
         let g: usize = g.parse().map_err(|_| bad())?;
-        specs.push(GroupSpec::new(i, o, g, reorder).map_err(|_| bad())?);
+        let spec = GroupSpec::new(i, o, g, reorder).map_err(|_| bad())?;
+        // The pattern is the union of its specs, so it has at least as many entries as each one.
+        if spec.weight_len() > values_len {
+            return Err(Error::format(
+                "delta file",
+                format!("pattern `{s}` needs more than the {values_len} values stored"),
+            ));
+        }
+        specs.push(spec);
     }
-    if specs.is_empty() {
+    // Entry counting costs O(rows × Σ inputs per group); a real pattern has a handful of
+    // branches, so a long list is a hostile file, not a model.
+    if specs.is_empty() || specs.len() > MAX_PATTERN_BRANCHES {
         return Err(bad());
     }
     Ok((o, i, Pattern::Grouped(specs)))

@@ -1,0 +1,87 @@
+//! The fuzz bodies: one function per parser of outside bytes. Shared by the cargo-fuzz targets
+//! (`fuzz/fuzz_targets/*.rs`, through `#[path]`) and by the stable test suite (`tests/fuzz.rs`),
+//! so both exercise exactly the same code.
+//!
+//! Each body must never panic: a hostile input gets a clean `Err`. Where a parse succeeds the
+//! body checks a round trip, so a fuzzer also finds values that parse but do not survive.
+
+#![allow(dead_code)]
+
+use consolidator::io::safetensors::TensorFile;
+use consolidator::nn::{Module, VisionTransformer, VitConfig};
+use consolidator::peft::{import_official, Method};
+use consolidator::reparam::TaskDelta;
+
+/// safetensors reader (with a write → read round trip of what it accepts).
+pub fn safetensors(bytes: &[u8]) {
+    consolidator::io::fuzz::fuzz_safetensors(bytes);
+}
+
+/// JSON reader (compact and pretty round trips).
+pub fn json(bytes: &[u8]) {
+    consolidator::io::fuzz::fuzz_json(bytes);
+}
+
+/// IDX reader, plain or gzip'd.
+pub fn idx(bytes: &[u8]) {
+    consolidator::data::fuzz::fuzz_idx(bytes);
+}
+
+/// optdigits CSV reader, plain or gzip'd.
+pub fn optdigits(bytes: &[u8]) {
+    consolidator::data::fuzz::fuzz_optdigits(bytes);
+}
+
+/// Task-delta files: an accepted delta must write back and read again with the same layers.
+pub fn delta(bytes: &[u8]) {
+    let Ok(f) = TensorFile::from_bytes(bytes, "fuzz input") else { return };
+    let Ok(d) = TaskDelta::from_file(&f) else { return };
+    let again = TaskDelta::from_file(&d.to_file().expect("an accepted delta must be writable"))
+        .expect("a delta we wrote must read back");
+    assert_eq!(d.layers.len(), again.layers.len());
+    assert_eq!(d.dense.len(), again.dense.len());
+    assert_eq!(d.storage_bytes(), again.storage_bytes());
+}
+
+/// Model checkpoints: configuration inference, then a strict load. An accepted model is never
+/// bigger than the file it came from, and its state dict holds the file's tensors.
+pub fn checkpoint(bytes: &[u8]) {
+    let Ok(f) = TensorFile::from_bytes(bytes, "fuzz input") else { return };
+    let Ok(cfg) = VitConfig::from_checkpoint(&f) else { return };
+    let Ok(vit) = VisionTransformer::from_checkpoint(&f, Some(&cfg)) else { return };
+    let held: usize = f.tensors.values().map(|t| t.numel()).sum();
+    assert!(vit.num_params() <= held, "a model bigger than its file was built");
+    let sd = vit.state_dict();
+    assert_eq!(sd.tensors.len(), f.tensors.len());
+}
+
+/// Method strings (CLI `--method`), UTF-8 only.
+pub fn method(bytes: &[u8]) {
+    let Ok(s) = std::str::from_utf8(bytes) else { return };
+    let _ = Method::parse(s, 64);
+}
+
+/// The official consolidator state-dict import (the first byte picks the channel shuffle).
+pub fn official(bytes: &[u8]) {
+    let reorder = bytes.first().is_some_and(|b| b & 1 == 1);
+    let Ok(f) = TensorFile::from_bytes(bytes, "fuzz input") else { return };
+    if let Ok(vit) = import_official(&f, None, reorder, 0.0) {
+        let held: usize = f.tensors.values().map(|t| t.numel()).sum();
+        assert!(vit.num_params() <= held, "a model bigger than its file was built");
+    }
+}
+
+/// A fuzz body: bytes in, a panic only for a broken invariant.
+pub type Body = fn(&[u8]);
+
+/// Every target by name, for the test suite and the corpus writer.
+pub const TARGETS: &[(&str, Body)] = &[
+    ("safetensors", safetensors),
+    ("json", json),
+    ("idx", idx),
+    ("optdigits", optdigits),
+    ("delta", delta),
+    ("checkpoint", checkpoint),
+    ("method", method),
+    ("official", official),
+];
