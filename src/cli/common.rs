@@ -55,7 +55,7 @@ pub fn load_model(path: &Path, arch: Option<&str>) -> Result<(VisionTransformer,
     let cfg = match arch {
         Some(a) => {
             let mut c = VitConfig::preset(a)?;
-            c.num_classes = f.get("head.weight")?.shape()[0];
+            c.num_classes = f.get("head.weight")?.dims::<2>("head.weight")?[0];
             c
         }
         None => VitConfig::from_checkpoint(&f)?,

@@ -224,8 +224,9 @@ impl Method {
             Method::Full => vit.visit_mut("", &mut |_, p| p.trainable = true),
             Method::BitFit => vit.visit_mut("", &mut |k, p| p.trainable = k.ends_with("bias")),
             Method::Lora { rank, alpha, layers } => {
-                if *rank == 0 {
-                    return Err(Error::invalid("lora", "rank must be ≥ 1"));
+                let widest = vit.fc_layers().iter().map(|(_, l)| l.in_dim().min(l.out_dim())).max().unwrap_or(0);
+                if *rank == 0 || *rank > widest {
+                    return Err(Error::invalid("lora", format!("rank {rank} must be in 1..={widest} (a layer's smaller width)")));
                 }
                 for (key, lin) in vit.fc_layers_mut() {
                     if layers.contains(&key) {
@@ -239,6 +240,9 @@ impl Method {
                 }
             }
             Method::Adapter { dim: d, scale } => {
+                if *d == 0 || *d > dim {
+                    return Err(Error::invalid("adapter", format!("bottleneck width {d} must be in 1..={dim}")));
+                }
                 for b in &mut vit.blocks {
                     let mut up = Linear::new(*d, dim, true, &mut rng);
                     up.weight.value = Tensor::zeros(&[dim, *d]);
@@ -249,6 +253,9 @@ impl Method {
                 }
             }
             Method::Vpt { prompts } => {
+                if *prompts == 0 || *prompts > 4 * vit.config.tokens() {
+                    return Err(Error::invalid("vpt", format!("{prompts} prompts: use 1..={}", 4 * vit.config.tokens())));
+                }
                 let bound = (6.0 / (dim + dim) as f32).sqrt();
                 for b in &mut vit.blocks {
                     b.prompts = Some(Param::new(Tensor::rand_uniform(&[*prompts, dim], -bound, bound, &mut rng)));
