@@ -226,7 +226,10 @@ impl Method {
             Method::Lora { rank, alpha, layers } => {
                 let widest = vit.fc_layers().iter().map(|(_, l)| l.in_dim().min(l.out_dim())).max().unwrap_or(0);
                 if *rank == 0 || *rank > widest {
-                    return Err(Error::invalid("lora", format!("rank {rank} must be in 1..={widest} (a layer's smaller width)")));
+                    return Err(Error::invalid(
+                        "lora",
+                        format!("rank {rank} must be in 1..={widest} (a layer's smaller width)"),
+                    ));
                 }
                 for (key, lin) in vit.fc_layers_mut() {
                     if layers.contains(&key) {
@@ -254,7 +257,10 @@ impl Method {
             }
             Method::Vpt { prompts } => {
                 if *prompts == 0 || *prompts > 4 * vit.config.tokens() {
-                    return Err(Error::invalid("vpt", format!("{prompts} prompts: use 1..={}", 4 * vit.config.tokens())));
+                    return Err(Error::invalid(
+                        "vpt",
+                        format!("{prompts} prompts: use 1..={}", 4 * vit.config.tokens()),
+                    ));
                 }
                 let bound = (6.0 / (dim + dim) as f32).sqrt();
                 for b in &mut vit.blocks {
