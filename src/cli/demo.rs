@@ -292,7 +292,10 @@ pub fn suite(args: &Args) -> R {
             r.latency_ms
         );
     }
-    let _ = writeln!(md, "\nTest accuracy (%) per task; learning rate chosen per method and task on the 200 validation examples from {:?}; {epochs} epochs, batch 32, AdamW, cosine schedule.", "the method's grid");
+    let _ = writeln!(
+        md,
+        "\nTest accuracy (%) per task; learning rate chosen per method and task on the 200 validation examples from the method's two-value grid; {epochs} epochs, batch 32, AdamW, cosine schedule."
+    );
     let svg = plot(&rows);
     for (name, body) in [("results.md", &md), ("results.csv", &csv), ("results.svg", &svg)] {
         e(write_atomic(&out_dir.join(name), body.as_bytes()))?;

@@ -264,50 +264,42 @@ fn folded<'t>(
     let (rows, i_dim) = x.value().rows_cols();
     let samples = x.shape()[0];
     let mask = |s: usize| keep.iter().enumerate().fold(0u64, |m, (k, kb)| if kb[s] { m | 1 << k } else { m });
-    // Runs of samples sharing a pattern, and one dense (W_m, b_m) per pattern.
-    let mut runs: Vec<(usize, usize, u64)> = Vec::new();
+    // Samples grouped by pattern; one dense (W_m, b_m) per pattern, one GEMM per pattern.
+    let mut groups: std::collections::BTreeMap<u64, Vec<usize>> = Default::default();
     for s in 0..samples {
-        let m = mask(s);
-        match runs.last_mut() {
-            Some(r) if r.2 == m => r.1 = s + 1,
-            _ => runs.push((s, s + 1, m)),
-        }
+        groups.entry(mask(s)).or_default().push(s);
     }
-    let mut dense: std::collections::BTreeMap<u64, (Tensor, Vec<f32>)> = Default::default();
     let b0: Vec<f32> = b.map(|b| b.value().data().to_vec()).unwrap_or_else(|| vec![0.0; o_dim]);
-    for &(_, _, m) in &runs {
-        dense.entry(m).or_insert_with(|| {
-            if m == 0 {
-                return (w.value().clone(), b0.clone());
-            }
-            let mut wm = w.value().data().to_vec();
-            let mut bm = b0.clone();
-            for (_, br) in branches.iter().enumerate().filter(|(k, _)| m >> k & 1 == 1) {
-                scatter_branch(&br.spec, scale, br.weight.value().data(), &mut wm);
-                if let Some(beta) = br.bias {
-                    bm.iter_mut().zip(beta.value().data()).for_each(|(a, v)| *a += scale * v);
+    let patterns: Vec<Pattern> = groups
+        .into_iter()
+        .map(|(m, samples_m)| {
+            let (wm, bm) = if m == 0 {
+                (w.value().clone(), b0.clone())
+            } else {
+                let mut wm = w.value().data().to_vec();
+                let mut bm = b0.clone();
+                for (_, br) in branches.iter().enumerate().filter(|(k, _)| m >> k & 1 == 1) {
+                    scatter_branch(&br.spec, scale, br.weight.value().data(), &mut wm);
+                    if let Some(beta) = br.bias {
+                        bm.iter_mut().zip(beta.value().data()).for_each(|(a, v)| *a += scale * v);
+                    }
                 }
-            }
-            (Tensor::from_parts(vec![o_dim, i_dim], wm), bm)
-        });
-    }
+                (Tensor::from_parts(vec![o_dim, i_dim], wm), bm)
+            };
+            Pattern { samples: samples_m, weight: wm, bias: bm }
+        })
+        .collect();
     let xd = x.value().data();
     let mut y = vec![0.0f32; rows * o_dim];
-    for &(s0, s1, m) in &runs {
-        let (wm, bm) = &dense[&m];
-        let (r0, r1) = (s0 * rows_per_sample, s1 * rows_per_sample);
-        let yr = &mut y[r0 * o_dim..r1 * o_dim];
-        for row in yr.chunks_exact_mut(o_dim) {
-            row.copy_from_slice(bm);
+    for pat in &patterns {
+        let xm = pat.gather(xd, rows_per_sample, i_dim);
+        let n = pat.samples.len() * rows_per_sample;
+        let mut ym = vec![0.0f32; n * o_dim];
+        for row in ym.chunks_exact_mut(o_dim) {
+            row.copy_from_slice(&pat.bias);
         }
-        gemm(
-            1.0,
-            MatRef::new(&xd[r0 * i_dim..r1 * i_dim], r1 - r0, i_dim),
-            MatRef::new(wm.data(), o_dim, i_dim).t(),
-            1.0,
-            yr,
-            o_dim,
-        );
+        gemm(1.0, MatRef::new(&xm, n, i_dim), MatRef::new(pat.weight.data(), o_dim, i_dim).t(), 1.0, &mut ym, o_dim);
+        pat.scatter(&ym, rows_per_sample, o_dim, &mut y);
     }
     let mut out_shape = x.shape().to_vec();
     *out_shape.last_mut().unwrap() = o_dim;
@@ -323,15 +315,23 @@ fn folded<'t>(
     let (xn, bn) = (x.node(), b.and_then(|b| b.node()));
     let br_saved: Vec<(GroupSpec, Option<usize>, Option<usize>)> =
         branches.iter().map(|br| (br.spec, br.weight.node(), br.bias.and_then(|b| b.node()))).collect();
-    let dense: Vec<(usize, usize, Tensor)> =
-        runs.iter().map(|&(s0, s1, m)| (s0 * rows_per_sample, s1 * rows_per_sample, dense[&m].0.clone())).collect();
     x.tape().op("consolidated_linear", value, &inputs, move |dy, g| {
         let dyd = dy.data();
         g.add_with(xn, || {
             let mut dx = vec![0.0; rows * i_dim];
-            for (r0, r1, wm) in &dense {
-                let dyr = MatRef::new(&dyd[r0 * o_dim..r1 * o_dim], r1 - r0, o_dim);
-                gemm(1.0, dyr, MatRef::new(wm.data(), o_dim, i_dim), 0.0, &mut dx[r0 * i_dim..r1 * i_dim], i_dim);
+            for pat in &patterns {
+                let dym = pat.gather(dyd, rows_per_sample, o_dim);
+                let n = pat.samples.len() * rows_per_sample;
+                let mut dxm = vec![0.0f32; n * i_dim];
+                gemm(
+                    1.0,
+                    MatRef::new(&dym, n, o_dim),
+                    MatRef::new(pat.weight.data(), o_dim, i_dim),
+                    0.0,
+                    &mut dxm,
+                    i_dim,
+                );
+                pat.scatter(&dxm, rows_per_sample, i_dim, &mut dx);
             }
             Ok(Tensor::from_parts(xv.shape().to_vec(), dx))
         })?;
@@ -342,6 +342,37 @@ fn folded<'t>(
         })?;
         branch_weight_grads(&br_saved, &kept, xv.data(), dyd, i_dim, o_dim, g)
     })
+}
+
+/// The samples that share one drop-path pattern, and the layer's dense form for them.
+struct Pattern {
+    samples: Vec<usize>,
+    weight: Tensor,
+    bias: Vec<f32>,
+}
+
+impl Pattern {
+    /// The rows of these samples as one contiguous block: borrowed when they already are, else
+    /// gathered (one pass over the rows, so that one GEMM serves the whole pattern).
+    fn gather<'a>(&self, src: &'a [f32], rows_per_sample: usize, width: usize) -> std::borrow::Cow<'a, [f32]> {
+        let per = rows_per_sample * width;
+        let (first, last) = (self.samples[0], *self.samples.last().expect("non-empty"));
+        if last + 1 - first == self.samples.len() {
+            return std::borrow::Cow::Borrowed(&src[first * per..(last + 1) * per]);
+        }
+        let mut out = Vec::with_capacity(self.samples.len() * per);
+        for &s in &self.samples {
+            out.extend_from_slice(&src[s * per..(s + 1) * per]);
+        }
+        std::borrow::Cow::Owned(out)
+    }
+    /// Writes rows computed by [`Pattern::gather`]'s order back to their samples.
+    fn scatter(&self, rows: &[f32], rows_per_sample: usize, width: usize, dst: &mut [f32]) {
+        let per = rows_per_sample * width;
+        for (k, &s) in self.samples.iter().enumerate() {
+            dst[s * per..(s + 1) * per].copy_from_slice(&rows[k * per..(k + 1) * per]);
+        }
+    }
 }
 
 /// `W[:, src] += s·BD(G)` for one branch, in place on a dense `[O, I]` matrix.
