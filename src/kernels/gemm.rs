@@ -198,8 +198,25 @@ fn gemm_serial(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], ldc: 
         }
         return;
     }
-    // SAFETY: the views were bounds-checked in `gemm` (`MatRef::check`, C length), so every
-    // address matrixmultiply forms from these pointers and strides lies inside the slices.
+    sgemm_checked(alpha, a, b, beta, c, ldc, 1);
+}
+
+/// One-thread `C = α·A·B + β·C` through matrixmultiply with `C`'s rows `rsc` and columns `csc`
+/// apart (any strides: the grouped kernels write reordered columns in place). Every view is
+/// bounds-checked here, once, before the unchecked call.
+pub(crate) fn sgemm_checked(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], rsc: usize, csc: usize) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(b.rows, k, "gemm: inner dimensions {}x{} · {}x{}", a.rows, a.cols, b.rows, b.cols);
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!((m - 1) * rsc + (n - 1) * csc < c.len(), "gemm: C view exceeds its slice");
+    if k > 0 {
+        a.check("A");
+        b.check("B");
+    }
+    // SAFETY: every address matrixmultiply forms from these pointers and strides lies inside
+    // the slices (checked above).
     unsafe {
         matrixmultiply::sgemm(
             m,
@@ -214,8 +231,8 @@ fn gemm_serial(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], ldc: 
             b.cs as isize,
             beta,
             c.as_mut_ptr(),
-            ldc as isize,
-            1,
+            rsc as isize,
+            csc as isize,
         );
     }
 }

@@ -564,36 +564,11 @@ pub fn grouped_backward_weight(
     Ok(())
 }
 
-/// `C += α·A·B` on the calling thread, `C`'s rows `rsc` and columns `csc` apart (matrixmultiply
-/// takes any strides, so reordered columns are written in place).
+/// `C += α·A·B` on the calling thread, `C`'s rows `rsc` and columns `csc` apart (reordered
+/// columns are written in place).
 fn sgemm_serial(alpha: f32, a: MatRef, b: MatRef, c: &mut [f32], rsc: usize, csc: usize) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert_eq!(b.rows, k, "grouped: inner dimensions");
-    if m == 0 || n == 0 || k == 0 {
-        return;
-    }
-    assert!((m - 1) * rsc + (n - 1) * csc < c.len(), "grouped: C view exceeds its slice");
-    for (v, what) in [(&a, "A"), (&b, "B")] {
-        assert!((v.rows - 1) * v.rs + (v.cols - 1) * v.cs < v.data.len(), "grouped: {what} view exceeds its slice");
-    }
-    // SAFETY: every address formed from these pointers and strides was bounds-checked above.
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            alpha,
-            a.data.as_ptr(),
-            a.rs as isize,
-            a.cs as isize,
-            b.data.as_ptr(),
-            b.rs as isize,
-            b.cs as isize,
-            1.0,
-            c.as_mut_ptr(),
-            rsc as isize,
-            csc as isize,
-        );
+    if a.cols > 0 {
+        crate::kernels::gemm::sgemm_checked(alpha, a, b, 1.0, c, rsc, csc);
     }
 }
 

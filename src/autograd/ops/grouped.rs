@@ -421,13 +421,9 @@ fn branch_weight_grads(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::autograd::ops::testutil::rand_t;
     use crate::autograd::{gradcheck, GradcheckOptions, Tape};
     use proptest::prelude::*;
-    use rand::SeedableRng;
-
-    fn rand_t(shape: &[usize], seed: u64) -> Tensor {
-        Tensor::randn(shape, 1.0, &mut rand::rngs::StdRng::seed_from_u64(seed))
-    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
