@@ -4,3 +4,19 @@ pub mod gc;
 pub mod gemm;
 pub mod peak;
 pub mod vit;
+
+use crate::Result;
+use std::time::Instant;
+
+/// Median wall time of `f` over `reps` runs (after one warm-up run), in milliseconds.
+pub fn median_ms(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut v = Vec::with_capacity(reps.max(1));
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        f()?;
+        v.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    v.sort_by(f64::total_cmp);
+    Ok(v[v.len() / 2])
+}

@@ -33,21 +33,16 @@ pub struct VitReport {
     pub rows: Vec<VitRow>,
 }
 
-fn median_ms(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
-    f()?;
+/// Median milliseconds of `f` (see [`super::median_ms`]) and, from one extra profiled run, the
+/// share of its time spent in the linear layers' GEMMs.
+fn timed(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
+    let ms = super::median_ms(reps, &mut f)?;
     crate::kernels::gemm::profile_gemm(true);
     let t = Instant::now();
     f()?;
     let share = crate::kernels::gemm::gemm_seconds() / t.elapsed().as_secs_f64();
     crate::kernels::gemm::profile_gemm(false);
-    let mut v: Vec<f64> = Vec::new();
-    for _ in 0..reps.max(1) {
-        let t = Instant::now();
-        f()?;
-        v.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    v.sort_by(|a, b| a.partial_cmp(b).expect("finite times"));
-    Ok((v[v.len() / 2], share))
+    Ok((ms, share))
 }
 
 fn images(cfg: &VitConfig, b: usize) -> Tensor {
@@ -76,7 +71,7 @@ pub fn run_vit_bench(quick: bool) -> Result<VitReport> {
                 continue;
             }
             let x = images(&cfg, b);
-            let (ms, gemm_share) = median_ms(reps, || vit.predict(&x).map(|_| ()))?;
+            let (ms, gemm_share) = timed(reps, || vit.predict(&x).map(|_| ()))?;
             report.rows.push(VitRow { name: format!("{name} forward"), batch: b, ms, gemm_share });
         }
     }
@@ -93,7 +88,7 @@ pub fn run_vit_bench(quick: bool) -> Result<VitReport> {
         let mut vit = base.clone();
         method.apply(&mut vit, 10, 0)?;
         let mut opt = Optimizer::adamw(1e-4);
-        let (ms, gemm_share) = median_ms(reps, || train_step(&mut vit, &mut opt, &x, &labels))?;
+        let (ms, gemm_share) = timed(reps, || train_step(&mut vit, &mut opt, &x, &labels))?;
         report.rows.push(VitRow { name: format!("vit_mnist_tiny train step, {label}"), batch: b, ms, gemm_share });
     }
     // Backbone, unmerged, merged: ViT-Tiny with the released recipe scaled to width 192.
@@ -105,7 +100,7 @@ pub fn run_vit_bench(quick: bool) -> Result<VitReport> {
     let merged = merge(&backbone, &consolidate(&adapted, &backbone, &released)?)?.model;
     let x = images(&cfg, 8);
     for (label, m) in [("backbone", &backbone), ("unmerged (branches)", &adapted), ("merged", &merged)] {
-        let (ms, gemm_share) = median_ms(reps, || m.predict(&x).map(|_| ()))?;
+        let (ms, gemm_share) = timed(reps, || m.predict(&x).map(|_| ()))?;
         report.rows.push(VitRow { name: format!("vit_tiny {label} forward"), batch: 8, ms, gemm_share });
     }
     Ok(report)

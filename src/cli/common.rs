@@ -131,19 +131,6 @@ pub fn progress_line(label: String, enabled: bool) -> impl FnMut(&Progress) {
     }
 }
 
-/// Median wall time of `f` over `reps` runs after one warm-up, in milliseconds.
-pub fn time_ms(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    f()?;
-    let mut v = Vec::with_capacity(reps);
-    for _ in 0..reps.max(1) {
-        let t = Instant::now();
-        f()?;
-        v.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    Ok(v[v.len() / 2])
-}
-
 /// Formats a byte count.
 pub fn bytes(n: usize) -> String {
     if n >= 1 << 20 {

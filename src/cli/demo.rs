@@ -59,7 +59,7 @@ fn lr_grid(method: &Method) -> Vec<f32> {
 }
 
 fn latency_ms(vit: &VisionTransformer, x: &Tensor) -> R<f64> {
-    e(time_ms(7, || vit.predict(x).map(|_| ())))
+    e(consolidator::bench::median_ms(7, || vit.predict(x).map(|_| ())))
 }
 
 pub fn demo(args: &Args) -> R {
