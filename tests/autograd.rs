@@ -234,3 +234,28 @@ fn frozen_weights_get_no_gradient_but_their_inputs_do() {
     let _ = x.linear(&tape.param(&w), None).unwrap();
     assert_eq!(tape.len(), 2);
 }
+
+#[test]
+fn a_profiled_tape_times_each_op_forward_and_backward() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let tape = Tape::new().profiled();
+    let x = tape.var(randn(&[64, 32], 1.0, &mut rng));
+    let w = tape.var(randn(&[16, 32], 0.1, &mut rng));
+    let y =
+        x.linear(&w, None).unwrap().gelu_erf().unwrap().linear(&tape.constant(randn(&[4, 16], 0.1, &mut rng)), None);
+    let loss = y.unwrap().sum().unwrap();
+    tape.backward(&loss).unwrap();
+    let prof = tape.profile();
+    let get = |op: &str| prof.iter().find(|(n, _)| *n == op).map(|(_, t)| *t).unwrap();
+    assert_eq!(get("linear").calls, 2);
+    assert_eq!(get("gelu_erf").calls, 1);
+    assert_eq!(get("sum").calls, 1);
+    for (op, t) in &prof {
+        assert!(t.forward >= 0.0 && t.backward >= 0.0, "{op}");
+    }
+    assert!(get("linear").backward > 0.0 && get("gelu_erf").backward > 0.0);
+    // Sorted by total time.
+    assert!(prof.windows(2).all(|p| p[0].1.forward + p[0].1.backward >= p[1].1.forward + p[1].1.backward));
+    // Unprofiled tapes report nothing.
+    assert!(Tape::new().profile().is_empty());
+}

@@ -228,8 +228,13 @@ fn layernorm_case(rows: usize, c: usize, seed: u64, off: f32) -> Result<(), Test
     let (mut oo, mut mo, mut ro) = (vec![0.0; rows * c], vec![0.0; rows], vec![0.0; rows]);
     layernorm_forward(&x, &gamma, &beta, eps, &mut of, &mut mf, &mut rf);
     layernorm_forward_scalar(&x, &gamma, &beta, eps, &mut oo, &mut mo, &mut ro);
-    for (a, b) in of.iter().zip(&oo) {
-        prop_assert!((a - b).abs() <= 1e-5, "out {} vs {}", a, b);
+    // f32 statistics carry the rounding of x and its mean (about ε·|x|), amplified by 1/σ: a
+    // row far from zero with a small spread (off = 30, few columns) is ill-conditioned.
+    for (k, (a, b)) in of.iter().zip(&oo).enumerate() {
+        let (r, j) = (k / c, k % c);
+        let xmax = x[r * c..(r + 1) * c].iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let tol = 1e-5 + 4.0 * f32::EPSILON * xmax * ro[r] * gamma[j].abs();
+        prop_assert!((a - b).abs() <= tol, "out {} vs {} (tol {})", a, b, tol);
     }
     for r in 0..rows {
         prop_assert!((mf[r] - mo[r]).abs() <= 1e-5 * mo[r].abs().max(1.0), "mean");
