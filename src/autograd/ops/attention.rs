@@ -6,11 +6,14 @@
 //!
 //! Forward, for each batch entry and head (in parallel over the `B·H` pairs), with `Q`, `K`, `V`
 //! the `[T, D]` strided views into `qkv` (row stride `3C`; no copies):
-//! `S = s·Q·Kᵀ` (`s = D^-½`), `P = softmax_rows(S)` (over keys), `O = P·V`. `P` is saved.
+//! `S = s·Q·Kᵀ` (`s = D^-½`), `P = softmax_rows(S)` (over keys), `O = P·V`, written straight into
+//! its columns of the output when there is a batch entry per worker. `P` is saved only when a
+//! backward pass will run.
 //!
 //! Backward, given `dO` (a strided view into `dy`):
 //! `dV = Pᵀ·dO`, `dP = dO·Vᵀ`, `dS = P ⊙ (dP − rowdot(dP, P))`, `dQ = s·dS·K`, `dK = s·dSᵀ·Q`,
-//! written into the matching channels of a `[B, T, 3C]` gradient.
+//! written in place into the matching channels of a `[B, T, 3C]` gradient (one work item per
+//! batch entry).
 //!
 //! ```
 //! use consolidator::autograd::Tape;
@@ -78,75 +81,93 @@ impl<'t> Var<'t> {
         }
         let c = c3 / 3;
         let dims = Dims { b, t, c, heads, d: c / heads };
-        let d = dims.d;
-        let scale = (d as f32).powf(-0.5);
+        let scale = (dims.d as f32).powf(-0.5);
         let qkv = self.value().clone();
-        // Per (batch, head): P [T, T] then O [T, D].
-        let (tt, td) = (t * t, t * d);
-        let mut work = vec![0.0f32; b * heads * (tt + td)];
         let x = qkv.data();
-        par::for_each_chunk_mut(&mut work, tt + td, |bh, chunk| {
-            let (bi, hi) = (bh / heads, bh % heads);
-            let (p, o) = chunk.split_at_mut(tt);
-            let (q, k, v) = (dims.view(x, bi, hi, 0), dims.view(x, bi, hi, 1), dims.view(x, bi, hi, 2));
-            gemm_here(scale, q, k.t(), 0.0, p, t);
-            softmax_rows(p, t);
-            gemm_here(1.0, MatRef::new(p, t, t), v, 0.0, o, d);
-        });
+        let tt = t * t;
         let mut out = vec![0.0f32; b * t * c];
-        if td > 0 {
+        // The probabilities P are kept for the backward pass only when one will run.
+        let keep = self.requires_grad();
+        let mut probs = vec![0.0f32; if keep { b * heads * tt } else { 0 }];
+        if b >= par::threads() {
+            // One work item per batch entry: its heads in turn, O written in place.
+            let mut parts: Vec<_> = out.chunks_mut(t * c).zip(chunks_or_empty(&mut probs, heads * tt)).collect();
+            par::for_each_chunk_mut(&mut parts, 1, |bi, part| {
+                let (o, p) = &mut part[0];
+                let mut scratch = if keep { Vec::new() } else { vec![0.0f32; tt] };
+                for hi in 0..heads {
+                    let p = if keep { &mut p[hi * tt..(hi + 1) * tt] } else { &mut scratch[..] };
+                    forward_head(x, dims, scale, bi, hi, p, &mut o[hi * dims.d..], c);
+                }
+            });
+        } else {
+            // Few batch entries: one work item per (entry, head), O gathered afterwards.
+            let td = t * dims.d;
+            let mut work = vec![0.0f32; b * heads * (tt + td)];
+            par::for_each_chunk_mut(&mut work, tt + td, |bh, chunk| {
+                let (p, o) = chunk.split_at_mut(tt);
+                forward_head(x, dims, scale, bh / heads, bh % heads, p, o, dims.d);
+            });
             for (bh, chunk) in work.chunks_exact(tt + td).enumerate() {
                 let (bi, hi) = (bh / heads, bh % heads);
-                for (ti, row) in chunk[tt..].chunks_exact(d).enumerate() {
-                    let o = (bi * t + ti) * c + hi * d;
-                    out[o..o + d].copy_from_slice(row);
+                if keep {
+                    probs[bh * tt..(bh + 1) * tt].copy_from_slice(&chunk[..tt]);
+                }
+                for (ti, row) in chunk[tt..].chunks_exact(dims.d.max(1)).enumerate() {
+                    let o = (bi * t + ti) * c + hi * dims.d;
+                    out[o..o + dims.d].copy_from_slice(row);
                 }
             }
         }
         let xn = self.node();
         let value = Tensor::from_parts(vec![b, t, c], out);
         self.tape().op("attention", value, &[self], move |dy, g| {
-            g.add_with(xn, || Ok(attention_backward(&qkv, &work, dy, dims, scale)))
+            g.add_with(xn, || Ok(attention_backward(&qkv, &probs, dy, dims, scale)))
         })
     }
 }
 
-/// `dqkv` from the saved `qkv`, the saved per-head probabilities and `dy: [B, T, C]`.
-fn attention_backward(qkv: &Tensor, work: &[f32], dy: &Tensor, dims: Dims, scale: f32) -> Tensor {
-    let Dims { b, t, c, heads, d } = dims;
-    let (tt, td) = (t * t, t * d);
-    let (x, dyd) = (qkv.data(), dy.data());
-    // Per (batch, head): dQ, dK, dV, each [T, D].
-    let mut grads = vec![0.0f32; b * heads * 3 * td];
-    par::for_each_chunk_mut(&mut grads, 3 * td, |bh, chunk| {
-        let (bi, hi) = (bh / heads, bh % heads);
-        let p = &work[bh * (tt + td)..bh * (tt + td) + tt];
-        let (q, k, v) = (dims.view(x, bi, hi, 0), dims.view(x, bi, hi, 1), dims.view(x, bi, hi, 2));
-        let d_o = MatRef::strided(&dyd[bi * t * c + hi * d..], t, d, c, 1);
-        let (dq, rest) = chunk.split_at_mut(td);
-        let (dk, dv) = rest.split_at_mut(td);
-        gemm_here(1.0, MatRef::new(p, t, t).t(), d_o, 0.0, dv, d);
-        let mut dp = vec![0.0f32; tt];
-        gemm_here(1.0, d_o, v.t(), 0.0, &mut dp, t);
-        let mut ds = vec![0.0f32; tt];
-        softmax_backward_rows(p, &dp, &mut ds, t);
-        let ds = MatRef::new(&ds, t, t);
-        gemm_here(scale, ds, k, 0.0, dq, d);
-        gemm_here(scale, ds.t(), q, 0.0, dk, d);
-    });
-    let c3 = 3 * c;
-    let mut dqkv = vec![0.0f32; b * t * c3];
-    if td > 0 {
-        for (bh, chunk) in grads.chunks_exact(3 * td).enumerate() {
-            let (bi, hi) = (bh / heads, bh % heads);
-            for (which, part) in chunk.chunks_exact(td).enumerate() {
-                for (ti, row) in part.chunks_exact(d).enumerate() {
-                    let o = (bi * t + ti) * c3 + which * c + hi * d;
-                    dqkv[o..o + d].copy_from_slice(row);
-                }
-            }
-        }
+/// `data` in chunks of `len`, or no chunks at all (an empty `data`) repeated as empty slices.
+fn chunks_or_empty(data: &mut [f32], len: usize) -> Box<dyn Iterator<Item = &mut [f32]> + '_> {
+    if data.is_empty() {
+        Box::new(std::iter::repeat_with(|| &mut [][..]))
+    } else {
+        Box::new(data.chunks_mut(len.max(1)))
     }
+}
+
+/// One (entry, head): `P = softmax(s·Q·Kᵀ)` into `p` (`[T, T]`), `O = P·V` into `o` (rows `ldo` apart).
+#[allow(clippy::too_many_arguments)]
+fn forward_head(x: &[f32], dims: Dims, scale: f32, bi: usize, hi: usize, p: &mut [f32], o: &mut [f32], ldo: usize) {
+    let t = dims.t;
+    let (q, k, v) = (dims.view(x, bi, hi, 0), dims.view(x, bi, hi, 1), dims.view(x, bi, hi, 2));
+    gemm_here(scale, q, k.t(), 0.0, p, t);
+    softmax_rows(p, t);
+    gemm_here(1.0, MatRef::new(p, t, t), v, 0.0, o, ldo);
+}
+
+/// `dqkv` from the saved `qkv`, the saved per-head probabilities and `dy: [B, T, C]`. One work
+/// item per batch entry: its heads in turn, `dQ`, `dK`, `dV` written in place into its rows.
+fn attention_backward(qkv: &Tensor, probs: &[f32], dy: &Tensor, dims: Dims, scale: f32) -> Tensor {
+    let Dims { b, t, c, heads, d } = dims;
+    let (tt, c3) = (t * t, 3 * c);
+    let (x, dyd) = (qkv.data(), dy.data());
+    let mut dqkv = vec![0.0f32; b * t * c3];
+    par::for_each_chunk_mut(&mut dqkv, t * c3, |bi, dx| {
+        let mut scratch = vec![0.0f32; 2 * tt];
+        let (dp, ds) = scratch.split_at_mut(tt);
+        for hi in 0..heads {
+            let p = MatRef::new(&probs[(bi * heads + hi) * tt..(bi * heads + hi + 1) * tt], t, t);
+            let (q, k, v) = (dims.view(x, bi, hi, 0), dims.view(x, bi, hi, 1), dims.view(x, bi, hi, 2));
+            let d_o = MatRef::strided(&dyd[bi * t * c + hi * d..], t, d, c, 1);
+            gemm_here(1.0, p.t(), d_o, 0.0, &mut dx[2 * c + hi * d..], c3);
+            gemm_here(1.0, d_o, v.t(), 0.0, dp, t);
+            softmax_backward_rows(p.data, dp, ds, t);
+            let ds = MatRef::new(ds, t, t);
+            gemm_here(scale, ds, k, 0.0, &mut dx[hi * d..], c3);
+            gemm_here(scale, ds.t(), q, 0.0, &mut dx[c + hi * d..], c3);
+        }
+    });
     Tensor::from_parts(vec![b, t, c3], dqkv)
 }
 
@@ -192,6 +213,19 @@ mod tests {
             let ((yf, gf), (yr, gr)) = (run(true), run(false));
             prop_assert!(yf.max_abs_diff(&yr) < 1e-5, "forward {}", yf.max_abs_diff(&yr));
             prop_assert!(gf.max_abs_diff(&gr) < 1e-5, "backward {}", gf.max_abs_diff(&gr));
+        }
+    }
+
+    #[test]
+    fn inference_equals_recording_on_both_work_splits() {
+        // b < threads splits by (entry, head); b ≥ threads by entry. Probabilities are kept
+        // only on a recording tape; the outputs must not depend on either choice.
+        for b in [1, 2, 5] {
+            let qkv = rand_t(&[b, 7, 3 * 12], b as u64);
+            let recorded = Tape::new().var(qkv.clone()).attention(3).unwrap().value().clone();
+            let tape = Tape::inference();
+            let inferred = tape.constant(qkv.clone()).attention(3).unwrap().value().clone();
+            assert_eq!(recorded.data(), inferred.data(), "b = {b}");
         }
     }
 

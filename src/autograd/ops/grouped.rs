@@ -37,7 +37,7 @@
 //! # Ok::<(), consolidator::Error>(())
 //! ```
 
-use crate::autograd::ops::linear::linear_forward;
+use crate::autograd::ops::linear::{linear_forward, linear_into};
 use crate::autograd::{Grads, Var};
 use crate::kernels::grouped::{grouped_backward_input, grouped_backward_weight, grouped_forward, GroupSpec};
 use crate::kernels::{elementwise, gemm, MatRef};
@@ -292,14 +292,11 @@ fn folded<'t>(
     let xd = x.value().data();
     let mut y = vec![0.0f32; rows * o_dim];
     for pat in &patterns {
-        let xm = pat.gather(xd, rows_per_sample, i_dim);
         let n = pat.samples.len() * rows_per_sample;
-        let mut ym = vec![0.0f32; n * o_dim];
-        for row in ym.chunks_exact_mut(o_dim) {
-            row.copy_from_slice(&pat.bias);
-        }
-        gemm(1.0, MatRef::new(&xm, n, i_dim), MatRef::new(pat.weight.data(), o_dim, i_dim).t(), 1.0, &mut ym, o_dim);
-        pat.scatter(&ym, rows_per_sample, o_dim, &mut y);
+        let wm = pat.weight.data();
+        pat.map_rows(xd, (rows_per_sample, i_dim), &mut y, o_dim, |xm, ym| {
+            linear_into(xm, n, wm, o_dim, i_dim, Some(&pat.bias), ym)
+        });
     }
     let mut out_shape = x.shape().to_vec();
     *out_shape.last_mut().unwrap() = o_dim;
@@ -320,18 +317,11 @@ fn folded<'t>(
         g.add_with(xn, || {
             let mut dx = vec![0.0; rows * i_dim];
             for pat in &patterns {
-                let dym = pat.gather(dyd, rows_per_sample, o_dim);
                 let n = pat.samples.len() * rows_per_sample;
-                let mut dxm = vec![0.0f32; n * i_dim];
-                gemm(
-                    1.0,
-                    MatRef::new(&dym, n, o_dim),
-                    MatRef::new(pat.weight.data(), o_dim, i_dim),
-                    0.0,
-                    &mut dxm,
-                    i_dim,
-                );
-                pat.scatter(&dxm, rows_per_sample, i_dim, &mut dx);
+                let wm = MatRef::new(pat.weight.data(), o_dim, i_dim);
+                pat.map_rows(dyd, (rows_per_sample, o_dim), &mut dx, i_dim, |dym, dxm| {
+                    gemm(1.0, MatRef::new(dym, n, o_dim), wm, 0.0, dxm, i_dim)
+                });
             }
             Ok(Tensor::from_parts(xv.shape().to_vec(), dx))
         })?;
@@ -352,25 +342,30 @@ struct Pattern {
 }
 
 impl Pattern {
-    /// The rows of these samples as one contiguous block: borrowed when they already are, else
-    /// gathered (one pass over the rows, so that one GEMM serves the whole pattern).
-    fn gather<'a>(&self, src: &'a [f32], rows_per_sample: usize, width: usize) -> std::borrow::Cow<'a, [f32]> {
-        let per = rows_per_sample * width;
+    /// Runs `f(rows in, rows out)` on this pattern's samples as one contiguous block of rows:
+    /// in place when the samples are consecutive, else on gathered copies whose results are
+    /// scattered back (one pass each way, so that one GEMM serves the whole pattern).
+    fn map_rows(
+        &self,
+        src: &[f32],
+        (rows_per_sample, w_in): (usize, usize),
+        dst: &mut [f32],
+        w_out: usize,
+        f: impl FnOnce(&[f32], &mut [f32]),
+    ) {
+        let (per_in, per_out) = (rows_per_sample * w_in, rows_per_sample * w_out);
         let (first, last) = (self.samples[0], *self.samples.last().expect("non-empty"));
         if last + 1 - first == self.samples.len() {
-            return std::borrow::Cow::Borrowed(&src[first * per..(last + 1) * per]);
+            return f(&src[first * per_in..(last + 1) * per_in], &mut dst[first * per_out..(last + 1) * per_out]);
         }
-        let mut out = Vec::with_capacity(self.samples.len() * per);
+        let mut xin = Vec::with_capacity(self.samples.len() * per_in);
         for &s in &self.samples {
-            out.extend_from_slice(&src[s * per..(s + 1) * per]);
+            xin.extend_from_slice(&src[s * per_in..(s + 1) * per_in]);
         }
-        std::borrow::Cow::Owned(out)
-    }
-    /// Writes rows computed by [`Pattern::gather`]'s order back to their samples.
-    fn scatter(&self, rows: &[f32], rows_per_sample: usize, width: usize, dst: &mut [f32]) {
-        let per = rows_per_sample * width;
+        let mut out = vec![0.0f32; self.samples.len() * per_out];
+        f(&xin, &mut out);
         for (k, &s) in self.samples.iter().enumerate() {
-            dst[s * per..(s + 1) * per].copy_from_slice(&rows[k * per..(k + 1) * per]);
+            dst[s * per_out..(s + 1) * per_out].copy_from_slice(&out[k * per_out..(k + 1) * per_out]);
         }
     }
 }

@@ -59,19 +59,25 @@ pub fn linear_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Tensor {
     let (o, i) = (w.shape()[0], w.shape()[1]);
     let (rows, _) = x.rows_cols();
     let mut y = vec![0.0; rows * o];
+    linear_into(x.data(), rows, w.data(), o, i, b.map(|b| b.data()), &mut y);
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().unwrap() = o;
+    Tensor::from_parts(shape, y)
+}
+
+/// `y = x·Wᵀ + b` for `x: [rows, i]`, `W: [o, i]`, written over `y: [rows, o]` (the bias is
+/// written first and the GEMM accumulates into it).
+pub(crate) fn linear_into(x: &[f32], rows: usize, w: &[f32], o: usize, i: usize, b: Option<&[f32]>, y: &mut [f32]) {
     let beta = match b {
         Some(b) => {
             for r in y.chunks_exact_mut(o) {
-                r.copy_from_slice(b.data());
+                r.copy_from_slice(b);
             }
             1.0
         }
         None => 0.0,
     };
-    gemm(1.0, MatRef::new(x.data(), rows, i), MatRef::new(w.data(), o, i).t(), beta, &mut y, o);
-    let mut shape = x.shape().to_vec();
-    *shape.last_mut().unwrap() = o;
-    Tensor::from_parts(shape, y)
+    gemm(1.0, MatRef::new(x, rows, i), MatRef::new(w, o, i).t(), beta, y, o);
 }
 
 #[cfg(test)]
