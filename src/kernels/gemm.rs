@@ -25,6 +25,10 @@
 //! | 2048×2048×2048 | 231    | 219    | 223    | 240    |
 //!
 //! One block per thread is best or within noise of the best, so that is what [`gemm`] does.
+//! For short outputs (M = 197, one ViT image) splitting the columns beat splitting the rows on
+//! every ViT-Tiny/Small shape (e.g. 197×192×576: 106–111 against 97–107 GFLOP/s; 197×384×1152:
+//! 126–136 against 113–116), since the weight operand is then packed once in total, not once
+//! per worker; from 512 rows on, rows.
 //! Against the AVX2 (8-lane) FMA peak of the same two threads (`bench::peak`, ~150 GFLOP/s
 //! when the machine is quiet) these rates are ~85% to ~190% of it (above 100% because the
 //! AVX-512 kernel can go twice as high); `consolidator bench gemm` reports the ratio per shape.
@@ -96,6 +100,9 @@ impl<'a> MatRef<'a> {
     }
 }
 
+/// Outputs with at least this many rows are split by rows across workers, shorter ones by columns.
+const ROWS_SPLIT_MIN: usize = 512;
+
 /// Below this many multiply-adds a product runs on one thread.
 const PAR_MIN_MACS: usize = 1 << 18;
 
@@ -141,8 +148,9 @@ fn gemm_untimed(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], ldc:
         gemm_serial(alpha, a, b, beta, c, ldc);
         return;
     }
-    // Split the larger output dimension; keep chunks big enough to amortise packing.
-    if m >= n || m >= 64 * threads {
+    // Split rows when each worker gets enough of them to amortise packing all of B; short
+    // outputs (one 197-token image) split columns instead, so B is packed once in total.
+    if m >= ROWS_SPLIT_MIN || n < 32 * threads {
         let rows = par::row_chunk(m, 16);
         par::for_each_chunk_mut(&mut c[..(m - 1) * ldc + n], rows * ldc, |i, cc| {
             let r0 = i * rows;
