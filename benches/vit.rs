@@ -1,8 +1,8 @@
-//! Criterion twin of `consolidator bench vit`: ViT-Tiny inference at batch 1, and one training
-//! step of the small-image preset (full fine-tuning vs a frozen backbone with consolidator
-//! branches), plus backbone / unmerged / merged inference.
+//! Criterion twin of `consolidator bench vit`: ViT-Tiny inference at batch 1 as backbone,
+//! unmerged and merged, and one training step of the `vit_c32_p4_d192_l6_b64` case (full
+//! fine-tuning vs a frozen backbone with g = 8 consolidator branches).
 
-use consolidator::autograd::Tape;
+use consolidator::bench::vit::{train_setup, train_step};
 use consolidator::nn::{VisionTransformer, VitConfig};
 use consolidator::optim::Optimizer;
 use consolidator::peft::{ConsolidatorConfig, Method};
@@ -29,26 +29,11 @@ fn bench(c: &mut Criterion) {
     g.bench_function("vit_tiny forward b1 unmerged", |b| b.iter(|| adapted.predict(&x).unwrap()));
     g.bench_function("vit_tiny forward b1 merged", |b| b.iter(|| merged.predict(&x).unwrap()));
 
-    let cfg = VitConfig::preset("vit_mnist_tiny").unwrap();
-    let base = VisionTransformer::new(&cfg, 0).unwrap();
-    let x = images(&cfg, 64);
-    let labels: Vec<usize> = (0..64).map(|i| i % 10).collect();
-    for (name, method) in
-        [("full", Method::Full), ("consolidator", Method::Consolidator(ConsolidatorConfig::released(64)))]
-    {
-        let mut vit = base.clone();
-        method.apply(&mut vit, 10, 0).unwrap();
+    for mode in ["full", "consolidator"] {
+        let (mut vit, x, labels) = train_setup("vit_c32_p4_d192_l6_b64", mode).unwrap();
         let mut opt = Optimizer::adamw(1e-4);
-        g.bench_function(format!("vit_mnist_tiny train step b64 {name}"), |b| {
-            b.iter(|| {
-                let grads = {
-                    let tape = Tape::new();
-                    let loss =
-                        vit.forward(&tape, &tape.constant(x.clone())).unwrap().cross_entropy(&labels, 0.0).unwrap();
-                    tape.backward(&loss).unwrap()
-                };
-                opt.step(&mut vit, &grads, 1e-4, 1.0).unwrap();
-            })
+        g.bench_function(format!("vit_c32_p4_d192_l6 train step b64 {mode}"), |b| {
+            b.iter(|| train_step(&mut vit, &mut opt, &x, &labels).unwrap())
         });
     }
     g.finish();

@@ -10,7 +10,8 @@ machine may be shared, so treat the numbers as indicative.
 
 Sections:
   sgemm     C[M,N] = A[M,K] @ B[K,N]; GFLOP/s = 2MKN / t
-  vit_fwd   timm vit_tiny_patch16_224 / vit_small_patch16_224 (random init), eval, no_grad; ms
+  vit_fwd   timm vit_tiny_patch16_224 / vit_small_patch16_224 (random init), eval, no_grad; ms;
+            each case in a fresh subprocess, whose peak RSS is reported
   grouped   grouped linear T=1576 tokens, D=768 -> 768, g groups, via einsum, bmm and conv1d(groups=g);
             useful GFLOP/s = 2*T*D*D/g / t
   train     one step (forward + cross-entropy + backward + AdamW) in ms, for
@@ -117,19 +118,29 @@ def bench_sgemm():
     return rows
 
 
-def bench_vit_fwd():
+def run_fwd_case(name, batch, threads):
+    """One inference workload in this (fresh) process: timing and this process's peak RSS."""
     import timm
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False).eval()
+    x = torch.randn(batch, 3, 224, 224)
+    with torch.no_grad():
+        med, mn, reps = timeit(lambda: model(x), min_reps=10, min_time=3.0)
+    return dict(model=name, batch=batch, ms=med * 1e3, ms_min=mn * 1e3, ms_per_image=med * 1e3 / batch,
+                reps=reps, cpu_ms=LAST_CPU_MS[0], peak_rss_mb=peak_rss_mb(), threads=threads)
+
+
+def bench_vit_fwd(threads):
     rows = []
     for name in ("vit_tiny_patch16_224", "vit_small_patch16_224"):
-        model = timm.create_model(name, pretrained=False).eval()
         for batch in (1, 8):
-            x = torch.randn(batch, 3, 224, 224)
-            with torch.no_grad():
-                med, mn, reps = timeit(lambda: model(x), min_reps=10, min_time=3.0)
-            rows.append(dict(model=name, batch=batch, ms=med * 1e3, ms_min=mn * 1e3,
-                             ms_per_image=med * 1e3 / batch, reps=reps, cpu_ms=LAST_CPU_MS[0]))
-            print(f"{name} batch {batch}: median {med*1e3:8.2f} ms, min {mn*1e3:8.2f} ms, cpu {LAST_CPU_MS[0]:8.2f} ms/call")
-        del model
+            out = subprocess.run([sys.executable, os.path.abspath(__file__), "--_fwd", name, str(batch),
+                                  "--threads", str(threads)], capture_output=True, text=True, check=True)
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+            rows.append(row)
+            print(f"{name} batch {batch}: median {row['ms']:8.2f} ms, min {row['ms_min']:8.2f} ms, "
+                  f"cpu {row['cpu_ms']:8.2f} ms/call, peak RSS {row['peak_rss_mb']:.0f} MB")
     return rows
 
 
@@ -308,8 +319,12 @@ def main():
     ap.add_argument("--rounds", type=int, default=1,
                     help="run every section this many times (interleaved) and keep the best / median")
     ap.add_argument("--_train", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--_fwd", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args._fwd:
+        print(json.dumps(run_fwd_case(args._fwd[0], int(args._fwd[1]), args.threads)))
+        return
     if args._train:
         print(json.dumps(run_train_case(args._train[0], args._train[1], args.threads)))
         return
@@ -317,7 +332,7 @@ def main():
     res = {"machine": machine_info(), "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "loadavg_start": os.getloadavg()}
     torch.manual_seed(0)
-    fns = {"sgemm": bench_sgemm, "vit_fwd": bench_vit_fwd, "grouped": bench_grouped,
+    fns = {"sgemm": bench_sgemm, "vit_fwd": lambda: bench_vit_fwd(args.threads), "grouped": bench_grouped,
            "train": lambda: bench_train(args.threads)}
     per_round = {k: [] for k in sections}
     for rnd in range(args.rounds):

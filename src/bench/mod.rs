@@ -3,6 +3,7 @@
 pub mod gc;
 pub mod gemm;
 pub mod peak;
+pub mod versus;
 pub mod vit;
 
 use crate::Result;

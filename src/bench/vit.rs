@@ -1,14 +1,26 @@
-//! The ViT benchmark: inference latency of timm's ViT-Tiny and ViT-Small at batch 1 and 8; one
-//! training step (forward, backward, AdamW) on this project's small-image preset, full
-//! fine-tuning against a frozen backbone with consolidator branches; and the latency of a
-//! backbone, the same model with unmerged branches, and the merged model, side by side.
+//! The ViT workloads of `consolidator bench vit`, named as `scripts/bench_torch.py` names the
+//! same work in PyTorch:
+//!
+//! * inference: timm's ViT-Tiny and ViT-Small at 224², batch 1 and 8, random weights;
+//! * one training step (forward, cross-entropy, backward, AdamW) on two configurations —
+//!   `vit_tiny_224_b16` (ViT-Tiny, 1000 classes, batch 16) and `vit_c32_p4_d192_l6_b64` (32²
+//!   images, patch 4, width 192, depth 6, 3 heads, 10 classes, batch 64) — once with every
+//!   parameter trained (`full`) and once with the backbone frozen and one g = 8 grouped branch
+//!   (with bias, no reorder, no drop-path) beside qkv, proj, fc1 and fc2 of every block, the
+//!   branches and the head trained (`consolidator`);
+//! * ViT-Tiny at batch 8 as a backbone, with unmerged consolidator branches (the released recipe
+//!   scaled to width 192), and merged: the deployed model must cost what the backbone costs.
+//!
+//! Each workload reports its median time over a few repetitions after one warm-up, and the share
+//! of that time spent in the linear layers' GEMMs. The CLI runs each one in a child process to
+//! report its peak resident memory too ([`peak_rss_mb`]).
 
 use crate::autograd::Tape;
-use crate::nn::{VisionTransformer, VitConfig};
+use crate::nn::{Pool, VisionTransformer, VitConfig};
 use crate::optim::Optimizer;
 use crate::peft::{ConsolidatorConfig, Method};
 use crate::reparam::{consolidate, merge};
-use crate::{Result, Tensor};
+use crate::{Error, Result, Tensor};
 use rand::SeedableRng;
 use std::fmt;
 use std::time::Instant;
@@ -16,7 +28,7 @@ use std::time::Instant;
 /// One measurement.
 #[derive(Clone, Debug)]
 pub struct VitRow {
-    /// What was measured.
+    /// The workload's name (see [`workloads`]).
     pub name: String,
     /// Images per batch.
     pub batch: usize,
@@ -24,6 +36,8 @@ pub struct VitRow {
     pub ms: f64,
     /// Share of the time spent in the linear layers' GEMMs (one extra profiled run).
     pub gemm_share: f64,
+    /// Peak resident memory of a process that ran only this workload, in MiB (when measured).
+    pub rss_mb: Option<f64>,
 }
 
 /// The benchmark's result.
@@ -31,6 +45,59 @@ pub struct VitRow {
 pub struct VitReport {
     /// One row per measurement.
     pub rows: Vec<VitRow>,
+}
+
+/// The training configurations, by the names the PyTorch script uses: (config, batch).
+fn train_case(case: &str) -> Result<(VitConfig, usize)> {
+    match case {
+        "vit_tiny_224_b16" => Ok((VitConfig::preset("vit_tiny_patch16_224")?, 16)),
+        "vit_c32_p4_d192_l6_b64" => Ok((
+            VitConfig {
+                img_size: (32, 32),
+                patch_size: (4, 4),
+                in_chans: 3,
+                embed_dim: 192,
+                depth: 6,
+                num_heads: 3,
+                mlp_hidden: 768,
+                num_classes: 10,
+                pool: Pool::Token,
+                drop_path_rate: 0.0,
+            },
+            64,
+        )),
+        _ => Err(Error::invalid("bench vit", format!("unknown training case `{case}`"))),
+    }
+}
+
+/// The method of the `consolidator` training rows (the PyTorch script's `GroupedBranch`).
+pub const TRAIN_CONSOLIDATOR: &str = "consolidator:g=8,dp=0,frozen-norms,frozen-biases";
+
+/// Every workload name, in report order (`vit_tiny b8 deploy` gives three rows: backbone,
+/// unmerged and merged, timed interleaved in one process so that their ratio is fair) (`quick` leaves out ViT-Small at batch 8 and the
+/// ViT-Tiny training step).
+pub fn workloads(quick: bool) -> Vec<String> {
+    let mut v = Vec::new();
+    for model in ["vit_tiny_patch16_224", "vit_small_patch16_224"] {
+        for b in [1, 8] {
+            if !(quick && b == 8 && model.contains("small")) {
+                v.push(format!("{model} forward b{b}"));
+            }
+        }
+    }
+    for case in ["vit_tiny_224_b16", "vit_c32_p4_d192_l6_b64"] {
+        if !(quick && case == "vit_tiny_224_b16") {
+            for mode in ["full", "consolidator"] {
+                v.push(format!("train {case} {mode}"));
+            }
+        }
+    }
+    v.push("vit_tiny b8 deploy".into());
+    v
+}
+
+fn images(cfg: &VitConfig, b: usize) -> Tensor {
+    Tensor::randn(&[b, cfg.in_chans, cfg.img_size.0, cfg.img_size.1], 1.0, &mut rand::rngs::StdRng::seed_from_u64(1))
 }
 
 /// Median milliseconds of `f` (see [`super::median_ms`]) and, from one extra profiled run, the
@@ -45,12 +112,8 @@ fn timed(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
     Ok((ms, share))
 }
 
-fn images(cfg: &VitConfig, b: usize) -> Tensor {
-    Tensor::randn(&[b, cfg.in_chans, cfg.img_size.0, cfg.img_size.1], 1.0, &mut rand::rngs::StdRng::seed_from_u64(1))
-}
-
 /// One training step (forward + backward + AdamW) of `vit` on a batch.
-fn train_step(vit: &mut VisionTransformer, opt: &mut Optimizer, x: &Tensor, labels: &[usize]) -> Result<()> {
+pub fn train_step(vit: &mut VisionTransformer, opt: &mut Optimizer, x: &Tensor, labels: &[usize]) -> Result<()> {
     let grads = {
         let tape = Tape::new();
         let loss = vit.forward(&tape, &tape.constant(x.clone()))?.cross_entropy(labels, 0.0)?;
@@ -59,77 +122,149 @@ fn train_step(vit: &mut VisionTransformer, opt: &mut Optimizer, x: &Tensor, labe
     opt.step(vit, &grads, 1e-4, 1.0)
 }
 
-/// Runs the benchmark (`quick` uses fewer repetitions and skips ViT-Small at batch 8).
-pub fn run_vit_bench(quick: bool) -> Result<VitReport> {
-    let reps = if quick { 3 } else { 7 };
-    let mut report = VitReport::default();
-    for name in ["vit_tiny_patch16_224", "vit_small_patch16_224"] {
-        let cfg = VitConfig::preset(name)?;
-        let vit = VisionTransformer::new(&cfg, 0)?;
-        for b in [1, 8] {
-            if quick && b == 8 && name.contains("small") {
-                continue;
-            }
+/// A model ready for one training row: (model, images, labels).
+pub fn train_setup(case: &str, mode: &str) -> Result<(VisionTransformer, Tensor, Vec<usize>)> {
+    let (cfg, b) = train_case(case)?;
+    let mut vit = VisionTransformer::new(&cfg, 0)?;
+    let method = match mode {
+        "full" => Method::Full,
+        "consolidator" => Method::parse(TRAIN_CONSOLIDATOR, cfg.embed_dim)?,
+        _ => return Err(Error::invalid("bench vit", format!("unknown training mode `{mode}`"))),
+    };
+    method.apply(&mut vit, cfg.num_classes, 0)?;
+    let labels = (0..b).map(|i| i % cfg.num_classes).collect();
+    Ok((vit, images(&cfg, b), labels))
+}
+
+/// Runs one workload by name (see [`workloads`]) with `reps` timed repetitions.
+pub fn run_one(name: &str, reps: usize) -> Result<Vec<VitRow>> {
+    let bad = || Error::invalid("bench vit", format!("unknown workload `{name}`"));
+    let row = |batch, (ms, gemm_share)| VitRow { name: name.to_string(), batch, ms, gemm_share, rss_mb: None };
+    let parts: Vec<&str> = name.split(' ').collect();
+    match parts.as_slice() {
+        [model, "forward", b] => {
+            let b: usize = b.strip_prefix('b').and_then(|b| b.parse().ok()).ok_or_else(bad)?;
+            let cfg = VitConfig::preset(model)?;
+            let vit = VisionTransformer::new(&cfg, 0)?;
             let x = images(&cfg, b);
-            let (ms, gemm_share) = timed(reps, || vit.predict(&x).map(|_| ()))?;
-            report.rows.push(VitRow { name: format!("{name} forward"), batch: b, ms, gemm_share });
+            Ok(vec![row(b, timed(reps, || vit.predict(&x).map(|_| ()))?)])
         }
+        ["train", case, mode] => {
+            let (mut vit, x, labels) = train_setup(case, mode)?;
+            let mut opt = Optimizer::adamw(1e-4);
+            Ok(vec![row(labels.len(), timed(reps, || train_step(&mut vit, &mut opt, &x, &labels))?)])
+        }
+        ["vit_tiny", "b8", "deploy"] => deploy_rows(reps),
+        _ => Err(bad()),
     }
-    // Training steps on the small-image preset.
-    let cfg = VitConfig::preset("vit_mnist_tiny")?;
-    let base = VisionTransformer::new(&cfg, 0)?;
-    let b = 64;
-    let x = images(&cfg, b);
-    let labels: Vec<usize> = (0..b).map(|i| i % 10).collect();
-    let released = Method::Consolidator(ConsolidatorConfig::released(cfg.embed_dim));
-    for (label, method) in
-        [("full fine-tuning", Method::Full), ("consolidator (frozen backbone + branches)", released.clone())]
-    {
-        let mut vit = base.clone();
-        method.apply(&mut vit, 10, 0)?;
-        let mut opt = Optimizer::adamw(1e-4);
-        let (ms, gemm_share) = timed(reps, || train_step(&mut vit, &mut opt, &x, &labels))?;
-        report.rows.push(VitRow { name: format!("vit_mnist_tiny train step, {label}"), batch: b, ms, gemm_share });
-    }
-    // Backbone, unmerged, merged: ViT-Tiny with the released recipe scaled to width 192.
+}
+
+/// ViT-Tiny at batch 8 as the backbone, with unmerged branches, and merged, the three timed in
+/// turn within each repetition (so machine noise hits all three alike); medians.
+fn deploy_rows(reps: usize) -> Result<Vec<VitRow>> {
     let cfg = VitConfig::preset("vit_tiny_patch16_224")?;
     let backbone = VisionTransformer::new(&cfg, 0)?;
     let released = Method::Consolidator(ConsolidatorConfig::released(cfg.embed_dim));
     let mut adapted = backbone.clone();
     released.apply(&mut adapted, cfg.num_classes, 0)?;
     let merged = merge(&backbone, &consolidate(&adapted, &backbone, &released)?)?.model;
+    let models = [("backbone", &backbone), ("unmerged", &adapted), ("merged", &merged)];
     let x = images(&cfg, 8);
-    for (label, m) in [("backbone", &backbone), ("unmerged (branches)", &adapted), ("merged", &merged)] {
-        let (ms, gemm_share) = timed(reps, || m.predict(&x).map(|_| ()))?;
-        report.rows.push(VitRow { name: format!("vit_tiny {label} forward"), batch: 8, ms, gemm_share });
+    let mut times = vec![Vec::new(); 3];
+    for rep in 0..=reps.max(1) * 2 {
+        for (k, (_, m)) in models.iter().enumerate() {
+            let t = Instant::now();
+            m.predict(&x)?;
+            if rep > 0 {
+                times[k].push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
     }
-    Ok(report)
+    models
+        .iter()
+        .zip(times)
+        .map(|((label, m), mut v)| {
+            v.sort_by(f64::total_cmp);
+            let (_, gemm_share) = timed(0, || m.predict(&x).map(|_| ()))?;
+            Ok(VitRow { name: format!("vit_tiny b8 {label}"), batch: 8, ms: v[v.len() / 2], gemm_share, rss_mb: None })
+        })
+        .collect()
+}
+
+/// Runs every workload in this process (`quick`: fewer repetitions and workloads); peak memory
+/// is not measured (see the CLI, which runs each workload in its own process).
+pub fn run_vit_bench(quick: bool) -> Result<VitReport> {
+    let reps = if quick { 3 } else { 7 };
+    let mut rows = Vec::new();
+    for w in workloads(quick) {
+        rows.extend(run_one(&w, reps)?);
+    }
+    Ok(VitReport { rows })
+}
+
+/// Peak resident memory of this process so far (`VmHWM`), in MiB; `None` off Linux.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+impl VitReport {
+    /// The row of a workload.
+    pub fn get(&self, name: &str) -> Option<&VitRow> {
+        self.rows.iter().find(|r| r.name == name)
+    }
+    /// Ratios the goals are stated in: (label, value).
+    pub fn ratios(&self) -> Vec<(String, f64)> {
+        let mut v = Vec::new();
+        let ms = |n: &str| self.get(n).map(|r| r.ms);
+        for case in ["vit_tiny_224_b16", "vit_c32_p4_d192_l6_b64"] {
+            if let (Some(c), Some(f)) = (ms(&format!("train {case} consolidator")), ms(&format!("train {case} full"))) {
+                v.push((format!("{case}: consolidator step / full fine-tuning step"), c / f));
+            }
+        }
+        if let (Some(m), Some(b)) = (ms("vit_tiny b8 merged"), ms("vit_tiny b8 backbone")) {
+            v.push(("vit_tiny b8: merged / backbone inference".into(), m / b));
+        }
+        if let (Some(u), Some(b)) = (ms("vit_tiny b8 unmerged"), ms("vit_tiny b8 backbone")) {
+            v.push(("vit_tiny b8: unmerged branches / backbone inference".into(), u / b));
+        }
+        v
+    }
 }
 
 impl fmt::Display for VitReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "| workload | batch | median ms | share in linear-layer GEMMs |")?;
-        writeln!(f, "|---|---:|---:|---:|")?;
+        writeln!(f, "| workload | batch | median ms | share in linear-layer GEMMs | peak RSS MiB |")?;
+        writeln!(f, "|---|---:|---:|---:|---:|")?;
         for r in &self.rows {
-            writeln!(f, "| {} | {} | {:.1} | {:.0}% |", r.name, r.batch, r.ms, 100.0 * r.gemm_share)?;
+            let rss = r.rss_mb.map_or("-".to_string(), |m| format!("{m:.0}"));
+            writeln!(f, "| {} | {} | {:.1} | {:.0}% | {rss} |", r.name, r.batch, r.ms, 100.0 * r.gemm_share)?;
+        }
+        for (label, v) in self.ratios() {
+            writeln!(f, "{label}: {v:.3}")?;
         }
         Ok(())
+    }
+}
+
+impl VitRow {
+    /// The row as JSON.
+    pub fn to_json(&self) -> String {
+        let rss = self.rss_mb.map_or("null".to_string(), |m| format!("{m:.1}"));
+        format!(
+            "{{\"name\":\"{}\",\"batch\":{},\"ms\":{:.3},\"gemm_share\":{:.3},\"rss_mb\":{rss}}}",
+            self.name, self.batch, self.ms, self.gemm_share
+        )
     }
 }
 
 impl VitReport {
     /// The report as JSON.
     pub fn to_json(&self) -> String {
-        let rows: Vec<String> = self
-            .rows
-            .iter()
-            .map(|r| {
-                format!(
-                    "{{\"name\":\"{}\",\"batch\":{},\"ms\":{:.3},\"gemm_share\":{:.3}}}",
-                    r.name, r.batch, r.ms, r.gemm_share
-                )
-            })
-            .collect();
-        format!("{{\"rows\":[{}]}}", rows.join(","))
+        let rows: Vec<String> = self.rows.iter().map(VitRow::to_json).collect();
+        let ratios: Vec<String> = self.ratios().iter().map(|(l, v)| format!("\"{l}\":{v:.4}")).collect();
+        format!("{{\"rows\":[{}],\"ratios\":{{{}}}}}", rows.join(","), ratios.join(","))
     }
 }

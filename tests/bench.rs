@@ -1,0 +1,62 @@
+//! The benchmark plumbing: workload names resolve, the PyTorch side-by-side matches like with
+//! like and computes the ratios the goals are stated in.
+
+use consolidator::bench::gemm::{GemmReport, GemmRow};
+use consolidator::bench::versus::compare;
+use consolidator::bench::vit::{run_one, workloads, VitReport, VitRow};
+use consolidator::io::json::Json;
+
+#[test]
+fn unknown_workloads_are_errors() {
+    for name in ["", "vit_tiny_patch16_224 forward bx", "train nope full", "train vit_tiny_224_b16 half", "x y z"] {
+        assert!(run_one(name, 1).is_err(), "{name}");
+    }
+    assert!(workloads(false).len() > workloads(true).len());
+}
+
+#[test]
+fn the_small_training_workload_runs_with_its_memory_reported() {
+    let rows = run_one("train vit_c32_p4_d192_l6_b64 consolidator", 0).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].batch, 64);
+    assert!(rows[0].ms > 0.0 && (0.0..=1.0).contains(&rows[0].gemm_share));
+    if cfg!(target_os = "linux") {
+        assert!(consolidator::bench::vit::peak_rss_mb().unwrap() > 1.0);
+    }
+}
+
+#[test]
+fn versus_torch_pairs_like_with_like() {
+    let torch = Json::parse_str(
+        r#"{"sgemm":[{"m":64,"k":32,"n":16,"gflops_best":200.0}],
+            "vit_fwd":[{"model":"vit_tiny_patch16_224","batch":8,"ms":100.0,"peak_rss_mb":900.0}],
+            "train":[{"case":"vit_c32_p4_d192_l6_b64","mode":"consolidator","ms":400.0,"peak_rss_mb":1300.0}]}"#,
+        "torch",
+    )
+    .unwrap();
+    let gemm = GemmReport {
+        threads: 2,
+        peak_gflops: 100.0,
+        rows: vec![
+            GemmRow { m: 64, k: 32, n: 16, gflops: 150.0, ratio_to_peak: 1.5 },
+            GemmRow { m: 1, k: 1, n: 1, gflops: 1.0, ratio_to_peak: 0.01 },
+        ],
+    };
+    let row = |name: &str, batch, ms, rss| VitRow { name: name.into(), batch, ms, gemm_share: 0.5, rss_mb: rss };
+    let vit = VitReport {
+        rows: vec![
+            row("vit_tiny_patch16_224 forward b8", 8, 120.0, Some(60.0)),
+            row("vit_tiny_patch16_224 forward b1", 1, 30.0, None),
+            row("train vit_c32_p4_d192_l6_b64 consolidator", 64, 300.0, Some(325.0)),
+        ],
+    };
+    let v = compare(&torch, Some(&gemm), None, Some(&vit));
+    let get = |w: &str| v.iter().find(|r| r.work == w).unwrap_or_else(|| panic!("{w} missing: {v:?}"));
+    assert!((get("sgemm 64×32×16").ratio - 0.75).abs() < 1e-12);
+    assert!((get("vit_tiny_patch16_224 forward b8").ratio - 1.2).abs() < 1e-12);
+    assert!((get("vit_tiny_patch16_224 forward b8 peak RSS").ratio - 15.0).abs() < 1e-12);
+    assert!((get("train vit_c32_p4_d192_l6_b64 consolidator").ratio - 0.75).abs() < 1e-12);
+    assert!((get("train vit_c32_p4_d192_l6_b64 consolidator peak RSS").ratio - 4.0).abs() < 1e-12);
+    // Workloads PyTorch did not run are left out, not invented.
+    assert_eq!(v.len(), 5, "{v:?}");
+}
