@@ -97,24 +97,34 @@ impl<'t> Var<'t> {
                 let mut scratch = if keep { Vec::new() } else { vec![0.0f32; tt] };
                 for hi in 0..heads {
                     let p = if keep { &mut p[hi * tt..(hi + 1) * tt] } else { &mut scratch[..] };
-                    forward_head(x, dims, scale, bi, hi, p, &mut o[hi * dims.d..], c);
+                    forward_head(x, dims, scale, (bi, hi), (0, t), p, &mut o[hi * dims.d..], c);
                 }
             });
         } else {
-            // Few batch entries: one work item per (entry, head), O gathered afterwards.
-            let td = t * dims.d;
-            let mut work = vec![0.0f32; b * heads * (tt + td)];
-            par::for_each_chunk_mut(&mut work, tt + td, |bh, chunk| {
-                let (p, o) = chunk.split_at_mut(tt);
-                forward_head(x, dims, scale, bh / heads, bh % heads, p, o, dims.d);
+            // Few batch entries: one work item per (entry, head, block of queries), enough items
+            // to keep every worker busy (one image has only a few heads); O gathered afterwards.
+            let items = b * heads;
+            let blocks = (2 * par::threads()).div_ceil(items.max(1)).clamp(1, t.max(1));
+            let nq = t.div_ceil(blocks);
+            let item = nq * (t + dims.d);
+            let mut work = vec![0.0f32; items * blocks * item];
+            par::for_each_chunk_mut(&mut work, item, |i, chunk| {
+                let (bh, qb) = (i / blocks, i % blocks);
+                let r0 = (qb * nq).min(t);
+                let rows = nq.min(t - r0);
+                let (p, o) = chunk.split_at_mut(nq * t);
+                forward_head(x, dims, scale, (bh / heads, bh % heads), (r0, rows), p, o, dims.d);
             });
-            for (bh, chunk) in work.chunks_exact(tt + td).enumerate() {
+            for (i, chunk) in work.chunks_exact(item).enumerate() {
+                let (bh, qb) = (i / blocks, i % blocks);
                 let (bi, hi) = (bh / heads, bh % heads);
+                let r0 = (qb * nq).min(t);
+                let rows = nq.min(t - r0);
                 if keep {
-                    probs[bh * tt..(bh + 1) * tt].copy_from_slice(&chunk[..tt]);
+                    probs[bh * tt + r0 * t..bh * tt + (r0 + rows) * t].copy_from_slice(&chunk[..rows * t]);
                 }
-                for (ti, row) in chunk[tt..].chunks_exact(dims.d.max(1)).enumerate() {
-                    let o = (bi * t + ti) * c + hi * dims.d;
+                for (k, row) in chunk[nq * t..].chunks_exact(dims.d.max(1)).take(rows).enumerate() {
+                    let o = (bi * t + r0 + k) * c + hi * dims.d;
                     out[o..o + dims.d].copy_from_slice(row);
                 }
             }
@@ -136,14 +146,29 @@ fn chunks_or_empty(data: &mut [f32], len: usize) -> Box<dyn Iterator<Item = &mut
     }
 }
 
-/// One (entry, head): `P = softmax(s·Q·Kᵀ)` into `p` (`[T, T]`), `O = P·V` into `o` (rows `ldo` apart).
+/// One (entry, head) and a block of `rows` queries from `r0`: `P = softmax(s·Q·Kᵀ)` into `p`
+/// (`[rows, T]`), `O = P·V` into `o` (rows `ldo` apart).
 #[allow(clippy::too_many_arguments)]
-fn forward_head(x: &[f32], dims: Dims, scale: f32, bi: usize, hi: usize, p: &mut [f32], o: &mut [f32], ldo: usize) {
+fn forward_head(
+    x: &[f32],
+    dims: Dims,
+    scale: f32,
+    (bi, hi): (usize, usize),
+    (r0, rows): (usize, usize),
+    p: &mut [f32],
+    o: &mut [f32],
+    ldo: usize,
+) {
     let t = dims.t;
-    let (q, k, v) = (dims.view(x, bi, hi, 0), dims.view(x, bi, hi, 1), dims.view(x, bi, hi, 2));
+    if rows == 0 {
+        return;
+    }
+    let q = MatRef::strided(&x[dims.offset(bi, hi, 0) + r0 * dims.c3()..], rows, dims.d, dims.c3(), 1);
+    let (k, v) = (dims.view(x, bi, hi, 1), dims.view(x, bi, hi, 2));
+    let p = &mut p[..rows * t];
     gemm_here(scale, q, k.t(), 0.0, p, t);
     softmax_rows(p, t);
-    gemm_here(1.0, MatRef::new(p, t, t), v, 0.0, o, ldo);
+    gemm_here(1.0, MatRef::new(p, rows, t), v, 0.0, o, ldo);
 }
 
 /// `dqkv` from the saved `qkv`, the saved per-head probabilities and `dy: [B, T, C]`. One work
