@@ -264,8 +264,9 @@ def bench_train(threads):
 
 def combine_rounds(rounds):
     """rounds: list (one per round) of row lists in the same order. For each row keep the fields of the
-    round with the smallest ms_min, plus ms_min_all / ms_median_all: the min of the per-round mins and
-    the median of the per-round medians."""
+    round with the smallest ms_min, plus ms_min_all / ms_median_all / ms_best_median: the min of the
+    per-round mins, the median of the per-round medians and the best per-round median (what
+    `consolidator bench --rounds N` reports for its own side)."""
     out = []
     for rows in zip(*rounds):
         if "methods" in rows[0]:  # grouped: combine per method, then pick the best
@@ -285,6 +286,7 @@ def combine_rounds(rounds):
         else:
             row = dict(min(rows, key=lambda r: r["ms_min"]))
             row["ms_median_all"] = statistics.median(r["ms"] for r in rows)
+            row["ms_best_median"] = min(r["ms"] for r in rows)
             row["ms_min_all"] = min(r["ms_min"] for r in rows)
             row["rounds"] = len(rows)
             if "gflops" in row:

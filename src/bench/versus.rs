@@ -1,7 +1,9 @@
 //! Side by side with PyTorch: our reports next to the JSON that `scripts/bench_torch.py` writes
 //! for the same workloads on the same machine, one row per workload with the ratio the goal of
 //! issue 7 is stated in. Like for like: best rates for GEMM and the grouped connection (both
-//! sides report their best repetition), medians for whole-model times.
+//! sides report their best repetition), and for whole-model times the best of the per-round
+//! medians (`--rounds N` here, `--rounds N` there: on a shared machine the best round is the one
+//! least disturbed by other tenants, on both sides).
 
 use super::gc::GcReport;
 use super::gemm::GemmReport;
@@ -98,7 +100,7 @@ pub fn compare(
                 _ => (None, ""),
             };
             let Some(t) = t else { continue };
-            if let Some(tms) = num(t, "ms_median_all").or_else(|| num(t, "ms")) {
+            if let Some(tms) = num(t, "ms_best_median").or_else(|| num(t, "ms")) {
                 out.push(VersusRow {
                     work: r.name.clone(),
                     ours: r.ms,
