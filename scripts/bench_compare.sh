@@ -1,26 +1,28 @@
 #!/usr/bin/env bash
 # Side-by-side speed table against PyTorch on this machine (optional; no test uses it).
 #
-#   scripts/bench_compare.sh [ROUNDS]      (default 2)
+#   scripts/bench_compare.sh [ROUNDS]      (default 3)
 #
 # Needs a Python with torch and timm (scripts/requirements-fixtures.txt; PYTHON overrides the
-# interpreter, default /root/venv-fixtures/bin/python). Runs the PyTorch workloads
-# (scripts/bench_torch.py --rounds ROUNDS -> bench/torch_baseline.json), then the same workloads
-# here (consolidator bench all --rounds ROUNDS --torch bench/torch_baseline.json) and writes
-# bench/versus.md (the tables; `--json` on the bench command gives the same as JSON). On a shared machine, more rounds make the
-# best-of numbers of both sides less dependent on what the neighbours were doing.
+# interpreter, default /root/venv-fixtures/bin/python). Every round runs the PyTorch workloads
+# (scripts/bench_torch.py -> bench/torch_baseline.json) and then the same workloads here, so
+# the two take turns on the machine; each side keeps its best round per workload
+# (`consolidator bench all --rounds N --torch FILE --torch-run CMD`). Writes bench/versus.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rounds="${1:-2}"
+rounds="${1:-3}"
 python="${PYTHON:-/root/venv-fixtures/bin/python}"
 cargo build --release --quiet
+out=bench/versus.md
 {
-  echo "# consolidator vs PyTorch, $(date -u +%Y-%m-%dT%H:%MZ), $rounds round(s) each"
+  echo "# consolidator vs PyTorch, $(date -u +%Y-%m-%dT%H:%MZ), best of $rounds alternating round(s)"
   echo
-  echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)," \
+       "$("$python" -c 'import torch; print("torch", torch.__version__)'), load before: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo
-} > bench/versus.md
-"$python" scripts/bench_torch.py --rounds "$rounds" --json bench/torch_baseline.json > /dev/null
-./target/release/consolidator bench all --rounds "$rounds" --torch bench/torch_baseline.json >> bench/versus.md
-echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >> bench/versus.md
-echo "wrote bench/versus.md and bench/torch_baseline.json"
+} > "$out.tmp"
+./target/release/consolidator bench all --rounds "$rounds" --torch bench/torch_baseline.json \
+  --torch-run "$python scripts/bench_torch.py --json bench/torch_baseline.json > /dev/null" >> "$out.tmp"
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$out.tmp"
+mv "$out.tmp" "$out"
+echo "wrote $out (and bench/torch_baseline.json, PyTorch's last round)"

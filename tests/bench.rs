@@ -60,3 +60,24 @@ fn versus_torch_pairs_like_with_like() {
     // Workloads PyTorch did not run are left out, not invented.
     assert_eq!(v.len(), 5, "{v:?}");
 }
+
+#[test]
+fn rounds_keep_each_sides_best_and_recompute_the_ratio() {
+    use consolidator::bench::versus::{best_of_rounds, VersusRow};
+    let row = |work: &str, ours, torch, unit, ours_over_torch| VersusRow {
+        work: work.into(),
+        ours,
+        torch,
+        unit,
+        ratio: f64::NAN,
+        ours_over_torch,
+        goal: "",
+    };
+    let r1 = vec![row("gemm", 100.0, 300.0, "GFLOP/s", true), row("fwd", 50.0, 20.0, "ms", true)];
+    let r2 = vec![row("gemm", 150.0, 250.0, "GFLOP/s", true), row("fwd", 40.0, 25.0, "ms", true)];
+    let b = best_of_rounds(&[r1, r2]);
+    assert_eq!((b[0].ours, b[0].torch), (150.0, 300.0));
+    assert!((b[0].ratio - 0.5).abs() < 1e-12);
+    assert_eq!((b[1].ours, b[1].torch), (40.0, 20.0));
+    assert!((b[1].ratio - 2.0).abs() < 1e-12);
+}

@@ -1,12 +1,14 @@
-//! `consolidator bench gemm | gc | vit | all [--json] [--quick] [--rounds N] [--torch FILE]`.
+//! `consolidator bench gemm | gc | vit | all [--json] [--quick] [--rounds N] [--torch FILE [--torch-run CMD]]`.
 //!
 //! `vit` runs each workload in a child process (`bench --worker NAME`) so that each reports its
 //! own peak resident memory. `--torch FILE` adds the side-by-side table against the JSON of
-//! `scripts/bench_torch.py`. `--rounds N` repeats every workload N times (interleaved) and keeps
-//! each one's best round: the best GEMM rate, the fastest grouped forward, the lowest median.
+//! `scripts/bench_torch.py`; with `--torch-run CMD` that command (which must write FILE) runs at
+//! the start of every round, so PyTorch and this engine take turns on the machine. `--rounds N`
+//! repeats everything N times and keeps each workload's best round on each side: the best GEMM
+//! rate, the fastest grouped forward, the lowest median.
 
 use super::args::Args;
-use consolidator::bench::{self, vit::VitRow};
+use consolidator::bench::{self, gc::GcReport, gemm::GemmReport, vit::VitReport, vit::VitRow};
 use consolidator::io::json::Json;
 
 pub fn bench(args: &Args) -> Result<(), String> {
@@ -15,11 +17,9 @@ pub fn bench(args: &Args) -> Result<(), String> {
     let quick = args.has("quick");
     let worker = args.str("worker");
     let torch = args.str("torch");
+    let torch_run = args.str("torch-run");
     let rounds: usize = args.get("rounds", 1)?;
     args.finish(1)?;
-    if rounds == 0 {
-        return Err("--rounds must be at least 1".into());
-    }
     let e = |r: consolidator::Error| r.to_string();
     let reps = if quick { 3 } else { 7 };
     if let Some(name) = worker {
@@ -30,84 +30,115 @@ pub fn bench(args: &Args) -> Result<(), String> {
         }
         return Ok(());
     }
-    let torch = match torch {
-        Some(path) => {
-            let bytes = std::fs::read(&path).map_err(|err| format!("cannot read {path}: {err}"))?;
-            Some(Json::parse(&bytes, &path).map_err(e)?)
-        }
-        None => None,
-    };
+    if rounds == 0 {
+        return Err("--rounds must be at least 1".into());
+    }
+    if torch_run.is_some() && torch.is_none() {
+        return Err("--torch-run needs --torch FILE (the JSON file the command writes)".into());
+    }
     let all = what == "all";
     if !all && !["gemm", "gc", "vit"].contains(&what.as_str()) {
         return Err(format!("unknown benchmark `{what}` (gemm, gc, vit, all)"));
     }
-    let mut parts: Vec<(String, String)> = Vec::new();
-    let (mut gemm, mut gc, mut vit) = (None, None, None);
-    if all || what == "gemm" {
-        let mut r = bench::gemm::run_gemm_bench(if quick { 150 } else { 600 }).map_err(e)?;
-        for _ in 1..rounds {
-            let again = bench::gemm::run_gemm_bench(if quick { 150 } else { 600 }).map_err(e)?;
-            for (a, b) in r.rows.iter_mut().zip(again.rows) {
-                if b.gflops > a.gflops {
-                    *a = b;
-                }
+    let (mut gemm, mut gc, mut vit): (Option<GemmReport>, Option<GcReport>, Option<VitReport>) = (None, None, None);
+    let mut versus_rounds = Vec::new();
+    for round in 1..=rounds {
+        let say = |m: &str| {
+            if !json {
+                eprintln!("bench (round {round}/{rounds}): {m}");
+            }
+        };
+        if let Some(cmd) = &torch_run {
+            say(&format!("PyTorch: {cmd}"));
+            let status = std::process::Command::new("sh").arg("-c").arg(cmd).status();
+            if !status.is_ok_and(|s| s.success()) {
+                return Err(format!("--torch-run command failed: {cmd}"));
             }
         }
-        parts.push(("gemm".into(), if json { r.to_json() } else { r.to_string() }));
-        gemm = Some(r);
-    }
-    if all || what == "gc" {
-        let groups: &[usize] = &[1, 2, 4, 8, 16, 32, 64, 384];
-        let dims: &[usize] = if quick { &[768] } else { &[192, 384, 768] };
-        let mut r = bench::gc::run_gc_bench(1576, dims, groups, reps).map_err(e)?;
-        for _ in 1..rounds {
-            let again = bench::gc::run_gc_bench(1576, dims, groups, reps).map_err(e)?;
-            for (a, b) in r.rows.iter_mut().zip(again.rows) {
-                if b.fused_fwd_ms < a.fused_fwd_ms {
-                    *a = b;
-                }
-            }
+        // This round's reports; each section keeps its best round.
+        let (mut g1, mut c1, mut v1) = (None, None, None);
+        if all || what == "gemm" {
+            say("gemm");
+            g1 = Some(bench::gemm::run_gemm_bench(if quick { 150 } else { 600 }).map_err(e)?);
         }
-        parts.push(("gc".into(), if json { r.to_json() } else { r.to_string() }));
-        gc = Some(r);
-    }
-    if all || what == "vit" {
-        // Rounds interleave the workloads; each keeps its best (lowest-median) round.
-        let mut report = bench::vit::VitReport::default();
-        for round in 0..rounds {
+        if all || what == "gc" {
+            say("grouped connection");
+            let groups: &[usize] = &[1, 2, 4, 8, 16, 32, 64, 384];
+            let dims: &[usize] = if quick { &[768] } else { &[192, 384, 768] };
+            c1 = Some(bench::gc::run_gc_bench(1576, dims, groups, reps).map_err(e)?);
+        }
+        if all || what == "vit" {
+            let mut report = VitReport::default();
             for name in bench::vit::workloads(quick) {
-                if !json {
-                    eprintln!("bench vit (round {}/{rounds}): {name}", round + 1);
-                }
-                let rows = run_in_child(&name, quick).or_else(|_| bench::vit::run_one(&name, reps)).map_err(e)?;
-                for row in rows {
-                    match report.rows.iter_mut().find(|r| r.name == row.name) {
-                        Some(old) if old.ms <= row.ms => {}
-                        Some(old) => *old = row,
-                        None => report.rows.push(row),
-                    }
+                say(&name);
+                report
+                    .rows
+                    .extend(run_in_child(&name, quick).or_else(|_| bench::vit::run_one(&name, reps)).map_err(e)?);
+            }
+            v1 = Some(report);
+        }
+        if let Some(path) = &torch {
+            let bytes = std::fs::read(path).map_err(|err| format!("cannot read {path}: {err}"))?;
+            let t = Json::parse(&bytes, path).map_err(e)?;
+            versus_rounds.push(bench::versus::compare(&t, g1.as_ref(), c1.as_ref(), v1.as_ref()));
+        }
+        keep_best(&mut gemm, g1, |a, b| {
+            for (x, y) in a.rows.iter_mut().zip(b.rows) {
+                if y.gflops > x.gflops {
+                    *x = y;
                 }
             }
-        }
-        parts.push(("vit".into(), if json { report.to_json() } else { report.to_string() }));
-        vit = Some(report);
+        });
+        keep_best(&mut gc, c1, |a, b| {
+            for (x, y) in a.rows.iter_mut().zip(b.rows) {
+                if y.fused_fwd_ms < x.fused_fwd_ms {
+                    *x = y;
+                }
+            }
+        });
+        keep_best(&mut vit, v1, |a, b| {
+            for (x, y) in a.rows.iter_mut().zip(b.rows) {
+                if y.ms < x.ms {
+                    *x = y;
+                }
+            }
+        });
     }
-    if let Some(t) = &torch {
-        let rows = bench::versus::compare(t, gemm.as_ref(), gc.as_ref(), vit.as_ref());
+    let mut parts: Vec<(&str, String)> = Vec::new();
+    if let Some(r) = &gemm {
+        parts.push(("gemm", if json { r.to_json() } else { r.to_string() }));
+    }
+    if let Some(r) = &gc {
+        parts.push(("gc", if json { r.to_json() } else { r.to_string() }));
+    }
+    if let Some(r) = &vit {
+        parts.push(("vit", if json { r.to_json() } else { r.to_string() }));
+    }
+    if torch.is_some() {
+        let rows = bench::versus::best_of_rounds(&versus_rounds);
         parts.push((
-            "versus_torch".into(),
+            "versus_torch",
             if json { bench::versus::to_json(&rows) } else { bench::versus::to_markdown(&rows) },
         ));
     }
     if json {
         let body: Vec<String> = parts.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
-        println!("{{\"threads\":{},{}}}", consolidator::par::threads(), body.join(","));
+        println!("{{\"threads\":{},\"rounds\":{rounds},{}}}", consolidator::par::threads(), body.join(","));
     } else {
         for (k, v) in parts {
             println!("== {k}\n{v}\n");
         }
     }
     Ok(())
+}
+
+/// Folds one round's report into the best so far.
+fn keep_best<T>(best: &mut Option<T>, new: Option<T>, merge: impl FnOnce(&mut T, T)) {
+    match (best.as_mut(), new) {
+        (Some(b), Some(n)) => merge(b, n),
+        (None, n) => *best = n,
+        (Some(_), None) => {}
+    }
 }
 
 /// Runs one ViT workload in a fresh process of this executable and reads its rows back.
