@@ -88,6 +88,36 @@ pub fn for_each_chunk_mut<T: Send>(data: &mut [T], chunk_len: usize, f: impl Fn(
     data.chunks_mut(chunk_len).enumerate().for_each(|(i, c)| f(i, c));
 }
 
+/// Buffers at least this long are zeroed by all workers.
+const PAR_ZERO_MIN: usize = 1 << 16;
+
+/// A buffer of `n` zeros. Large ones are written by all workers: with freed memory kept for reuse
+/// ([`keep_freed_memory`]) a zeroed allocation is otherwise one thread's `memset`.
+pub fn zeros(n: usize) -> Vec<f32> {
+    #[cfg(feature = "rayon")]
+    if n >= PAR_ZERO_MIN && threads() > 1 {
+        use rayon::prelude::*;
+        let mut v = Vec::with_capacity(n);
+        v.par_extend(rayon::iter::repeat_n(0.0f32, n));
+        return v;
+    }
+    vec![0.0; n]
+}
+
+/// `rows` copies of `row`, one after another, written by all workers when large.
+pub fn repeat_rows(row: &[f32], rows: usize) -> Vec<f32> {
+    let n = row.len() * rows;
+    #[cfg(feature = "rayon")]
+    if n >= PAR_ZERO_MIN && threads() > 1 && !row.is_empty() {
+        use rayon::prelude::*;
+        let mut v = Vec::with_capacity(n);
+        let o = row.len();
+        v.par_extend((0..n).into_par_iter().with_min_len(o).map(|k| row[k % o]));
+        return v;
+    }
+    row.repeat(rows)
+}
+
 /// Splits `rows` rows into at most [`threads`] contiguous ranges of at least `min_rows` rows.
 pub fn row_chunk(rows: usize, min_rows: usize) -> usize {
     let t = threads();

@@ -601,3 +601,17 @@ fn erf_f64_at_zero_terminates() {
     assert_eq!(erf_f64(-0.0), 0.0);
     assert_eq!(erf(0.0), 0.0);
 }
+
+#[test]
+fn parallel_zeros_and_repeated_rows_match_the_serial_ones() {
+    for n in [0, 1, 7, (1 << 16) - 1, 1 << 16, (1 << 16) + 13, 1 << 20] {
+        let z = consolidator::par::zeros(n);
+        assert_eq!(z.len(), n);
+        assert!(z.iter().all(|&v| v == 0.0));
+    }
+    for (o, rows) in [(3, 1), (768, 1), (768, 100), (577, 300), (1, 70_000)] {
+        let row: Vec<f32> = (0..o).map(|i| i as f32 * 0.5 - 1.0).collect();
+        assert_eq!(consolidator::par::repeat_rows(&row, rows), row.repeat(rows), "{o}×{rows}");
+    }
+    assert!(consolidator::par::repeat_rows(&[], 5).is_empty());
+}

@@ -269,9 +269,7 @@ impl Grads {
                 if acc.shape() != g.shape() {
                     return Err(Error::shape("backward accumulate", acc.shape(), g.shape()));
                 }
-                for (a, b) in acc.data_mut().iter_mut().zip(g.data()) {
-                    *a += b;
-                }
+                crate::kernels::elementwise::axpy(1.0, g.data(), acc.data_mut());
             }
         }
         Ok(())

@@ -112,14 +112,24 @@ impl Optimizer {
                     }
                     let bc1 = 1.0 - beta1.powi(t);
                     let bc2 = 1.0 - beta2.powi(t);
-                    for i in 0..n {
-                        let gi = g.data()[i] * grad_scale;
-                        m[i] = beta1 * m[i] + (1.0 - beta1) * gi;
-                        v[i] = beta2 * v[i] + (1.0 - beta2) * gi * gi;
-                        let mh = m[i] / bc1;
-                        let vh = v[i] / bc2;
-                        w[i] -= lr * (mh / (vh.sqrt() + eps) + decay * w[i]);
-                    }
+                    // Elementwise, so split across workers (large tensors) with identical results.
+                    let chunk = crate::par::row_chunk(n, 1 << 15);
+                    let mut parts: Vec<_> = w
+                        .chunks_mut(chunk)
+                        .zip(m.chunks_mut(chunk))
+                        .zip(v.chunks_mut(chunk))
+                        .zip(g.data().chunks(chunk))
+                        .collect();
+                    crate::par::for_each_chunk_mut(&mut parts, 1, |_, part| {
+                        let (((w, m), v), g) = &mut part[0];
+                        for (((w, m), v), &g) in w.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g.iter()) {
+                            let gi = g * grad_scale;
+                            *m = beta1 * *m + (1.0 - beta1) * gi;
+                            *v = beta2 * *v + (1.0 - beta2) * gi * gi;
+                            let (mh, vh) = (*m / bc1, *v / bc2);
+                            *w -= lr * (mh / (vh.sqrt() + eps) + decay * *w);
+                        }
+                    });
                 }
                 OptimizerKind::Sgd { momentum } => {
                     for i in 0..n {

@@ -25,13 +25,13 @@ impl<'t> Var<'t> {
     /// Exact GELU, `x·Φ(x)`. See the module docs.
     pub fn gelu_erf(&self) -> Result<Var<'t>> {
         let x = self.value().clone();
-        let mut y = vec![0.0; x.numel()];
+        let mut y = par::zeros(x.numel());
         chunked(x.data(), &mut y, activation::gelu_erf);
         let xn = self.node();
         let value = Tensor::from_parts(x.shape().to_vec(), y);
         self.tape().op("gelu_erf", value, &[self], move |dy, g| {
             g.add_with(xn, || {
-                let mut dx = vec![0.0; x.numel()];
+                let mut dx = par::zeros(x.numel());
                 let dyd = dy.data();
                 par::for_each_chunk_mut(&mut dx, GELU_CHUNK, |i, dc| {
                     let r = i * GELU_CHUNK..i * GELU_CHUNK + dc.len();
@@ -66,7 +66,7 @@ impl<'t> Var<'t> {
         let (xn, saved) = (self.node(), y.clone());
         self.tape().op("softmax", y, &[self], move |dy, g| {
             g.add_with(xn, || {
-                let mut dx = vec![0.0; saved.numel()];
+                let mut dx = par::zeros(saved.numel());
                 softmax::softmax_backward_rows(saved.data(), dy.data(), &mut dx, n);
                 Ok(Tensor::from_parts(saved.shape().to_vec(), dx))
             })

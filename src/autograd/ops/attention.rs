@@ -85,10 +85,10 @@ impl<'t> Var<'t> {
         let qkv = self.value().clone();
         let x = qkv.data();
         let tt = t * t;
-        let mut out = vec![0.0f32; b * t * c];
+        let mut out = par::zeros(b * t * c);
         // The probabilities P are kept for the backward pass only when one will run.
         let keep = self.requires_grad();
-        let mut probs = vec![0.0f32; if keep { b * heads * tt } else { 0 }];
+        let mut probs = par::zeros(if keep { b * heads * tt } else { 0 });
         if b >= par::threads() {
             // One work item per batch entry: its heads in turn, O written in place.
             let mut parts: Vec<_> = out.chunks_mut(t * c).zip(chunks_or_empty(&mut probs, heads * tt)).collect();
@@ -107,7 +107,7 @@ impl<'t> Var<'t> {
             let blocks = (2 * par::threads()).div_ceil(items.max(1)).clamp(1, t.max(1));
             let nq = t.div_ceil(blocks);
             let item = nq * (t + dims.d);
-            let mut work = vec![0.0f32; items * blocks * item];
+            let mut work = par::zeros(items * blocks * item);
             par::for_each_chunk_mut(&mut work, item, |i, chunk| {
                 let (bh, qb) = (i / blocks, i % blocks);
                 let r0 = (qb * nq).min(t);
@@ -177,7 +177,7 @@ fn attention_backward(qkv: &Tensor, probs: &[f32], dy: &Tensor, dims: Dims, scal
     let Dims { b, t, c, heads, d } = dims;
     let (tt, c3) = (t * t, 3 * c);
     let (x, dyd) = (qkv.data(), dy.data());
-    let mut dqkv = vec![0.0f32; b * t * c3];
+    let mut dqkv = par::zeros(b * t * c3);
     par::for_each_chunk_mut(&mut dqkv, t * c3, |bi, dx| {
         let mut scratch = vec![0.0f32; 2 * tt];
         let (dp, ds) = scratch.split_at_mut(tt);

@@ -30,7 +30,7 @@
 
 use crate::autograd::Var;
 use crate::kernels::elementwise;
-use crate::{Error, Result, Tensor};
+use crate::{par, Error, Result, Tensor};
 
 /// The numpy broadcast of two shapes, or `None` when they are incompatible.
 pub(crate) fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
@@ -99,7 +99,7 @@ fn for_each_row(shape: &[usize], sa: &[usize], sb: &[usize], mut f: impl FnMut(u
 /// `out = op(a, b)` with both operands broadcast to `shape`.
 pub(crate) fn broadcast_binary(a: &Tensor, b: &Tensor, shape: &[usize], op: impl Fn(f32, f32) -> f32) -> Tensor {
     let n: usize = shape.iter().product();
-    let mut out = vec![0.0; n];
+    let mut out = par::zeros(n);
     let sa = broadcast_strides(a.shape(), shape);
     let sb = broadcast_strides(b.shape(), shape);
     let inner = shape.last().copied().unwrap_or(1);
@@ -139,7 +139,7 @@ pub(crate) fn reduce_to(g: &Tensor, target: &[usize]) -> Tensor {
     let st = broadcast_strides(target, shape);
     let inner = shape.last().copied().unwrap_or(1);
     let it = st.last().copied().unwrap_or(0);
-    let mut out = vec![0.0; target.iter().product()];
+    let mut out = par::zeros(target.iter().product());
     let gd = g.data();
     for_each_row(shape, &st, &st, |o, pt, _| {
         let grow = &gd[o..o + inner];

@@ -41,7 +41,7 @@ use crate::autograd::ops::linear::{linear_forward, linear_into};
 use crate::autograd::{Grads, Var};
 use crate::kernels::grouped::{grouped_backward_input, grouped_backward_weight, grouped_forward, GroupSpec};
 use crate::kernels::{elementwise, gemm, MatRef};
-use crate::{Error, Result, Tensor};
+use crate::{par, Error, Result, Tensor};
 use rand::Rng;
 
 /// One branch of a [`Var::consolidated_linear`] call.
@@ -290,12 +290,12 @@ fn folded<'t>(
         })
         .collect();
     let xd = x.value().data();
-    let mut y = vec![0.0f32; rows * o_dim];
+    let mut y = par::zeros(rows * o_dim);
     for pat in &patterns {
         let n = pat.samples.len() * rows_per_sample;
         let wm = pat.weight.data();
         pat.map_rows(xd, (rows_per_sample, i_dim), &mut y, o_dim, |xm, ym| {
-            linear_into(xm, n, wm, o_dim, i_dim, Some(&pat.bias), ym)
+            linear_into(xm, n, wm, o_dim, i_dim, Some(&pat.bias), ym, false)
         });
     }
     let mut out_shape = x.shape().to_vec();
@@ -315,7 +315,7 @@ fn folded<'t>(
     x.tape().op("consolidated_linear", value, &inputs, move |dy, g| {
         let dyd = dy.data();
         g.add_with(xn, || {
-            let mut dx = vec![0.0; rows * i_dim];
+            let mut dx = par::zeros(rows * i_dim);
             for pat in &patterns {
                 let n = pat.samples.len() * rows_per_sample;
                 let wm = MatRef::new(pat.weight.data(), o_dim, i_dim);

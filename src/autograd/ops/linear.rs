@@ -11,7 +11,7 @@
 
 use crate::autograd::Var;
 use crate::kernels::{elementwise, gemm, MatRef};
-use crate::{Error, Result, Tensor};
+use crate::{par, Error, Result, Tensor};
 
 impl<'t> Var<'t> {
     /// `x·Wᵀ + b`: see the module docs.
@@ -36,12 +36,12 @@ impl<'t> Var<'t> {
         self.tape().op("linear", y, &inputs, move |dy, g| {
             let dyd = dy.data();
             g.add_with(xn, || {
-                let mut dx = vec![0.0; rows * i];
+                let mut dx = par::zeros(rows * i);
                 gemm(1.0, MatRef::new(dyd, rows, o), MatRef::new(wv.data(), o, i), 0.0, &mut dx, i);
                 Ok(Tensor::from_parts(x.shape().to_vec(), dx))
             })?;
             g.add_with(wn, || {
-                let mut dw = vec![0.0; o * i];
+                let mut dw = par::zeros(o * i);
                 gemm(1.0, MatRef::new(dyd, rows, o).t(), MatRef::new(x.data(), rows, i), 0.0, &mut dw, i);
                 Ok(Tensor::from_parts(vec![o, i], dw))
             })?;
@@ -58,20 +58,35 @@ impl<'t> Var<'t> {
 pub fn linear_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Tensor {
     let (o, i) = (w.shape()[0], w.shape()[1]);
     let (rows, _) = x.rows_cols();
-    let mut y = vec![0.0; rows * o];
-    linear_into(x.data(), rows, w.data(), o, i, b.map(|b| b.data()), &mut y);
+    let mut y = match b {
+        Some(b) => par::repeat_rows(b.data(), rows),
+        None => par::zeros(rows * o),
+    };
+    linear_into(x.data(), rows, w.data(), o, i, b.map(|b| b.data()), &mut y, b.is_some());
     let mut shape = x.shape().to_vec();
     *shape.last_mut().unwrap() = o;
     Tensor::from_parts(shape, y)
 }
 
 /// `y = x·Wᵀ + b` for `x: [rows, i]`, `W: [o, i]`, written over `y: [rows, o]` (the bias is
-/// written first and the GEMM accumulates into it).
-pub(crate) fn linear_into(x: &[f32], rows: usize, w: &[f32], o: usize, i: usize, b: Option<&[f32]>, y: &mut [f32]) {
+/// written first, unless `y` already holds it in every row, and the GEMM accumulates into it).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn linear_into(
+    x: &[f32],
+    rows: usize,
+    w: &[f32],
+    o: usize,
+    i: usize,
+    b: Option<&[f32]>,
+    y: &mut [f32],
+    y_holds_bias: bool,
+) {
     let beta = match b {
         Some(b) => {
-            for r in y.chunks_exact_mut(o) {
-                r.copy_from_slice(b);
+            if !y_holds_bias {
+                par::for_each_chunk_mut(y, par::row_chunk(rows, 64) * o, |_, c| {
+                    c.chunks_exact_mut(o).for_each(|r| r.copy_from_slice(b))
+                });
             }
             1.0
         }

@@ -10,7 +10,7 @@
 
 use crate::autograd::Var;
 use crate::kernels::layernorm;
-use crate::{Error, Result, Tensor};
+use crate::{par, Error, Result, Tensor};
 
 impl<'t> Var<'t> {
     /// LayerNorm over the last dimension with `gamma`, `beta` of shape `[C]`. See the module docs.
@@ -26,14 +26,14 @@ impl<'t> Var<'t> {
         }
         let x = self.value().clone();
         let gv = gamma.value().clone();
-        let mut y = vec![0.0; x.numel()];
+        let mut y = par::zeros(x.numel());
         let mut mean = vec![0.0; rows];
         let mut rstd = vec![0.0; rows];
         layernorm::layernorm_forward(x.data(), gv.data(), beta.value().data(), eps, &mut y, &mut mean, &mut rstd);
         let (xn, gn, bn) = (self.node(), gamma.node(), beta.node());
         let value = Tensor::from_parts(x.shape().to_vec(), y);
         self.tape().op("layer_norm", value, &[self, gamma, beta], move |dy, g| {
-            let mut dx = xn.map(|_| vec![0.0; x.numel()]);
+            let mut dx = xn.map(|_| par::zeros(x.numel()));
             let mut dgamma = gn.map(|_| vec![0.0; c]);
             let mut dbeta = bn.map(|_| vec![0.0; c]);
             layernorm::layernorm_backward(
