@@ -11,7 +11,8 @@
 //! ## The parallel split, measured
 //!
 //! `matrixmultiply` picks its micro-kernel at run time: 16×16 with AVX-512 where the CPU has it,
-//! 8×8 with AVX2 + FMA otherwise, blocking `kc = 256`, `mc = 64`, `nc = 1024`. Each worker calls
+//! 8×8 with AVX2 + FMA otherwise, blocking `mc = 64`, `nc = 1024` and `kc = 256` — 512 in builds
+//! from this repository (`.cargo/config.toml`, through its `constconf` feature). Each worker calls
 //! it on one contiguous block of output rows (or columns), so each worker packs the whole of the
 //! other operand once; on the ViT shapes that costs `1/m_chunk` of the work and is cheap. On a
 //! 2-core Xeon (AVX-512), shared with other jobs, interleaved best-of runs of the split into
