@@ -22,7 +22,8 @@ usage: consolidator [COMMAND] [OPTIONS]   (no command: demo)
   forward       logits of a model on an input tensor (--model M --input X --output Y)
   inspect       what a model, delta or checkpoint file holds (FILE)
   suite         every method × every task of the transfer suite (--out DIR)
-  bench         benchmarks: gemm | gc | vit | all [--json]
+  bench         benchmarks: gemm | gc | vit | all [--json] [--quick] [--rounds N]
+                [--torch FILE [--torch-run CMD]]  (side by side with scripts/bench_torch.py)
   help          this text
 
 methods: linear, full, bitfit, lora[:r=4,alpha=4,layers=qkv+proj+fc1+fc2], adapter[:dim=8,scale=0.1],
