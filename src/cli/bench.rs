@@ -40,6 +40,13 @@ pub fn bench(args: &Args) -> Result<(), String> {
     if !all && !["gemm", "gc", "vit"].contains(&what.as_str()) {
         return Err(format!("unknown benchmark `{what}` (gemm, gc, vit, all)"));
     }
+    let read_torch = |path: &str| -> Result<Json, String> {
+        let bytes = std::fs::read(path).map_err(|err| format!("cannot read {path}: {err}"))?;
+        Json::parse(&bytes, path).map_err(e)
+    };
+    if let (Some(path), None) = (&torch, &torch_run) {
+        read_torch(path)?; // fail before measuring anything
+    }
     let (mut gemm, mut gc, mut vit): (Option<GemmReport>, Option<GcReport>, Option<VitReport>) = (None, None, None);
     let mut versus_rounds = Vec::new();
     for round in 1..=rounds {
@@ -78,8 +85,7 @@ pub fn bench(args: &Args) -> Result<(), String> {
             v1 = Some(report);
         }
         if let Some(path) = &torch {
-            let bytes = std::fs::read(path).map_err(|err| format!("cannot read {path}: {err}"))?;
-            let t = Json::parse(&bytes, path).map_err(e)?;
+            let t = read_torch(path)?;
             versus_rounds.push(bench::versus::compare(&t, g1.as_ref(), c1.as_ref(), v1.as_ref()));
         }
         keep_best(&mut gemm, g1, |a, b| {
