@@ -94,28 +94,31 @@ const PAR_ZERO_MIN: usize = 1 << 16;
 /// A buffer of `n` zeros. Large ones are written by all workers: with freed memory kept for reuse
 /// ([`keep_freed_memory`]) a zeroed allocation is otherwise one thread's `memset`.
 pub fn zeros(n: usize) -> Vec<f32> {
-    #[cfg(feature = "rayon")]
-    if n >= PAR_ZERO_MIN && threads() > 1 {
-        use rayon::prelude::*;
-        let mut v = Vec::with_capacity(n);
-        v.par_extend(rayon::iter::repeat_n(0.0f32, n));
-        return v;
-    }
-    vec![0.0; n]
+    filled(n, 1, |_, c| c.fill(std::mem::MaybeUninit::new(0.0)))
 }
 
 /// `rows` copies of `row`, one after another, written by all workers when large.
 pub fn repeat_rows(row: &[f32], rows: usize) -> Vec<f32> {
-    let n = row.len() * rows;
-    #[cfg(feature = "rayon")]
-    if n >= PAR_ZERO_MIN && threads() > 1 && !row.is_empty() {
-        use rayon::prelude::*;
-        let mut v = Vec::with_capacity(n);
-        let o = row.len();
-        v.par_extend((0..n).into_par_iter().with_min_len(o).map(|k| row[k % o]));
-        return v;
+    if row.is_empty() {
+        return Vec::new();
     }
-    row.repeat(rows)
+    filled(row.len() * rows, row.len(), |_, c| {
+        for r in c.chunks_exact_mut(row.len()) {
+            r.iter_mut().zip(row).for_each(|(d, &s)| *d = std::mem::MaybeUninit::new(s));
+        }
+    })
+}
+
+/// A new buffer of `n` values whose chunks (multiples of `unit` long, `n` a multiple of `unit`)
+/// are initialised by `init(chunk index, chunk)`, in parallel when large. `init` must write every
+/// element of its chunk.
+fn filled(n: usize, unit: usize, init: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync + Send) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    let chunk = if n >= PAR_ZERO_MIN { row_chunk(n / unit, 1) * unit } else { n.max(1) };
+    for_each_chunk_mut(&mut v.spare_capacity_mut()[..n], chunk, init);
+    // SAFETY: the chunks cover `0..n` and both callers' `init` write every element of theirs.
+    unsafe { v.set_len(n) };
+    v
 }
 
 /// Splits `rows` rows into at most [`threads`] contiguous ranges of at least `min_rows` rows.

@@ -536,11 +536,10 @@ pub fn grouped_backward_weight(
     let rows = check(spec, x.len(), dw.len(), dy.len(), "grouped_backward_weight")?;
     let (i_dim, o_dim, ci, co, g) = (spec.in_dim, spec.out_dim, spec.ci(), spec.co(), spec.groups);
     if let Some(db) = dbias {
-        for dyr in dy.chunks_exact(o_dim) {
-            for (d, v) in db.iter_mut().zip(dyr) {
-                *d += alpha * v;
-            }
-        }
+        // Column sums split across workers, then scaled once: `db += α·Σ_rows dy`.
+        let mut sums = vec![0.0f32; o_dim];
+        crate::kernels::elementwise::sum_rows_into(dy, o_dim, &mut sums);
+        db.iter_mut().zip(&sums).for_each(|(d, s)| *d += alpha * s);
     }
     if rows == 0 {
         return Ok(());
