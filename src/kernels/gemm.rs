@@ -159,36 +159,30 @@ fn gemm_untimed(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], ldc:
             gemm_serial(alpha, a.rows_range(r0, nr), b, beta, cc, ldc);
         });
     } else {
+        // Short, wide outputs: each worker computes a block of columns into its own buffer
+        // (with C's old values when β ≠ 0), then the blocks are copied into place.
         let cols = par::row_chunk(n, 16);
-        let chunks = n.div_ceil(cols);
-        let cptr = SendPtr(c.as_mut_ptr());
-        let clen = c.len();
-        let run = |j: usize| {
-            let c0 = j * cols;
-            let nc = cols.min(n - c0);
-            // SAFETY: chunks write disjoint column ranges [c0, c0 + nc) of C; each reaches at most
-            // index (m-1)*ldc + c0 + nc - 1 < clen, checked above.
-            let cc = unsafe { std::slice::from_raw_parts_mut(cptr.get().add(c0), clen - c0) };
-            gemm_serial(alpha, a, b.cols_range(c0, nc), beta, cc, ldc);
-        };
-        #[cfg(feature = "rayon")]
-        {
-            use rayon::prelude::*;
-            (0..chunks).into_par_iter().for_each(run);
+        let span = |j: usize| (j * cols, cols.min(n - j * cols));
+        let mut blocks: Vec<Vec<f32>> = (0..n.div_ceil(cols))
+            .map(|j| {
+                let (c0, nc) = span(j);
+                if beta == 0.0 {
+                    vec![0.0; m * nc]
+                } else {
+                    (0..m).flat_map(|r| c[r * ldc + c0..r * ldc + c0 + nc].iter().copied()).collect()
+                }
+            })
+            .collect();
+        par::for_each_chunk_mut(&mut blocks, 1, |j, blk| {
+            let (c0, nc) = span(j);
+            gemm_serial(alpha, a, b.cols_range(c0, nc), beta, &mut blk[0], nc);
+        });
+        for (j, blk) in blocks.iter().enumerate() {
+            let (c0, nc) = span(j);
+            for (r, row) in blk.chunks_exact(nc).enumerate() {
+                c[r * ldc + c0..r * ldc + c0 + nc].copy_from_slice(row);
+            }
         }
-        #[cfg(not(feature = "rayon"))]
-        (0..chunks).for_each(run);
-    }
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: used only to hand disjoint output regions to worker threads.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 
