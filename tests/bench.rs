@@ -81,3 +81,27 @@ fn rounds_keep_each_sides_best_and_recompute_the_ratio() {
     assert_eq!((b[1].ours, b[1].torch), (40.0, 20.0));
     assert!((b[1].ratio - 2.0).abs() < 1e-12);
 }
+
+#[test]
+fn interleaved_medians_run_each_workload_in_turn() {
+    use consolidator::bench::median_ms_interleaved;
+    let order = std::cell::RefCell::new(Vec::new());
+    let (mut a, mut b) = (
+        || {
+            order.borrow_mut().push('a');
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            Ok(())
+        },
+        || {
+            order.borrow_mut().push('b');
+            Ok(())
+        },
+    );
+    let ms = median_ms_interleaved(3, &mut [&mut a, &mut b]).unwrap();
+    assert_eq!(ms.len(), 2);
+    assert!(ms[0] >= 2.0, "a sleep of 2 ms cannot take less: {ms:?}");
+    // One warm-up round, then three timed rounds, alternating.
+    assert_eq!(order.borrow().iter().collect::<String>(), "abababab");
+    let mut bad = || Err(consolidator::Error::invalid("bench", "boom"));
+    assert!(median_ms_interleaved(3, &mut [&mut bad]).is_err());
+}

@@ -170,23 +170,15 @@ fn deploy_rows(reps: usize) -> Result<Vec<VitRow>> {
     let merged = merge(&backbone, &consolidate(&adapted, &backbone, &released)?)?.model;
     let models = [("backbone", &backbone), ("unmerged", &adapted), ("merged", &merged)];
     let x = images(&cfg, 8);
-    let mut times = vec![Vec::new(); 3];
-    for rep in 0..=reps.max(1) * 2 {
-        for (k, (_, m)) in models.iter().enumerate() {
-            let t = Instant::now();
-            m.predict(&x)?;
-            if rep > 0 {
-                times[k].push(t.elapsed().as_secs_f64() * 1e3);
-            }
-        }
-    }
+    let (mut f0, mut f1, mut f2) =
+        (|| backbone.predict(&x).map(|_| ()), || adapted.predict(&x).map(|_| ()), || merged.predict(&x).map(|_| ()));
+    let ms = super::median_ms_interleaved(reps.max(1) * 2, &mut [&mut f0, &mut f1, &mut f2])?;
     models
         .iter()
-        .zip(times)
-        .map(|((label, m), mut v)| {
-            v.sort_by(f64::total_cmp);
+        .zip(ms)
+        .map(|((label, m), ms)| {
             let (_, gemm_share) = timed(0, || m.predict(&x).map(|_| ()))?;
-            Ok(VitRow { name: format!("vit_tiny b8 {label}"), batch: 8, ms: v[v.len() / 2], gemm_share, rss_mb: None })
+            Ok(VitRow { name: format!("vit_tiny b8 {label}"), batch: 8, ms, gemm_share, rss_mb: None })
         })
         .collect()
 }

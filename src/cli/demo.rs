@@ -128,8 +128,14 @@ pub fn demo(args: &Args) -> R {
     let xb = e(data.test.subset(&(0..64.min(data.test.len())).collect::<Vec<_>>()))?.images;
     let mut base = backbone.clone();
     base.reset_head(data.train.num_classes, 0);
-    let (lat_base, lat_unmerged, lat_merged) =
-        (latency_ms(&base, &xb)?, latency_ms(&adapted, &xb)?, latency_ms(&merged_model, &xb)?);
+    // Timed in turn within each repetition, so the ratios are not at the mercy of machine noise.
+    let (mut f0, mut f1, mut f2) = (
+        || base.predict(&xb).map(|_| ()),
+        || adapted.predict(&xb).map(|_| ()),
+        || merged_model.predict(&xb).map(|_| ()),
+    );
+    let lat = e(consolidator::bench::median_ms_interleaved(7, &mut [&mut f0, &mut f1, &mut f2]))?;
+    let (lat_base, lat_unmerged, lat_merged) = (lat[0], lat[1], lat[2]);
 
     println!("\n| method | val acc | test acc | tunable params | % of backbone | stored per task | train time |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
@@ -153,7 +159,7 @@ pub fn demo(args: &Args) -> R {
         x.shape()[0],
         100.0 * agree
     );
-    println!("\ninference latency, batch of {} images (median of 7):", xb.shape()[0]);
+    println!("\ninference latency, batch of {} images (median of 7, the three timed in turn):", xb.shape()[0]);
     println!("| model | latency | vs backbone |");
     println!("|---|---:|---:|");
     for (n, l) in
