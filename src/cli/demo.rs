@@ -134,7 +134,7 @@ pub fn demo(args: &Args) -> R {
         || adapted.predict(&xb).map(|_| ()),
         || merged_model.predict(&xb).map(|_| ()),
     );
-    let lat = e(consolidator::bench::median_ms_interleaved(7, &mut [&mut f0, &mut f1, &mut f2]))?;
+    let lat = e(consolidator::bench::median_ms_interleaved(15, &mut [&mut f0, &mut f1, &mut f2]))?;
     let (lat_base, lat_unmerged, lat_merged) = (lat[0], lat[1], lat[2]);
 
     println!("\n| method | val acc | test acc | tunable params | % of backbone | stored per task | train time |");
@@ -159,7 +159,7 @@ pub fn demo(args: &Args) -> R {
         x.shape()[0],
         100.0 * agree
     );
-    println!("\ninference latency, batch of {} images (median of 7, the three timed in turn):", xb.shape()[0]);
+    println!("\ninference latency, batch of {} images (median of 15, the three timed in turn):", xb.shape()[0]);
     println!("| model | latency | vs backbone |");
     println!("|---|---:|---:|");
     for (n, l) in
