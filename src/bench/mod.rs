@@ -11,15 +11,7 @@ use std::time::Instant;
 
 /// Median wall time of `f` over `reps` runs (after one warm-up run), in milliseconds.
 pub fn median_ms(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    f()?;
-    let mut v = Vec::with_capacity(reps.max(1));
-    for _ in 0..reps.max(1) {
-        let t = Instant::now();
-        f()?;
-        v.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    v.sort_by(f64::total_cmp);
-    Ok(v[v.len() / 2])
+    Ok(median_ms_interleaved(reps, &mut [&mut f])?[0])
 }
 
 /// Median wall times (milliseconds, in input order) of several workloads timed in turn within

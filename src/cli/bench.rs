@@ -78,9 +78,11 @@ pub fn bench(args: &Args) -> Result<(), String> {
             let mut report = VitReport::default();
             for name in bench::vit::workloads(quick) {
                 say(&name);
-                report
-                    .rows
-                    .extend(run_in_child(&name, quick).or_else(|_| bench::vit::run_one(&name, reps)).map_err(e)?);
+                let rows = run_in_child(&name, quick).or_else(|err| {
+                    eprintln!("bench: {err}; running `{name}` in this process (no peak memory)");
+                    bench::vit::run_one(&name, reps)
+                });
+                report.rows.extend(rows.map_err(e)?);
             }
             v1 = Some(report);
         }

@@ -91,13 +91,22 @@ impl<'t> Var<'t> {
         let mut probs = par::zeros(if keep { b * heads * tt } else { 0 });
         if b >= par::threads() {
             // One work item per batch entry: its heads in turn, O written in place.
-            let mut parts: Vec<_> = out.chunks_mut(t * c).zip(chunks_or_empty(&mut probs, heads * tt)).collect();
+            // Each entry's slice of the kept P, or (inference) one head's scratch reused.
+            let mut kept = probs.chunks_mut((heads * tt).max(1));
+            let mut parts: Vec<_> = out.chunks_mut(t * c).map(|o| (o, kept.next())).collect();
             par::for_each_chunk_mut(&mut parts, 1, |bi, part| {
-                let (o, p) = &mut part[0];
-                let mut scratch = if keep { Vec::new() } else { vec![0.0f32; tt] };
+                let (o, kept) = &mut part[0];
+                let mut scratch = Vec::new();
+                let p: &mut [f32] = match kept {
+                    Some(p) => p,
+                    None => {
+                        scratch.resize(tt, 0.0);
+                        &mut scratch
+                    }
+                };
                 for hi in 0..heads {
-                    let p = if keep { &mut p[hi * tt..(hi + 1) * tt] } else { &mut scratch[..] };
-                    forward_head(x, dims, scale, (bi, hi), (0, t), p, &mut o[hi * dims.d..], c);
+                    let ph = if keep { &mut p[hi * tt..(hi + 1) * tt] } else { &mut p[..] };
+                    forward_head(x, dims, scale, (bi, hi), (0, t), ph, &mut o[hi * dims.d..], c);
                 }
             });
         } else {
@@ -134,15 +143,6 @@ impl<'t> Var<'t> {
         self.tape().op("attention", value, &[self], move |dy, g| {
             g.add_with(xn, || Ok(attention_backward(&qkv, &probs, dy, dims, scale)))
         })
-    }
-}
-
-/// `data` in chunks of `len`, or no chunks at all (an empty `data`) repeated as empty slices.
-fn chunks_or_empty(data: &mut [f32], len: usize) -> Box<dyn Iterator<Item = &mut [f32]> + '_> {
-    if data.is_empty() {
-        Box::new(std::iter::repeat_with(|| &mut [][..]))
-    } else {
-        Box::new(data.chunks_mut(len.max(1)))
     }
 }
 
