@@ -33,12 +33,14 @@
 
 #![warn(missing_docs)]
 
+pub mod algebra;
 pub mod autograd;
 pub mod bench;
 pub mod data;
 mod error;
 pub mod io;
 pub mod kernels;
+pub mod model;
 pub mod nn;
 pub mod optim;
 pub mod par;

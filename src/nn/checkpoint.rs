@@ -120,7 +120,24 @@ impl VitConfig {
             drop_path_rate: 0.0,
         };
         cfg.validate()?;
-        check_fits_file(&cfg, f)?;
+        // Metadata that contradicts the tensors is an error, not something to ignore.
+        for (k, inferred) in [
+            ("depth", depth),
+            ("embed_dim", e),
+            ("in_chans", c),
+            ("mlp_hidden", hidden),
+            ("num_classes", classes),
+        ] {
+            if let Some(v) = meta_usize(m, k)? {
+                if v != inferred {
+                    return Err(Error::format(
+                        "checkpoint",
+                        format!("metadata says {k} = {v}, but the tensors give {inferred}"),
+                    ));
+                }
+            }
+        }
+        cfg.check_fits_file(f)?;
         Ok(cfg)
     }
 }
@@ -133,7 +150,10 @@ impl VitConfig {
 /// inferred from a file is loaded strictly from that same file, so its parameters can never
 /// outnumber the file's values; the count below (saturating, so it cannot overflow) is a lower
 /// bound on the model's parameters: the block weights, the position embedding and the head.
-fn check_fits_file(cfg: &VitConfig, f: &TensorFile) -> Result<()> {
+impl VitConfig {
+    /// Refuses a configuration whose model would hold more values than `f` has (see above).
+    pub fn check_fits_file(&self, f: &TensorFile) -> Result<()> {
+    let cfg = self;
     let u = |v: usize| v as u128;
     let (e, h) = (u(cfg.embed_dim), u(cfg.mlp_hidden));
     let tokens = u(cfg.img_size.0 / cfg.patch_size.0).saturating_mul(u(cfg.img_size.1 / cfg.patch_size.1)) + 1;
@@ -154,6 +174,7 @@ fn check_fits_file(cfg: &VitConfig, f: &TensorFile) -> Result<()> {
         ));
     }
     Ok(())
+    }
 }
 
 impl VisionTransformer {

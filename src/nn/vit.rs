@@ -1,11 +1,11 @@
 //! The Vision Transformer, as timm builds it (`VisionTransformer` with class token, absolute
 //! position embedding added after the class token is prepended, pre-norm blocks, final norm).
 
+use super::adapter::BlockAdapter;
 use super::layers::{Attention, LayerNorm, Linear, Mlp, PatchEmbed};
-use super::Module;
+use super::{Keyed, Module};
 use crate::autograd::{Tape, Var};
-use crate::peft::Adapter;
-use crate::{Error, Param, Result, Tensor};
+use crate::{module_keys, Error, Param, Result, Tensor};
 use rand::SeedableRng;
 
 /// How the token sequence becomes one vector per image.
@@ -124,8 +124,8 @@ impl VitConfig {
     }
 }
 
-/// A pre-norm transformer block: `x + DP(attn(norm1(x)))`, then `x + DP(mlp(norm2(x)))`.
-/// Optional attachments: an AdaptFormer adapter beside the MLP, VPT-deep prompt tokens.
+/// A pre-norm transformer block: `x + DP(attn(norm1(x)))`, then `x + DP(mlp(norm2(x)))`, with
+/// a slot for a method's module (prompt tokens, a module beside the MLP: see [`BlockAdapter`]).
 #[derive(Clone, Debug)]
 pub struct Block {
     /// LayerNorm before attention.
@@ -138,23 +138,26 @@ pub struct Block {
     pub mlp: Mlp,
     /// Stochastic depth rate of both residual branches.
     pub drop_path: f32,
-    /// AdaptFormer adapter beside the MLP, if attached.
-    pub adapter: Option<Adapter>,
-    /// VPT-deep prompts `[P, C]`, inserted after the class token for this block only.
-    pub prompts: Option<Param>,
+    /// A method's module in this block, if any.
+    pub adapter: Option<Box<dyn BlockAdapter>>,
 }
+
+module_keys!(Block { "norm1." => norm1, "attn." => attn, "norm2." => norm2, "mlp." => mlp, "" => adapter });
 
 impl Block {
     /// Forward `[B, T, C] → [B, T, C]`.
     pub fn forward<'t>(&self, tape: &'t Tape, x: &Var<'t>) -> Result<Var<'t>> {
-        let (x, n_prompts) = match &self.prompts {
+        let [b, t, c] = x.value().dims::<3>("block")?;
+        let prompts = match &self.adapter {
+            Some(a) => a.prompts(tape, b, c)?,
+            None => None,
+        };
+        // Prompt tokens go right after the class token, for this block only.
+        let (x, n_prompts) = match prompts {
             None => (x.clone(), 0),
             Some(p) => {
-                let [b, _, c] = x.value().dims::<3>("block")?;
-                let n = p.shape()[0];
-                let prompts = tape.param(p).reshape(&[1, n, c])?.broadcast_to(&[b, n, c])?;
-                let t = x.shape()[1];
-                (Var::concat(&[&x.narrow(1, 0, 1)?, &prompts, &x.narrow(1, 1, t - 1)?], 1)?, n)
+                let n = p.shape()[1];
+                (Var::concat(&[&x.narrow(1, 0, 1)?, &p, &x.narrow(1, 1, t - 1)?], 1)?, n)
             }
         };
         let h = self.attn.forward(tape, &self.norm1.forward(tape, &x)?)?;
@@ -162,41 +165,15 @@ impl Block {
         let n2 = self.norm2.forward(tape, &x)?;
         let mut h = self.mlp.forward(tape, &n2)?;
         if let Some(a) = &self.adapter {
-            h = h.add(&a.forward(tape, &n2)?)?;
+            if let Some(extra) = a.beside_mlp(tape, &n2)? {
+                h = h.add(&extra)?;
+            }
         }
         let x = x.add(&h.drop_path(self.drop_path)?)?;
         if n_prompts == 0 {
             return Ok(x);
         }
-        let t = x.shape()[1];
-        Var::concat(&[&x.narrow(1, 0, 1)?, &x.narrow(1, 1 + n_prompts, t - 1 - n_prompts)?], 1)
-    }
-}
-
-impl Module for Block {
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Param)) {
-        self.norm1.visit(&format!("{prefix}norm1."), f);
-        self.attn.visit(&format!("{prefix}attn."), f);
-        self.norm2.visit(&format!("{prefix}norm2."), f);
-        self.mlp.visit(&format!("{prefix}mlp."), f);
-        if let Some(a) = &self.adapter {
-            a.visit(&format!("{prefix}adapter."), f);
-        }
-        if let Some(p) = &self.prompts {
-            f(&format!("{prefix}prompts"), p);
-        }
-    }
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Param)) {
-        self.norm1.visit_mut(&format!("{prefix}norm1."), f);
-        self.attn.visit_mut(&format!("{prefix}attn."), f);
-        self.norm2.visit_mut(&format!("{prefix}norm2."), f);
-        self.mlp.visit_mut(&format!("{prefix}mlp."), f);
-        if let Some(a) = &mut self.adapter {
-            a.visit_mut(&format!("{prefix}adapter."), f);
-        }
-        if let Some(p) = &mut self.prompts {
-            f(&format!("{prefix}prompts"), p);
-        }
+        Var::concat(&[&x.narrow(1, 0, 1)?, &x.narrow(1, 1 + n_prompts, t - 1)?], 1)
     }
 }
 
@@ -250,7 +227,6 @@ impl VisionTransformer {
                     cfg.drop_path_rate
                 },
                 adapter: None,
-                prompts: None,
             })
             .collect();
         Ok(VisionTransformer {
@@ -354,35 +330,59 @@ impl VisionTransformer {
     }
 }
 
-impl Module for VisionTransformer {
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Param)) {
-        self.patch_embed.visit(&format!("{prefix}patch_embed."), f);
-        f(&format!("{prefix}cls_token"), &self.cls_token);
-        f(&format!("{prefix}pos_embed"), &self.pos_embed);
-        for (i, b) in self.blocks.iter().enumerate() {
-            b.visit(&format!("{prefix}blocks.{i}."), f);
+impl VisionTransformer {
+    /// Every LayerNorm: each block's two, and the final `norm` or `fc_norm`.
+    pub fn layer_norms_mut(&mut self) -> Vec<&mut LayerNorm> {
+        let mut v: Vec<&mut LayerNorm> = Vec::new();
+        for b in &mut self.blocks {
+            v.push(&mut b.norm1);
+            v.push(&mut b.norm2);
         }
-        if let Some(n) = &self.norm {
-            n.visit(&format!("{prefix}norm."), f);
-        }
-        if let Some(n) = &self.fc_norm {
-            n.visit(&format!("{prefix}fc_norm."), f);
-        }
-        self.head.visit(&format!("{prefix}head."), f);
+        v.extend(self.norm.as_mut());
+        v.extend(self.fc_norm.as_mut());
+        v
     }
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Param)) {
-        self.patch_embed.visit_mut(&format!("{prefix}patch_embed."), f);
-        f(&format!("{prefix}cls_token"), &mut self.cls_token);
-        f(&format!("{prefix}pos_embed"), &mut self.pos_embed);
-        for (i, b) in self.blocks.iter_mut().enumerate() {
-            b.visit_mut(&format!("{prefix}blocks.{i}."), f);
+
+    /// Whether a method's module is attached anywhere (a plain ViT has none).
+    pub fn has_adapters(&self) -> bool {
+        self.blocks.iter().any(|b| b.adapter.is_some())
+            || self.fc_layers().iter().any(|(_, l)| l.adapter.is_some())
+            || self.head.adapter.is_some()
+    }
+
+    /// The attached methods' own parameters (prompts, branches, low-rank factors …), by key.
+    pub fn adapter_params(&self) -> Vec<(String, Param)> {
+        let mut v = Vec::new();
+        let mut put = |k: &str, p: &Param| v.push((k.to_string(), p.clone()));
+        for (i, b) in self.blocks.iter().enumerate() {
+            b.adapter.visit_keyed(&format!("blocks.{i}."), &mut put);
         }
-        if let Some(n) = &mut self.norm {
-            n.visit_mut(&format!("{prefix}norm."), f);
+        for (key, lin) in self.fc_layers() {
+            lin.adapter.visit_keyed(&key, &mut put);
         }
-        if let Some(n) = &mut self.fc_norm {
-            n.visit_mut(&format!("{prefix}fc_norm."), f);
+        self.head.adapter.visit_keyed("head.", &mut put);
+        v
+    }
+
+    /// The backbone's parameters, by key: everything but the head and the methods' own
+    /// modules — what every task adapted from this model shares.
+    pub fn backbone_params(&self) -> Vec<(String, Param)> {
+        let mut skip: std::collections::HashSet<crate::ParamId> =
+            self.adapter_params().iter().map(|(_, p)| p.id()).collect();
+        skip.insert(self.head.weight.id());
+        if let Some(b) = &self.head.bias {
+            skip.insert(b.id());
         }
-        self.head.visit_mut(&format!("{prefix}head."), f);
+        self.named_params().into_iter().filter(|(_, p)| !skip.contains(&p.id())).collect()
     }
 }
+
+module_keys!(VisionTransformer {
+    "patch_embed." => patch_embed,
+    "cls_token" => cls_token,
+    "pos_embed" => pos_embed,
+    "blocks." => blocks,
+    "norm." => norm,
+    "fc_norm." => fc_norm,
+    "head." => head,
+});

@@ -16,7 +16,7 @@
 use super::{Consolidator, GroupBranch};
 use crate::io::safetensors::TensorFile;
 use crate::kernels::grouped::GroupSpec;
-use crate::nn::{LinearPeft, Module, VisionTransformer, VitConfig};
+use crate::nn::{Module, VisionTransformer, VitConfig};
 use crate::{Error, Param, Result, Tensor};
 use std::collections::BTreeMap;
 
@@ -97,7 +97,7 @@ pub fn import_official(
                 bias: Param::frozen(b.clone()),
             });
         }
-        lin.peft = LinearPeft::Consolidator(Consolidator { branches: list, drop_path });
+        lin.adapter = Some(Box::new(Consolidator { branches: list, drop_path }));
         attached += 1;
     }
     if attached != branches.len() {
@@ -107,11 +107,9 @@ pub fn import_official(
     }
     // 3. Load everything else strictly (the branch parameters are already in place).
     let mut all = plain;
-    vit.visit("", &mut |k, p| {
-        if k.contains(".consolidator.") {
-            all.tensors.insert(k.to_string(), p.value.clone());
-        }
-    });
+    for (k, p) in vit.adapter_params() {
+        all.tensors.insert(k, p.value);
+    }
     vit.load_state_dict(&all, true)?;
     vit.freeze();
     Ok(vit)
