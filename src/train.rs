@@ -88,8 +88,12 @@ impl TrainConfig {
         if self.warmup_epochs > 1_000_000 {
             return bad(format!("warm-up epochs {} must be in 0..=1000000", self.warmup_epochs));
         }
-        for (name, v) in [("learning rate", self.lr), ("warm-up learning rate", self.warmup_lr), ("minimum learning rate", self.min_lr)] {
-            if !(v.is_finite() && v >= 0.0 && v <= 10.0) {
+        for (name, v) in [
+            ("learning rate", self.lr),
+            ("warm-up learning rate", self.warmup_lr),
+            ("minimum learning rate", self.min_lr),
+        ] {
+            if !(0.0..=10.0).contains(&v) {
                 return bad(format!("{name} {v} must be a finite number in [0, 10]"));
             }
         }
@@ -244,6 +248,9 @@ pub struct Position {
     pub step: usize,
 }
 
+/// A callback after every step.
+type ProgressFn<'a> = Box<dyn FnMut(&Progress) + 'a>;
+
 /// Trains a [`Model`] in place: mini-batches, the configured optimiser, cosine schedule with
 /// warm-up, clipping, evaluation, checkpoints, resume, and a stop on request.
 ///
@@ -268,7 +275,7 @@ pub struct Position {
 /// ```
 pub struct Trainer<'a> {
     cfg: TrainConfig,
-    progress: Option<Box<dyn FnMut(&Progress) + 'a>>,
+    progress: Option<ProgressFn<'a>>,
     stop: StopHandle,
 }
 

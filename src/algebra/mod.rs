@@ -58,7 +58,10 @@ impl LayerDelta {
                 LayerDelta::Add(a) => format!("{}x{}", a.out_dim(), a.in_dim()),
                 LayerDelta::Post(s) => format!("a scale-shift of width {}", s.gamma.len()),
             };
-            return Err(Error::invalid("layer delta", format!("{what}: the delta is {have}, the layer {out_dim}x{in_dim}")));
+            return Err(Error::invalid(
+                "layer delta",
+                format!("{what}: the delta is {have}, the layer {out_dim}x{in_dim}"),
+            ));
         }
         Ok(())
     }

@@ -16,9 +16,9 @@
 //! report its peak resident memory too ([`peak_rss_mb`]).
 
 use crate::autograd::Tape;
+use crate::model::Model;
 use crate::nn::{Pool, VisionTransformer, VitConfig};
 use crate::optim::Optimizer;
-use crate::model::Model;
 use crate::peft::{ConsolidatorConfig, Full, Method};
 use crate::reparam::{consolidate, merge};
 use crate::{Error, Result, Tensor};

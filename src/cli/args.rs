@@ -65,40 +65,40 @@ pub fn rate(s: &str) -> Result<f32, String> {
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct TrainFlags {
     /// Passes over the training set
-    #[arg(long, value_parser = epochs)]
+    #[arg(long, value_name = "N", value_parser = epochs)]
     pub epochs: Option<usize>,
     /// Images per step
-    #[arg(long, value_parser = batch)]
+    #[arg(long, value_name = "N", value_parser = batch)]
     pub batch: Option<usize>,
     /// Peak learning rate, in (0, 10]
-    #[arg(long, value_parser = lr)]
+    #[arg(long, value_name = "X", value_parser = lr, allow_negative_numbers = true)]
     pub lr: Option<f32>,
     /// Weight decay, in [0, 10]
-    #[arg(long, value_parser = decay)]
+    #[arg(long, value_name = "X", value_parser = decay, allow_negative_numbers = true)]
     pub wd: Option<f32>,
     /// SGD with momentum 0.9 instead of AdamW
     #[arg(long)]
     pub sgd: bool,
     /// Epochs of linear warm-up
-    #[arg(long, value_parser = warmup)]
+    #[arg(long, value_name = "N", value_parser = warmup)]
     pub warmup: Option<usize>,
     /// Global gradient-norm clip (0: off)
-    #[arg(long, value_parser = clip)]
+    #[arg(long, value_name = "X", value_parser = clip, allow_negative_numbers = true)]
     pub clip: Option<f32>,
     /// Label smoothing, in [0, 1)
-    #[arg(long, value_parser = rate)]
+    #[arg(long, value_name = "X", value_parser = rate, allow_negative_numbers = true)]
     pub label_smoothing: Option<f32>,
     /// Seed of initialisation, shuffling and drop-path
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = 0)]
     pub seed: u64,
     /// Evaluate on the validation set every N epochs (and after the last)
-    #[arg(long, value_parser = every)]
+    #[arg(long, value_name = "N", value_parser = every)]
     pub eval_every: Option<usize>,
     /// Write a training checkpoint (model + optimiser + position) to FILE
     #[arg(long, value_name = "FILE")]
     pub checkpoint: Option<PathBuf>,
     /// Checkpoint every N epochs
-    #[arg(long, value_parser = every, default_value_t = 1)]
+    #[arg(long, value_name = "N", value_parser = every, default_value_t = 1)]
     pub checkpoint_every: usize,
     /// Continue from --checkpoint when it exists
     #[arg(long, requires = "checkpoint")]

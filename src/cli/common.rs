@@ -20,7 +20,11 @@ pub const SUITE_SEED: u64 = 2023;
 /// `data/` beside the executable. The error lists every place it looked.
 pub fn data_dir(explicit: Option<&Path>) -> R<PathBuf> {
     if let Some(d) = explicit {
-        return if d.is_dir() { Ok(d.to_path_buf()) } else { Err(format!("--data-dir {}: not a directory", d.display()).into()) };
+        return if d.is_dir() {
+            Ok(d.to_path_buf())
+        } else {
+            Err(format!("--data-dir {}: not a directory", d.display()).into())
+        };
     }
     let mut tried = Vec::new();
     if let Some(d) = std::env::var_os("CONSOLIDATOR_DATA") {
@@ -41,7 +45,8 @@ pub fn data_dir(explicit: Option<&Path>) -> R<PathBuf> {
         }
         tried.push(d.display().to_string());
     }
-    Err(format!("the shipped data directory was not found (looked at: {}); pass --data-dir DIR", tried.join(", ")).into())
+    Err(format!("the shipped data directory was not found (looked at: {}); pass --data-dir DIR", tried.join(", "))
+        .into())
 }
 
 /// The given backbone file, or the shipped one.
@@ -61,7 +66,11 @@ pub fn load_model(path: &Path, arch: Option<&str>) -> R<Model> {
 /// Loads a plain backbone (an adapted model is refused).
 pub fn load_backbone(path: &Path, arch: Option<&str>) -> R<Model> {
     if !path.exists() {
-        return Err(format!("backbone {} not found (see README: `consolidator pretrain`, or pass --backbone)", path.display()).into());
+        return Err(format!(
+            "backbone {} not found (see README: `consolidator pretrain`, or pass --backbone)",
+            path.display()
+        )
+        .into());
     }
     let m = load_model(path, arch)?;
     if m.method.is_some() {

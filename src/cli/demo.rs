@@ -95,11 +95,8 @@ pub fn demo(a: &DemoArgs, data: Option<&Path>) -> R {
     let mut base = backbone.vit.clone();
     base.reset_head(data.train.num_classes, 0);
     // Timed in turn within each repetition, so the ratios are not at the mercy of machine noise.
-    let (mut f0, mut f1, mut f2) = (
-        || base.predict(&xb).map(|_| ()),
-        || adapted.predict(&xb).map(|_| ()),
-        || merged.predict(&xb).map(|_| ()),
-    );
+    let (mut f0, mut f1, mut f2) =
+        (|| base.predict(&xb).map(|_| ()), || adapted.predict(&xb).map(|_| ()), || merged.predict(&xb).map(|_| ()));
     let lat = consolidator::bench::median_ms_interleaved(15, &mut [&mut f0, &mut f1, &mut f2])?;
     let (lat_base, lat_unmerged, lat_merged) = (lat[0], lat[1], lat[2]);
 
@@ -128,7 +125,9 @@ pub fn demo(a: &DemoArgs, data: Option<&Path>) -> R {
     say!("\ninference latency, batch of {} images (median of 15, the three timed in turn):", xb.shape()[0]);
     say!("| model | latency | vs backbone |");
     say!("|---|---:|---:|");
-    for (n, l) in [("backbone", lat_base), ("unmerged (with branches)", lat_unmerged), ("merged (plain ViT)", lat_merged)] {
+    for (n, l) in
+        [("backbone", lat_base), ("unmerged (with branches)", lat_unmerged), ("merged (plain ViT)", lat_merged)]
+    {
         say!("| {n} | {l:.2} ms | {:.2}× |", l / lat_base);
     }
     say!("\ndone in {:.1}s", t_start.elapsed().as_secs_f32());

@@ -82,8 +82,11 @@ Run `consolidator <command> --help` for a command's options.";
 #[derive(Parser)]
 #[command(name = "consolidator", version, after_help = AFTER_HELP, disable_help_subcommand = false)]
 struct Cli {
-    /// Directory of the shipped data (backbone, MNIST test set, optdigits) [default:
-    /// $CONSOLIDATOR_DATA, else ./data, else data/ beside the executable]
+    /// The shipped data's directory [default: $CONSOLIDATOR_DATA, ./data, or beside the binary]
+    ///
+    /// It holds the pre-trained backbone (backbone.safetensors), the MNIST test set and
+    /// optdigits. Without this flag: $CONSOLIDATOR_DATA, else ./data, else data/ beside the
+    /// executable.
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     #[command(subcommand)]

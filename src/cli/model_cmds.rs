@@ -227,13 +227,23 @@ pub fn inspect(a: &InspectArgs) -> R {
     } else {
         "tensor file"
     };
-    say!("{}: {kind}, {} tensors, {total} values ({})", printable(&path.display().to_string()), f.tensors.len(), bytes(4 * total));
+    say!(
+        "{}: {kind}, {} tensors, {total} values ({})",
+        printable(&path.display().to_string()),
+        f.tensors.len(),
+        bytes(4 * total)
+    );
     for (k, v) in m {
         say!("  {}: {}", printable(k), printable(v));
     }
     if kind == "task delta (stage 1)" {
         let d = TaskDelta::from_file(&f)?;
-        say!("  layers changed: {}, dense tensors: {}, stored {}", d.layers.len(), d.dense.len(), bytes(d.storage_bytes()));
+        say!(
+            "  layers changed: {}, dense tensors: {}, stored {}",
+            d.layers.len(),
+            d.dense.len(),
+            bytes(d.storage_bytes())
+        );
     }
     if let Ok(cfg) = VitConfig::from_checkpoint(&f) {
         say!(

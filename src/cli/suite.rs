@@ -99,7 +99,8 @@ pub fn suite(a: &SuiteArgs, data: Option<&Path>) -> R {
             row.tunable_pct = 100.0 * r.tunable as f64 / bb as f64;
             row.stored = r.stored_bytes;
             let xb = data.test.subset(&(0..64.min(data.test.len())).collect::<Vec<_>>())?.images;
-            let deploy = if m.mergeable() { merge(&backbone, &consolidate(&r.model, &backbone.vit)?)?.model } else { r.model };
+            let deploy =
+                if m.mergeable() { merge(&backbone, &consolidate(&r.model, &backbone.vit)?)?.model } else { r.model };
             row.latency_ms = consolidator::bench::median_ms(7, || deploy.predict(&xb).map(|_| ()))?;
             if !quiet {
                 note!("{:<12} {:<11} test {:.1}% (lr {lr:.0e})", m.name(), t.name(), 100.0 * r.test_acc);

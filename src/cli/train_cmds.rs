@@ -174,7 +174,10 @@ pub fn adapt(a: &AdaptArgs, data: Option<&Path>) -> R {
     let method = Method::parse(&a.method, backbone.vit.config.embed_dim)?;
     let cfg = a.train.config(adapt_defaults(&method));
     cfg.validate()?;
-    let out = a.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/adapt-{}-{}.safetensors", method.name(), a.task.name())));
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/adapt-{}-{}.safetensors", method.name(), a.task.name())));
     if a.out.is_none() {
         std::fs::create_dir_all("runs").map_err(|e| format!("cannot create runs/: {e}"))?;
     }

@@ -31,7 +31,7 @@
 //!     fn forward<'t>(&self, tape: &'t Tape, x: &Var<'t>, w: &Var<'t>, b: Option<&Var<'t>>) -> Result<Var<'t>> {
 //!         x.linear(w, b)?.mul(&tape.param(&self.s))
 //!     }
-//!     fn delta(&self) -> Result<LayerDelta> {
+//!     fn delta(&self, _w: &Tensor, _b: Option<&Tensor>) -> Result<LayerDelta> {
 //!         let gamma = self.s.value.data().iter().map(|&v| v as f64).collect::<Vec<_>>();
 //!         Ok(LayerDelta::Post(ScaleShift { beta: vec![0.0; gamma.len()], gamma }))
 //!     }
@@ -48,7 +48,7 @@
 use super::Module;
 use crate::algebra::LayerDelta;
 use crate::autograd::{Tape, Var};
-use crate::Result;
+use crate::{Result, Tensor};
 use std::fmt::Debug;
 
 /// A method's module in a [`Linear`](super::Linear) layer's slot.
@@ -61,8 +61,9 @@ pub trait LinearAdapter: Module + Debug + Send + Sync {
     fn forward<'t>(&self, tape: &'t Tape, x: &Var<'t>, w: &Var<'t>, b: Option<&Var<'t>>) -> Result<Var<'t>>;
 
     /// What the adapter does to the layer, exactly (stage 1), relative to the layer's current
-    /// weight and bias; an error when the method cannot be merged.
-    fn delta(&self) -> Result<LayerDelta>;
+    /// weight `[O, I]` and bias `[O]` (given, for methods whose change depends on them); an
+    /// error when the method cannot be merged.
+    fn delta(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<LayerDelta>;
 
     /// A boxed copy (models are cloned: one per run, the backbone kept for unmerge).
     fn clone_box(&self) -> Box<dyn LinearAdapter>;

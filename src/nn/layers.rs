@@ -71,7 +71,6 @@ impl LayerNorm {
 
 module_keys!(LayerNorm { "weight" => weight, "bias" => bias });
 
-
 /// The patch embedding: timm's strided `Conv2d(C, E, kernel = stride = patch)` computed as
 /// non-overlapping patches (a gather) followed by one GEMM. `proj.weight: [E, C, ph, pw]`.
 #[derive(Clone, Debug)]
@@ -110,7 +109,6 @@ impl PatchEmbed {
 
 module_keys!(PatchEmbed { "proj.weight" => weight, "proj.bias" => bias });
 
-
 /// Multi-head self-attention with timm's fused `qkv` (rows `[q; k; v]`, head-major).
 #[derive(Clone, Debug)]
 pub struct Attention {
@@ -132,7 +130,6 @@ impl Attention {
 
 module_keys!(Attention { "qkv." => qkv, "proj." => proj });
 
-
 /// `fc1 → gelu_erf → fc2`.
 #[derive(Clone, Debug)]
 pub struct Mlp {
@@ -150,4 +147,3 @@ impl Mlp {
 }
 
 module_keys!(Mlp { "fc1." => fc1, "fc2." => fc2 });
-

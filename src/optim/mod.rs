@@ -186,7 +186,9 @@ impl Optimizer {
                 _ => continue,
             };
             let Some(&n) = trainable.get(name) else {
-                return Err(bad(format!("`{k}` is state for `{name}`, which is not a trainable parameter of the model")));
+                return Err(bad(format!(
+                    "`{k}` is state for `{name}`, which is not a trainable parameter of the model"
+                )));
             };
             if tensor.numel() != n {
                 return Err(bad(format!("`{k}` holds {} values, the parameter has {n}", tensor.numel())));

@@ -255,7 +255,7 @@ impl LinearAdapter for Consolidator {
     }
     /// Stage 1: every branch added into one map (in `f64`), stored on the union of the
     /// branches' supports.
-    fn delta(&self) -> Result<LayerDelta> {
+    fn delta(&self, _weight: &Tensor, _bias: Option<&Tensor>) -> Result<LayerDelta> {
         let first = self.branches.first().ok_or_else(|| Error::invalid("consolidator", "no branches"))?;
         let (o, i) = (first.spec.out_dim, first.spec.in_dim);
         let mut dense = Dense::zeros(o, i);

@@ -92,7 +92,7 @@ impl LinearAdapter for Lora {
         let d = x.linear(&a, None)?.linear(&bb, None)?.scale(self.scale)?;
         y.add(&d)
     }
-    fn delta(&self) -> Result<LayerDelta> {
+    fn delta(&self, _weight: &Tensor, _bias: Option<&Tensor>) -> Result<LayerDelta> {
         let [rank, in_dim] = self.a.value.dims::<2>("lora_a")?;
         let [out_dim, r2] = self.b.value.dims::<2>("lora_b")?;
         if r2 != rank {
@@ -101,7 +101,15 @@ impl LinearAdapter for Lora {
         // The scale is folded into B, so the stored factors multiply to the update directly.
         let b = self.b.value.data().iter().map(|&v| v as f64 * self.scale as f64).collect();
         let a = self.a.value.data().iter().map(|&v| v as f64).collect();
-        Ok(LayerDelta::Add(Affine::LowRank(LowRank { rank, in_dim, out_dim, a, b, scale: 1.0, bias: vec![0.0; out_dim] })))
+        Ok(LayerDelta::Add(Affine::LowRank(LowRank {
+            rank,
+            in_dim,
+            out_dim,
+            a,
+            b,
+            scale: 1.0,
+            bias: vec![0.0; out_dim],
+        })))
     }
     fn clone_box(&self) -> Box<dyn LinearAdapter> {
         Box::new(self.clone())

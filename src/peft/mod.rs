@@ -30,7 +30,6 @@
 mod adapter;
 mod consolidator;
 mod lora;
-mod official;
 mod options;
 mod ssf;
 mod trainable;
@@ -39,7 +38,6 @@ mod vpt;
 pub use adapter::{AdaptFormer, AdapterConfig};
 pub use consolidator::{BranchConfig, Consolidator, ConsolidatorConfig, GroupBranch, Init, MAX_BRANCHES};
 pub use lora::{Lora, LoraConfig};
-pub use official::import_official;
 pub use options::{LayerSet, Options};
 pub use ssf::{Ssf, SsfConfig};
 pub use trainable::{BitFit, Full, LinearProbe};
@@ -91,6 +89,20 @@ pub const METHODS: &[(&str, ParseFn)] = &[
     ("consolidator", ConsolidatorConfig::parse),
 ];
 
+/// Methods registered at run time (by a library user, or a test), after [`METHODS`].
+static REGISTERED: std::sync::RwLock<Vec<(&'static str, ParseFn)>> = std::sync::RwLock::new(Vec::new());
+
+/// Makes `Method::parse` (and so model and delta files) know a method defined outside this
+/// crate. Refuses a name that is already taken.
+pub fn register(name: &'static str, parse: ParseFn) -> Result<()> {
+    let mut extra = REGISTERED.write().unwrap_or_else(|e| e.into_inner());
+    if METHODS.iter().chain(extra.iter()).any(|(n, _)| *n == name) {
+        return Err(Error::invalid("register method", format!("a method named `{name}` is already known")));
+    }
+    extra.push((name, parse));
+    Ok(())
+}
+
 /// One configured method (cheap to clone). Compares and prints by its lossless string form.
 #[derive(Clone)]
 pub struct Method(Arc<dyn MethodConfig>);
@@ -106,15 +118,10 @@ impl Method {
     /// unknown or repeated options, numbers out of range and malformed lists are errors.
     pub fn parse(s: &str, embed_dim: usize) -> Result<Method> {
         let (name, opts) = s.split_once(':').unwrap_or((s, ""));
-        let parse = METHODS.iter().find(|(n, _)| *n == name).map(|(_, p)| p).ok_or_else(|| {
-            Error::invalid(
-                "method",
-                format!(
-                    "unknown method `{}` (known: {})",
-                    name.escape_debug(),
-                    METHODS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
-                ),
-            )
+        let extra = REGISTERED.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let known = || METHODS.iter().chain(extra.iter()).map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
+        let parse = METHODS.iter().chain(extra.iter()).find(|(n, _)| *n == name).map(|(_, p)| p).ok_or_else(|| {
+            Error::invalid("method", format!("unknown method `{}` (known: {})", name.escape_debug(), known()))
         })?;
         let mut options = Options::parse(name, opts)?;
         let m = parse(&mut options, embed_dim)?;

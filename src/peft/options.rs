@@ -20,7 +20,10 @@ impl Options {
                 None => (o.to_string(), None),
             };
             if pairs.iter().any(|(p, _)| *p == k) {
-                return Err(Error::invalid("method", format!("`{method}`: option `{}` is given twice", k.escape_debug())));
+                return Err(Error::invalid(
+                    "method",
+                    format!("`{method}`: option `{}` is given twice", k.escape_debug()),
+                ));
             }
             pairs.push((k, v));
         }
@@ -65,7 +68,9 @@ impl Options {
     pub fn whole_in(&self, key: &str, v: &str, lo: usize, hi: usize) -> Result<usize> {
         match v.parse::<usize>() {
             Ok(n) if (lo..=hi).contains(&n) => Ok(n),
-            _ => Err(self.err(format!("option `{key}` needs a whole number in {lo}..={hi}, got `{}`", v.escape_debug()))),
+            _ => {
+                Err(self.err(format!("option `{key}` needs a whole number in {lo}..={hi}, got `{}`", v.escape_debug())))
+            }
         }
     }
 
@@ -73,11 +78,8 @@ impl Options {
     /// (`open = (lo_open, hi_open)`), if given.
     pub fn number(&mut self, key: &'static str, lo: f32, hi: f32, open: (bool, bool)) -> Result<Option<f32>> {
         let Some(v) = self.value(key)? else { return Ok(None) };
-        let inside = |x: f32| {
-            x.is_finite()
-                && if open.0 { x > lo } else { x >= lo }
-                && if open.1 { x < hi } else { x <= hi }
-        };
+        let inside =
+            |x: f32| x.is_finite() && if open.0 { x > lo } else { x >= lo } && if open.1 { x < hi } else { x <= hi };
         match v.parse::<f32>() {
             Ok(x) if inside(x) => Ok(Some(x)),
             _ => Err(self.err(format!(

@@ -72,7 +72,7 @@ impl LinearAdapter for Ssf {
         let y = x.linear(w, b)?;
         y.mul(&tape.param(&self.scale))?.add(&tape.param(&self.shift))
     }
-    fn delta(&self) -> Result<LayerDelta> {
+    fn delta(&self, _weight: &Tensor, _bias: Option<&Tensor>) -> Result<LayerDelta> {
         let f64s = |p: &Param| p.value.data().iter().map(|&v| v as f64).collect();
         Ok(LayerDelta::Post(ScaleShift { gamma: f64s(&self.scale), beta: f64s(&self.shift) }))
     }

@@ -35,7 +35,10 @@ pub fn fingerprint(vit: &VisionTransformer) -> String {
 /// Stage 1: the delta of `adapted` (a model adapted from `backbone` with a mergeable method).
 pub fn consolidate(adapted: &Model, backbone: &VisionTransformer) -> Result<TaskDelta> {
     let method = adapted.method.as_ref().ok_or_else(|| {
-        Error::invalid("consolidate", "the model has no method: it is not an adapted model (a plain ViT needs no delta)")
+        Error::invalid(
+            "consolidate",
+            "the model has no method: it is not an adapted model (a plain ViT needs no delta)",
+        )
     })?;
     if !method.mergeable() {
         return Err(Error::invalid(
@@ -54,7 +57,10 @@ pub fn consolidate(adapted: &Model, backbone: &VisionTransformer) -> Result<Task
     }
     let vit = &adapted.vit;
     if let Some((i, b)) = vit.blocks.iter().enumerate().find_map(|(i, b)| b.adapter.as_ref().map(|a| (i, a))) {
-        return Err(Error::invalid("consolidate", format!("block {i} carries a `{}` module, which cannot merge", b.kind())));
+        return Err(Error::invalid(
+            "consolidate",
+            format!("block {i} carries a `{}` module, which cannot merge", b.kind()),
+        ));
     }
     let base: BTreeMap<String, Tensor> = backbone.named_params().into_iter().map(|(k, p)| (k, p.value)).collect();
     let mut layers = BTreeMap::new();
@@ -79,7 +85,9 @@ pub fn consolidate(adapted: &Model, backbone: &VisionTransformer) -> Result<Task
             (None, None) => vec![0.0; lin.out_dim()],
             _ => return Err(Error::invalid("consolidate", format!("the bias of {key} does not match the backbone's"))),
         };
-        let mut delta = adapter.delta().map_err(|e| Error::invalid("consolidate", format!("layer {key}: {e}")))?;
+        let mut delta = adapter
+            .delta(&lin.weight.value, lin.bias.as_ref().map(|b| &b.value))
+            .map_err(|e| Error::invalid("consolidate", format!("layer {key}: {e}")))?;
         delta.check_fits(&key, lin.out_dim(), lin.in_dim())?;
         delta.shift_bias(&bias_change)?;
         if !delta.is_finite() {

@@ -8,6 +8,7 @@
 //! | bias only | `<layer>delta.values` (empty), `<layer>delta.bias` | `<layer>delta.pattern` = `bias OxI` |
 //! | low-rank (LoRA) | `<layer>lora_a.weight` `[r, I]`, `<layer>lora_b.weight` `[O, r]` (scale folded in), `<layer>delta.bias` | |
 //! | scale-shift (SSF) | `<layer>ssf_scale`, `<layer>ssf_shift` | |
+//! | dense | `<layer>delta.weight` `[O, I]`, `<layer>delta.bias` | |
 //!
 //! Every other tensor is a dense replacement under its own key (the head, trained LayerNorms,
 //! BitFit biases …). File metadata: `format = consolidator-delta`, `format_version = 1`,
@@ -18,7 +19,9 @@
 //! branch list, so the file holds exactly the values it merges. Reading checks every declared
 //! size against the values the file holds before anything is built.
 
-use crate::algebra::{branch_token, parse_branch_token, Affine, LayerDelta, LowRank, Pattern, ScaleShift, Sparse};
+use crate::algebra::{
+    branch_token, parse_branch_token, Affine, Dense, LayerDelta, LowRank, Pattern, ScaleShift, Sparse,
+};
 use crate::io::json::Json;
 use crate::io::safetensors::TensorFile;
 use crate::kernels::grouped::GroupSpec;
@@ -74,6 +77,10 @@ impl TaskDelta {
                     f.insert(format!("{k}ssf_scale"), t(&s.gamma, &[s.gamma.len()])?);
                     f.insert(format!("{k}ssf_shift"), t(&s.beta, &[s.beta.len()])?);
                 }
+                LayerDelta::Add(Affine::Dense(d)) => {
+                    f.insert(format!("{k}delta.weight"), t(&d.weight, &[d.out_dim, d.in_dim])?);
+                    f.insert(format!("{k}delta.bias"), t(&d.bias, &[d.out_dim])?);
+                }
                 LayerDelta::Add(other) => {
                     return Err(Error::invalid(
                         "TaskDelta::to_file",
@@ -92,7 +99,10 @@ impl TaskDelta {
         m.insert("backbone_fingerprint".into(), self.backbone.clone());
         m.insert("num_classes".into(), self.num_classes.to_string());
         if !self.classes.is_empty() {
-            m.insert("class_names".into(), Json::Arr(self.classes.iter().map(|c| Json::Str(c.clone())).collect()).to_string());
+            m.insert(
+                "class_names".into(),
+                Json::Arr(self.classes.iter().map(|c| Json::Str(c.clone())).collect()).to_string(),
+            );
         }
         Ok(f)
     }
@@ -161,7 +171,8 @@ impl TaskDelta {
                         b.shape()
                     )));
                 }
-                let low = LowRank { rank: r, in_dim: i, out_dim: o, a: f64v(t), b: f64v(b), scale: 1.0, bias: f64v(bias) };
+                let low =
+                    LowRank { rank: r, in_dim: i, out_dim: o, a: f64v(t), b: f64v(b), scale: 1.0, bias: f64v(bias) };
                 layers.insert(layer.to_string(), LayerDelta::Add(Affine::LowRank(low)));
             } else if let Some(layer) = k.strip_suffix("ssf_scale") {
                 let shift = f.get(&format!("{layer}ssf_shift"))?;
@@ -169,6 +180,11 @@ impl TaskDelta {
                     return Err(bad(format!("layer {layer}: SSF scale {:?} and shift {:?}", t.shape(), shift.shape())));
                 }
                 layers.insert(layer.to_string(), LayerDelta::Post(ScaleShift { gamma: f64v(t), beta: f64v(shift) }));
+            } else if let Some(layer) = k.strip_suffix("delta.weight") {
+                let bias = f.get(&format!("{layer}delta.bias"))?;
+                let [o, i] = t.dims::<2>("delta weight")?;
+                let d = Dense::from_f32(o, i, t.data(), bias.data())?;
+                layers.insert(layer.to_string(), LayerDelta::Add(Affine::Dense(d)));
             } else if !(k.ends_with("lora_b.weight") || k.ends_with("ssf_shift") || k.ends_with("delta.bias")) {
                 dense.insert(k.clone(), t.clone());
             }

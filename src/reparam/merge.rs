@@ -81,11 +81,17 @@ fn check(backbone: &VisionTransformer, delta: &TaskDelta) -> Result<()> {
         }
     }
     if let Some(k) = delta.layers.keys().find(|k| !adapted_layers.contains(*k)) {
-        return Err(Error::invalid("merge", format!("the delta changes layer `{k}`, which the backbone does not have")));
+        return Err(Error::invalid(
+            "merge",
+            format!("the delta changes layer `{k}`, which the backbone does not have"),
+        ));
     }
     for (k, t) in &delta.dense {
         let Some(shape) = shapes.get(k) else {
-            return Err(Error::invalid("merge", format!("the delta holds tensor `{k}`, which the backbone does not have")));
+            return Err(Error::invalid(
+                "merge",
+                format!("the delta holds tensor `{k}`, which the backbone does not have"),
+            ));
         };
         if !trains.contains(k) {
             return Err(Error::invalid(
@@ -193,7 +199,7 @@ impl LinearAdapter for DeltaAdapter {
         self.0.apply_to_output(x.value().data(), &mut out)?;
         Ok(tape.constant(Tensor::new(y.shape(), out)?))
     }
-    fn delta(&self) -> Result<LayerDelta> {
+    fn delta(&self, _weight: &Tensor, _bias: Option<&Tensor>) -> Result<LayerDelta> {
         Err(Error::invalid("consolidate", "this layer serves an attached stage-1 delta: consolidate the trained model"))
     }
     fn clone_box(&self) -> Box<dyn LinearAdapter> {

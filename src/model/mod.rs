@@ -31,6 +31,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod official;
+
+pub use official::import_official;
+
 use crate::io::json::Json;
 use crate::io::safetensors::TensorFile;
 use crate::nn::{Module, VisionTransformer, VitConfig};
@@ -93,7 +97,10 @@ impl Normalization {
         if let Some(v) = m.get("normalization") {
             let parts: Vec<&str> = v.split_whitespace().collect();
             if let ["mean", mean, "std", std] = parts.as_slice() {
-                return Ok(Some(Normalization { mean: list("normalization", mean)?, std: list("normalization", std)? }));
+                return Ok(Some(Normalization {
+                    mean: list("normalization", mean)?,
+                    std: list("normalization", std)?,
+                }));
             }
             return Err(Error::format("model metadata", "`normalization` is not `mean M std S`"));
         }
@@ -238,14 +245,17 @@ impl Model {
             }
         }
         let m = &f.metadata;
-        vit.merged_deltas = m.get("merged_deltas").map(|s| s.split(';').map(String::from).collect()).unwrap_or_default();
+        vit.merged_deltas =
+            m.get("merged_deltas").map(|s| s.split(';').map(String::from).collect()).unwrap_or_default();
         let classes = match m.get("class_names") {
             None => Vec::new(),
             Some(s) => parse_class_names(s, cfg.num_classes)?,
         };
-        let normalization = Normalization::from_metadata(m)?.unwrap_or_else(|| Normalization::default_for(cfg.in_chans));
+        let normalization =
+            Normalization::from_metadata(m)?.unwrap_or_else(|| Normalization::default_for(cfg.in_chans));
         normalization.check(cfg.in_chans)?;
-        let metadata = m.iter().filter(|(k, _)| !OWN_KEYS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let metadata =
+            m.iter().filter(|(k, _)| !OWN_KEYS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
         Ok(Model { vit, method, classes, normalization, metadata })
     }
 
@@ -267,7 +277,10 @@ impl Model {
             m.insert("method".into(), method.to_string());
         }
         if !self.classes.is_empty() {
-            m.insert("class_names".into(), Json::Arr(self.classes.iter().map(|c| Json::Str(c.clone())).collect()).to_string());
+            m.insert(
+                "class_names".into(),
+                Json::Arr(self.classes.iter().map(|c| Json::Str(c.clone())).collect()).to_string(),
+            );
         }
         self.normalization.to_metadata(m);
         Ok(f)
@@ -277,7 +290,9 @@ impl Model {
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let f = self.to_file()?;
         if let Some((k, _)) = f.tensors.iter().find(|(_, t)| !t.all_finite()) {
-            return Err(Error::NonFinite { what: format!("tensor `{k}`: refusing to save a model with NaN or infinite weights") });
+            return Err(Error::NonFinite {
+                what: format!("tensor `{k}`: refusing to save a model with NaN or infinite weights"),
+            });
         }
         f.save(path)
     }
