@@ -127,7 +127,8 @@ pub enum Affine {
     ScaleShift(ScaleShift),
 }
 
-fn f64s(v: &[f32]) -> Vec<f64> {
+/// `f32` values as `f64` (exact): how parameters enter the algebra.
+pub fn f64s(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
 

@@ -25,7 +25,7 @@
 
 pub mod affine;
 
-pub use affine::{branch_from_f32, Affine, BlockDiagonal, Dense, LowRank, Pattern, ScaleShift, Sparse};
+pub use affine::{branch_from_f32, f64s, Affine, BlockDiagonal, Dense, LowRank, Pattern, ScaleShift, Sparse};
 
 use crate::{Error, Result};
 
@@ -101,8 +101,7 @@ impl LayerDelta {
     pub fn apply_to_output(&self, x: &[f32], y: &mut [f32]) -> Result<()> {
         match self {
             LayerDelta::Add(a) => {
-                let xs: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-                let dy = a.apply(&xs)?;
+                let dy = a.apply(&f64s(x))?;
                 if dy.len() != y.len() {
                     return Err(Error::invalid("layer delta", format!("{} outputs for {} values", dy.len(), y.len())));
                 }

@@ -6,7 +6,7 @@
 //! Keys: `<layer>.lora_a.weight`, `<layer>.lora_b.weight`.
 
 use super::{AttachCtx, LayerSet, Method, MethodConfig, Options};
-use crate::algebra::{Affine, LayerDelta, LowRank};
+use crate::algebra::{f64s, Affine, LayerDelta, LowRank};
 use crate::autograd::{Tape, Var};
 use crate::nn::{LinearAdapter, VisionTransformer};
 use crate::{module_keys, Error, Param, Result, Tensor};
@@ -100,7 +100,7 @@ impl LinearAdapter for Lora {
         }
         // The scale is folded into B, so the stored factors multiply to the update directly.
         let b = self.b.value.data().iter().map(|&v| v as f64 * self.scale as f64).collect();
-        let a = self.a.value.data().iter().map(|&v| v as f64).collect();
+        let a = f64s(self.a.value.data());
         Ok(LayerDelta::Add(Affine::LowRank(LowRank {
             rank,
             in_dim,

@@ -5,7 +5,7 @@
 //! Options: `layers` (default all four FC layers). Keys: `<layer>.ssf_scale`, `<layer>.ssf_shift`.
 
 use super::{AttachCtx, LayerSet, Method, MethodConfig, Options};
-use crate::algebra::{LayerDelta, ScaleShift};
+use crate::algebra::{f64s, LayerDelta, ScaleShift};
 use crate::autograd::{Tape, Var};
 use crate::nn::{LinearAdapter, VisionTransformer};
 use crate::{module_keys, Param, Result, Tensor};
@@ -73,8 +73,7 @@ impl LinearAdapter for Ssf {
         y.mul(&tape.param(&self.scale))?.add(&tape.param(&self.shift))
     }
     fn delta(&self, _weight: &Tensor, _bias: Option<&Tensor>) -> Result<LayerDelta> {
-        let f64s = |p: &Param| p.value.data().iter().map(|&v| v as f64).collect();
-        Ok(LayerDelta::Post(ScaleShift { gamma: f64s(&self.scale), beta: f64s(&self.shift) }))
+        Ok(LayerDelta::Post(ScaleShift { gamma: f64s(self.scale.value.data()), beta: f64s(self.shift.value.data()) }))
     }
     fn clone_box(&self) -> Box<dyn LinearAdapter> {
         Box::new(self.clone())

@@ -20,7 +20,7 @@
 //! size against the values the file holds before anything is built.
 
 use crate::algebra::{
-    branch_token, parse_branch_token, Affine, Dense, LayerDelta, LowRank, Pattern, ScaleShift, Sparse,
+    branch_token, f64s, parse_branch_token, Affine, Dense, LayerDelta, LowRank, Pattern, ScaleShift, Sparse,
 };
 use crate::io::json::Json;
 use crate::io::safetensors::TensorFile;
@@ -147,7 +147,7 @@ impl TaskDelta {
                 }
             }
         };
-        let f64v = |t: &Tensor| t.data().iter().map(|&v| v as f64).collect::<Vec<f64>>();
+        let f64v = |t: &Tensor| f64s(t.data());
         let mut layers = BTreeMap::new();
         let mut dense = BTreeMap::new();
         for (k, t) in &f.tensors {
