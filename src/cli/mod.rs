@@ -154,7 +154,8 @@ fn finish(r: R) -> i32 {
     match r {
         Ok(()) | Err(CliError::BrokenPipe) => 0,
         Err(CliError::Msg(m)) => {
-            note!("error: {m}");
+            // Messages may quote file contents (keys, metadata): no raw control characters.
+            note!("error: {}", common::printable(&m));
             1
         }
     }

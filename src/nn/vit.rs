@@ -43,24 +43,26 @@ pub struct VitConfig {
 }
 
 impl VitConfig {
-    /// Names of the built-in presets.
-    pub const PRESETS: [&'static str; 5] =
-        ["vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224", "vit_mnist_tiny", "vit_mnist_small"];
+    /// Names of the built-in presets: timm's `vit_{tiny,small,base,large}_patch{16,32}_{224,384}`
+    /// and this project's 28×28 grayscale `vit_mnist_tiny`, `vit_mnist_small`.
+    pub fn presets() -> Vec<String> {
+        let mut v = Vec::new();
+        for size in ["tiny", "small", "base", "large"] {
+            for patch in [16, 32] {
+                for res in [224, 384] {
+                    v.push(format!("vit_{size}_patch{patch}_{res}"));
+                }
+            }
+        }
+        v.extend(["vit_mnist_tiny".to_string(), "vit_mnist_small".to_string()]);
+        v
+    }
 
-    /// A preset: timm's three ViTs at 224, and this project's 28×28 grayscale models.
+    /// A preset by name (see [`VitConfig::presets`]). The timm presets have timm's widths,
+    /// depths and head counts (tiny 192/12/3, small 384/12/6, base 768/12/12, large 1024/24/16),
+    /// 3 channels, 1000 classes, class-token pooling; a checkpoint's own head size replaces the
+    /// 1000 when it is loaded.
     pub fn preset(name: &str) -> Result<Self> {
-        let timm = |dim, heads| VitConfig {
-            img_size: (224, 224),
-            patch_size: (16, 16),
-            in_chans: 3,
-            embed_dim: dim,
-            depth: 12,
-            num_heads: heads,
-            mlp_hidden: dim * 4,
-            num_classes: 1000,
-            pool: Pool::Token,
-            drop_path_rate: 0.0,
-        };
         let mnist = |dim, depth, heads| VitConfig {
             img_size: (28, 28),
             patch_size: (4, 4),
@@ -73,19 +75,49 @@ impl VitConfig {
             pool: Pool::Token,
             drop_path_rate: 0.0,
         };
-        Ok(match name {
-            "vit_tiny_patch16_224" => timm(192, 3),
-            "vit_small_patch16_224" => timm(384, 6),
-            "vit_base_patch16_224" => timm(768, 12),
+        match name {
             // 7×7 patches of 4×4 pixels: 50 tokens.
-            "vit_mnist_tiny" => mnist(64, 4, 4),
-            "vit_mnist_small" => mnist(96, 6, 4),
-            _ => {
-                return Err(Error::invalid(
-                    "VitConfig::preset",
-                    format!("unknown preset `{name}`; known: {}", Self::PRESETS.join(", ")),
-                ))
-            }
+            "vit_mnist_tiny" => return Ok(mnist(64, 4, 4)),
+            "vit_mnist_small" => return Ok(mnist(96, 6, 4)),
+            _ => {}
+        }
+        let unknown = || {
+            Error::invalid(
+                "VitConfig::preset",
+                format!("unknown architecture `{}`; known: {}", name.escape_debug(), Self::presets().join(", ")),
+            )
+        };
+        let rest = name.strip_prefix("vit_").ok_or_else(unknown)?;
+        let (size, rest) = rest.split_once("_patch").ok_or_else(unknown)?;
+        let (patch, res) = rest.split_once('_').ok_or_else(unknown)?;
+        let (dim, depth, heads) = match size {
+            "tiny" => (192, 12, 3),
+            "small" => (384, 12, 6),
+            "base" => (768, 12, 12),
+            "large" => (1024, 24, 16),
+            _ => return Err(unknown()),
+        };
+        let patch = match patch {
+            "16" => 16,
+            "32" => 32,
+            _ => return Err(unknown()),
+        };
+        let res = match res {
+            "224" => 224,
+            "384" => 384,
+            _ => return Err(unknown()),
+        };
+        Ok(VitConfig {
+            img_size: (res, res),
+            patch_size: (patch, patch),
+            in_chans: 3,
+            embed_dim: dim,
+            depth,
+            num_heads: heads,
+            mlp_hidden: dim * 4,
+            num_classes: 1000,
+            pool: Pool::Token,
+            drop_path_rate: 0.0,
         })
     }
 
