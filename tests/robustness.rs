@@ -547,3 +547,62 @@ fn bad_input_table() {
     }
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+/// A training checkpoint is checked against the run that resumes from it: its optimiser state
+/// (missing, extra, mis-shaped or non-finite moments), its position (against the optimiser's
+/// step count and the run's length) and its method. Nothing is silently reset.
+#[test]
+fn a_checkpoint_that_does_not_fit_is_refused() {
+    consolidator::par::set_threads(1);
+    let dir = temp_dir("misfit");
+    let ck = dir.join("ck.safetensors");
+    let data = tiny_dataset(16, 3);
+    let cfg = TrainConfig { epochs: 2, batch_size: 8, checkpoint: Some(ck.clone()), ..TrainConfig::default() };
+    let method = Some("consolidator:g=4");
+    let mut model = fresh(method);
+    Trainer::new(TrainConfig { epochs: 1, ..cfg.clone() }).run(&mut model, &data, None).unwrap();
+    let good = TensorFile::load(&ck).unwrap();
+    let resume = |f: &TensorFile, method: Option<&str>, cfg: &TrainConfig| -> String {
+        f.save(&ck).unwrap();
+        let mut m = fresh(method);
+        match Trainer::new(TrainConfig { resume: true, ..cfg.clone() }).run(&mut m, &data, None) {
+            Ok(_) => "accepted".into(),
+            Err(e) => e.to_string(),
+        }
+    };
+    // The untouched checkpoint resumes.
+    assert_eq!(resume(&good, method, &cfg), "accepted");
+    let moment = good.tensors.keys().find(|k| k.starts_with("opt.m.") && k.contains("consolidator")).unwrap().clone();
+    let edits: Vec<(&str, Box<dyn Fn(&mut TensorFile)>, &str)> = vec![
+        ("NaN moment", Box::new(|f| f.tensors.get_mut(&moment).unwrap().data_mut()[0] = f32::NAN), "NaN"),
+        ("missing moment", Box::new(|f| drop(f.tensors.remove(&moment))), "no first moment"),
+        ("extra moment", Box::new(|f| f.insert("opt.m.pos_embed", Tensor::zeros(&[80]))), "not a trainable"),
+        ("mis-shaped moment", Box::new(|f| f.insert(moment.clone(), Tensor::zeros(&[3]))), "values"),
+        (
+            "step count near 2^64",
+            Box::new(|f| drop(f.metadata.insert("opt.t".into(), "18446744073709551615".into()))),
+            "does not fit",
+        ),
+        (
+            "absurd epochs_done",
+            Box::new(|f| drop(f.metadata.insert("epochs_done".into(), "1000000".into()))),
+            "does not fit",
+        ),
+        ("absurd steps_done", Box::new(|f| drop(f.metadata.insert("steps_done".into(), "9".into()))), "does not fit"),
+        (
+            "NaN weight",
+            Box::new(|f| f.tensors.get_mut("head.weight").unwrap().data_mut()[1] = f32::INFINITY),
+            "NaN or infinite",
+        ),
+    ];
+    for (what, edit, expect) in edits {
+        let mut f = good.clone();
+        edit(&mut f);
+        let e = resume(&f, method, &cfg);
+        assert!(e.contains(expect), "{what}: {e}");
+    }
+    // Another method's run does not resume from it.
+    let e = resume(&good, Some("lora:r=2"), &cfg);
+    assert!(e.contains("made with method"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -59,7 +59,14 @@ impl TaskDelta {
     /// The delta as a safetensors file (see the module docs).
     pub fn to_file(&self) -> Result<TensorFile> {
         let mut f = TensorFile::new();
-        let t = |v: &[f64], shape: &[usize]| Tensor::new(shape, v.iter().map(|&x| x as f32).collect());
+        // Stored as f32: a value beyond the f32 range would become an infinity in the file.
+        let t = |v: &[f64], shape: &[usize]| {
+            let t = Tensor::new(shape, v.iter().map(|&x| x as f32).collect())?;
+            if !t.all_finite() {
+                return Err(Error::NonFinite { what: "a layer delta: its values exceed the f32 range".into() });
+            }
+            Ok::<Tensor, Error>(t)
+        };
         for (k, l) in &self.layers {
             match l {
                 LayerDelta::Add(Affine::Sparse(s)) => {
