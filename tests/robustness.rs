@@ -573,7 +573,8 @@ fn a_checkpoint_that_does_not_fit_is_refused() {
     // The untouched checkpoint resumes.
     assert_eq!(resume(&good, method, &cfg), "accepted");
     let moment = good.tensors.keys().find(|k| k.starts_with("opt.m.") && k.contains("consolidator")).unwrap().clone();
-    let edits: Vec<(&str, Box<dyn Fn(&mut TensorFile)>, &str)> = vec![
+    type Edit = Box<dyn Fn(&mut TensorFile)>;
+    let edits: Vec<(&str, Edit, &str)> = vec![
         ("NaN moment", Box::new(|f| f.tensors.get_mut(&moment).unwrap().data_mut()[0] = f32::NAN), "NaN"),
         ("missing moment", Box::new(|f| drop(f.tensors.remove(&moment))), "no first moment"),
         ("extra moment", Box::new(|f| f.insert("opt.m.pos_embed", Tensor::zeros(&[80]))), "not a trainable"),
