@@ -573,7 +573,7 @@ fn a_checkpoint_that_does_not_fit_is_refused() {
     // The untouched checkpoint resumes.
     assert_eq!(resume(&good, method, &cfg), "accepted");
     let moment = good.tensors.keys().find(|k| k.starts_with("opt.m.") && k.contains("consolidator")).unwrap().clone();
-    type Edit = Box<dyn Fn(&mut TensorFile)>;
+    type Edit<'a> = Box<dyn Fn(&mut TensorFile) + 'a>;
     let edits: Vec<(&str, Edit, &str)> = vec![
         ("NaN moment", Box::new(|f| f.tensors.get_mut(&moment).unwrap().data_mut()[0] = f32::NAN), "NaN"),
         ("missing moment", Box::new(|f| drop(f.tensors.remove(&moment))), "no first moment"),
