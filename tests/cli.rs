@@ -370,3 +370,83 @@ fn untrusted_text_is_printed_escaped() {
     assert!(out.contains("\\u{1b}[31m"), "{out}");
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// `import-official` turns an official-format state dict (made by the official PyTorch module in
+/// `scripts/gen_fixtures.py`) into an adapted model that every verb takes: `forward` on it gives
+/// the official logits, `consolidate` and `merge` work on it.
+#[test]
+fn import_official_reproduces_the_official_logits() {
+    let d = scratch("official");
+    for (name, reorder) in [("official_consolidator_plain", false), ("official_consolidator_shuffle", true)] {
+        let fx = TensorFile::load(repo().join(format!("tests/fixtures/{name}.safetensors"))).unwrap();
+        let mut sd = fx.clone();
+        sd.tensors.retain(|k, _| {
+            !(k.starts_with("grad.")
+                || k.starts_with("merged.")
+                || ["input", "labels", "logits", "loss"].contains(&k.as_str()))
+        });
+        sd.save(d.join("official.safetensors")).unwrap();
+        let mut input = TensorFile::new();
+        input.insert("input", fx.get("input").unwrap().clone());
+        input.save(d.join("x.safetensors")).unwrap();
+        let mut args = vec!["import-official", "--in", "official.safetensors", "--out", "imported.safetensors"];
+        if reorder {
+            args.push("--reorder");
+        }
+        let o = run(&args, &d);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        assert!(stdout(&o).contains("consolidator:g=4+8"), "{}", stdout(&o));
+        let o = run(
+            &["forward", "--model", "imported.safetensors", "--input", "x.safetensors", "--output", "y.safetensors"],
+            &d,
+        );
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let y = TensorFile::load(d.join("y.safetensors")).unwrap();
+        let (got, want) = (y.get("logits").unwrap(), fx.get("logits").unwrap());
+        let err = got.max_abs_diff(want) / want.max_abs().max(1.0);
+        assert!(err <= 1e-4, "{name}: logits differ by {err} of their scale");
+        // The imported model is an adapted model like any other: consolidate against its
+        // backbone and merge.
+        let imported = Model::load(d.join("imported.safetensors")).unwrap();
+        let mut backbone = imported.clone();
+        for (_, lin) in backbone.vit.fc_layers_mut() {
+            lin.adapter = None;
+        }
+        backbone.method = None;
+        backbone.save(d.join("backbone.safetensors")).unwrap();
+        let o = run(
+            &[
+                "consolidate",
+                "--backbone",
+                "backbone.safetensors",
+                "--model",
+                "imported.safetensors",
+                "--out",
+                "delta.safetensors",
+            ],
+            &d,
+        );
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let o = run(
+            &[
+                "merge",
+                "--backbone",
+                "backbone.safetensors",
+                "--delta",
+                "delta.safetensors",
+                "--out",
+                "merged.safetensors",
+            ],
+            &d,
+        );
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+    }
+    // Without metadata the head count cannot be read from the shapes: it is asked for, not guessed.
+    let mut sd = TensorFile::load(d.join("official.safetensors")).unwrap();
+    sd.metadata.clear();
+    sd.save(d.join("bare.safetensors")).unwrap();
+    let o = run(&["import-official", "--in", "bare.safetensors", "--out", "i2.safetensors"], &d);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--arch"), "{}", stderr(&o));
+    std::fs::remove_dir_all(&d).unwrap();
+}

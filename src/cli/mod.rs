@@ -111,6 +111,8 @@ enum Command {
     Forward(model_cmds::ForwardArgs),
     /// What a model, delta or checkpoint file holds
     Inspect(model_cmds::InspectArgs),
+    /// A model trained by the official PyTorch consolidator code → an adapted model
+    ImportOfficial(model_cmds::ImportArgs),
     /// Every method × every task of the transfer suite; tables and a plot
     Suite(suite::SuiteArgs),
     /// Benchmarks: gemm | gc | vit | all
@@ -145,6 +147,7 @@ pub fn main(raw: Vec<std::ffi::OsString>) -> i32 {
         Some(Command::Eval(a)) => model_cmds::eval(&a, data),
         Some(Command::Forward(a)) => model_cmds::forward(&a),
         Some(Command::Inspect(a)) => model_cmds::inspect(&a),
+        Some(Command::ImportOfficial(a)) => model_cmds::import_official(&a),
         Some(Command::Suite(a)) => suite::suite(&a, data),
         Some(Command::Bench(a)) => bench::bench(&a),
     })

@@ -277,3 +277,43 @@ pub fn inspect(a: &InspectArgs) -> R {
     }
     Ok(())
 }
+
+/// `consolidator import-official`: a model trained by the official PyTorch code.
+#[derive(clap::Args)]
+pub struct ImportArgs {
+    /// The official model's state dict, as safetensors (see README for the two lines of Python)
+    #[arg(long = "in", value_name = "FILE")]
+    input: PathBuf,
+    /// Where to write the adapted model
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// The backbone's architecture preset (the file names none; e.g. vit_base_patch16_224)
+    #[arg(long)]
+    arch: Option<String>,
+    /// The branches reordered their input (the official `with_channel_shuffle=True`; its
+    /// VTAB scripts train without it)
+    #[arg(long)]
+    reorder: bool,
+    /// Drop-path rate of the branches, recorded in the method string
+    #[arg(long, value_parser = args::rate, default_value_t = 0.0)]
+    drop_path: f32,
+}
+
+pub fn import_official(a: &ImportArgs) -> R {
+    check_output(&a.out, &[&a.input])?;
+    let f = TensorFile::load(&a.input)?;
+    let cfg = match &a.arch {
+        Some(name) => {
+            let mut c = VitConfig::preset(name)?;
+            c.num_classes = f.get("head.weight")?.dims::<2>("head.weight")?[0];
+            Some(c)
+        }
+        None => None,
+    };
+    let model = consolidator::model::import_official(&f, cfg.as_ref(), a.reorder, a.drop_path)?;
+    model.save(&a.out)?;
+    let method = model.method.as_ref().map(|m| m.to_string()).unwrap_or_default();
+    let branches = model.vit.fc_layers().iter().filter(|(_, l)| l.adapter.is_some()).count();
+    say!("imported {} → {} ({branches} layers with branches; method `{method}`)", a.input.display(), a.out.display());
+    Ok(())
+}
