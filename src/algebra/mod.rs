@@ -8,7 +8,7 @@
 //!   through the [`crate::nn::LinearAdapter`] seam, what a stage-1 task file stores per layer,
 //!   and what stage 2 folds into the dense weights.
 //!
-//! This module depends on the kernels only (for [`GroupSpec`]), so every layer above — `nn`,
+//! This module depends on the kernels only (for [`GroupSpec`](crate::kernels::grouped::GroupSpec)), so every layer above — `nn`,
 //! `peft`, `reparam` — may use it. Values are `f64`: every `f32` parameter converts exactly and a
 //! merged result is rounded to `f32` once.
 //!

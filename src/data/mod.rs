@@ -21,6 +21,8 @@
 //! assert_eq!(batches[1].1.len(), 1);
 //! ```
 
+/// Fuzz entry points (the bodies of `fuzz/` and `tests/fuzz.rs`). Hidden: for our fuzzers, not an API.
+#[doc(hidden)]
 pub mod fuzz;
 pub mod idx;
 pub mod image;

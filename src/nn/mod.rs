@@ -71,7 +71,7 @@ pub trait Module {
     }
 }
 
-/// A field of a module as [`module_keys!`] visits it: a [`Param`] is visited under its key, a
+/// A field of a module as [`module_keys!`](crate::module_keys) visits it: a [`Param`] is visited under its key, a
 /// sub-module with its key as prefix, an `Option` when present, a `Vec` entry `i` under
 /// `key` + `i.` (`blocks.` → `blocks.0.`), a boxed adapter under the key (usually `""`: its
 /// keys extend the layer's own).

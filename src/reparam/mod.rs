@@ -8,12 +8,12 @@
 //! (head, LayerNorms, biases, or everything for full fine-tuning) are stored as they are. The
 //! delta records a fingerprint of its backbone.
 //!
-//! **Stage 2** ([`merge`], loading → inference): the delta is folded into the backbone, giving a
+//! **Stage 2** ([`merge()`], loading → inference): the delta is folded into the backbone, giving a
 //! plain ViT with the backbone's structure and the task's head. Accumulation is in `f64`, rounded
 //! once. [`Merged::unmerge`] returns the backbone from the kept copy (bit-exact).
 //! [`attach_delta`] serves stage 1 without merging (each layer applies its delta on the fly).
 //!
-//! The parts: [`extract`] (stage 1 and the fingerprint), [`format`] (the delta file),
+//! The parts: [`extract`] (stage 1 and the fingerprint), [`format`](mod@format) (the delta file),
 //! [`merge`](mod@merge) (stage 2, unmerge, attach).
 //!
 //! ```
