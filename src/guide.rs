@@ -6,6 +6,7 @@
 //! - [`consolidator`]: grouped connections, the reorder, drop-path, the two stages, storage counts.
 //! - [`reparam`]: the reparameterization algebra: why merging is exact, which methods can merge.
 //! - [`robustness`]: hostile files, atomic writes, interrupted runs, and how each is tested.
+//! - [`scale`]: the budget sweep as independent runs, on one machine or a cluster.
 //!
 //! Code excerpts on these pages are marked `ignore` here: each is the code of a compiled example
 //! (`examples/custom_op.rs`) or function, and `tests/docs.rs` checks that it still is.
@@ -24,3 +25,6 @@ pub mod reparam {}
 
 #[doc = include_str!("../docs/ROBUSTNESS.md")]
 pub mod robustness {}
+
+#[doc = include_str!("../docs/SCALE.md")]
+pub mod scale {}

@@ -250,6 +250,8 @@ pub struct Position {
 
 /// A callback after every step.
 type ProgressFn<'a> = Box<dyn FnMut(&Progress) + 'a>;
+/// A callback after every epoch, with the model as it stands.
+type EpochFn<'a> = Box<dyn FnMut(&EpochLog, &Model) -> Result<()> + 'a>;
 
 /// Trains a [`Model`] in place: mini-batches, the configured optimiser, cosine schedule with
 /// warm-up, clipping, evaluation, checkpoints, resume, and a stop on request.
@@ -276,18 +278,26 @@ type ProgressFn<'a> = Box<dyn FnMut(&Progress) + 'a>;
 pub struct Trainer<'a> {
     cfg: TrainConfig,
     progress: Option<ProgressFn<'a>>,
+    epoch_end: Option<EpochFn<'a>>,
     stop: StopHandle,
 }
 
 impl<'a> Trainer<'a> {
     /// A trainer with this configuration.
     pub fn new(cfg: TrainConfig) -> Self {
-        Trainer { cfg, progress: None, stop: StopHandle::new() }
+        Trainer { cfg, progress: None, epoch_end: None, stop: StopHandle::new() }
     }
 
     /// Calls `f` after every step.
     pub fn on_progress(mut self, f: impl FnMut(&Progress) + 'a) -> Self {
         self.progress = Some(Box::new(f));
+        self
+    }
+
+    /// Calls `f` at the end of every epoch with the epoch's log and the model (e.g. to evaluate
+    /// on another split); an error from `f` ends the run with that error.
+    pub fn on_epoch_end(mut self, f: impl FnMut(&EpochLog, &Model) -> Result<()> + 'a) -> Self {
+        self.epoch_end = Some(Box::new(f));
         self
     }
 
@@ -413,14 +423,18 @@ impl<'a> Trainer<'a> {
                 }
                 _ => None,
             };
-            report.epochs.push(EpochLog {
+            let log = EpochLog {
                 epoch: epoch + 1,
                 train_loss: (loss_sum / seen.max(1) as f64) as f32,
                 train_acc: correct as f32 / seen.max(1) as f32,
                 val_acc,
                 lr,
                 seconds: t_epoch.elapsed().as_secs_f32(),
-            });
+            };
+            if let Some(f) = self.epoch_end.as_mut() {
+                f(&log, model)?;
+            }
+            report.epochs.push(log);
             let stopping = self.stop.is_stopped();
             if let Some(path) = &cfg.checkpoint {
                 if last || stopping || (epoch + 1) % cfg.checkpoint_every.max(1) == 0 {

@@ -450,3 +450,62 @@ fn import_official_reproduces_the_official_logits() {
     assert!(stderr(&o).contains("--arch"), "{}", stderr(&o));
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// `suite --plan` writes one job per run, two local workers run them, `suite --gather` chooses
+/// on validation, plans the seed runs, and after those builds the tables; a missing run is listed.
+#[test]
+fn a_sweep_fans_out_and_gathers() {
+    let d = scratch("sweep");
+    let data = repo().join("data");
+    let plan_dir = d.join("sweep");
+    let o = bin()
+        .args(["suite", "--plan", "sweep", "--epochs", "1", "--eval-every", "1", "--tasks", "location"])
+        .args(["--configs", "linear,lora-r1", "--seeds", "2", "--data-dir", data.to_str().unwrap()])
+        .current_dir(&d)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Two workers share the command list, as `parallel -j 2` would.
+    let run_all = |list: &str| {
+        let lines: Vec<String> =
+            std::fs::read_to_string(plan_dir.join(list)).unwrap().lines().map(String::from).collect();
+        let queue = std::sync::Mutex::new(lines);
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| loop {
+                    let Some(cmd) = queue.lock().unwrap().pop() else { break };
+                    let st = Command::new("sh")
+                        .arg("-c")
+                        .arg(format!("{cmd} --no-progress"))
+                        .env("CONSOLIDATOR_THREADS", "1")
+                        .output()
+                        .unwrap();
+                    assert!(st.status.success(), "{cmd}: {}", stderr(&st));
+                });
+            }
+        });
+    };
+    run_all("commands.txt");
+    assert_eq!(std::fs::read_dir(plan_dir.join("results")).unwrap().count(), 4, "2 configs × 2 learning rates");
+    let gather = || bin().args(["suite", "--gather", "sweep"]).current_dir(&d).output().unwrap();
+    let o = gather();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("2 seed runs"), "{}", stderr(&o));
+    run_all("commands-seeds.txt");
+    let o = gather();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).is_empty(), "nothing is missing: {}", stderr(&o));
+    let md = std::fs::read_to_string(plan_dir.join("sweep.md")).unwrap();
+    assert!(md.contains("| linear |") && md.contains("| lora-r1 |") && md.contains(" ± "), "{md}");
+    let csv = std::fs::read_to_string(plan_dir.join("sweep.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 6, "one row per run and seed");
+    assert!(std::fs::read_to_string(plan_dir.join("sweep.svg")).unwrap().contains("<circle"));
+    // A lost result is listed, not skipped silently.
+    let lost = std::fs::read_dir(plan_dir.join("results")).unwrap().next().unwrap().unwrap().path();
+    std::fs::remove_file(&lost).unwrap();
+    let o = gather();
+    let id = lost.file_stem().unwrap().to_str().unwrap().to_string();
+    assert!(stderr(&o).contains(&id), "{}", stderr(&o));
+    assert!(std::fs::read_to_string(plan_dir.join("missing.txt")).unwrap().contains(&id));
+    std::fs::remove_dir_all(&d).unwrap();
+}

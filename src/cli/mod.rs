@@ -7,6 +7,7 @@ mod common;
 mod demo;
 mod model_cmds;
 mod suite;
+mod sweep;
 mod train_cmds;
 
 use clap::{Parser, Subcommand};

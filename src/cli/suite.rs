@@ -12,19 +12,40 @@ use consolidator::reparam::{consolidate, merge};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// `consolidator suite`.
+/// `consolidator suite`: every method × every task in this process; or, with `--plan`, `--job`
+/// and `--gather`, the budget sweep as independent runs for any runner (docs/SCALE.md).
 #[derive(clap::Args)]
 pub struct SuiteArgs {
-    /// Epochs of each run
-    #[arg(long, value_parser = args::epochs, default_value_t = 20)]
-    epochs: usize,
+    /// Epochs of each run [default: 20; 30 with --plan]
+    #[arg(long, value_parser = args::epochs)]
+    epochs: Option<usize>,
+    /// Write the sweep's runs to DIR (one job file and one command each)
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["gather", "job"])]
+    plan: Option<PathBuf>,
+    /// Run one job file of a plan and write its result
+    #[arg(long, value_name = "FILE", conflicts_with = "gather")]
+    job: Option<PathBuf>,
+    /// Choose settings on validation, plan the seed runs, build tables and plot from DIR's results
+    #[arg(long, value_name = "DIR")]
+    gather: Option<PathBuf>,
+    /// Seeds of each chosen setting (with --plan)
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=100))]
+    seeds: u64,
+    /// Evaluate validation and test every N epochs (with --plan: the paper's protocol reads these)
+    #[arg(long, value_name = "N", value_parser = args::every, default_value_t = 10)]
+    eval_every: usize,
+    /// Sweep configs, separated by `,` (with --plan) [default: all: linear, bitfit, ssf, full,
+    /// lora-r{1,2,4,8}, adapter-d{2,4,8}, vpt-p{1,5,10}, consolidator-g{32,16,8},
+    /// consolidator-g8+16+32, consolidator-g8+16+32r]
+    #[arg(long)]
+    configs: Option<String>,
     /// Methods, separated by `;` [default: every method with its defaults]
     #[arg(long)]
     methods: Option<String>,
     /// Tasks, separated by `,` [default: all five]
     #[arg(long)]
     tasks: Option<String>,
-    /// Where to write results.{md,csv,svg}
+    /// Where to write results.{md,csv,svg} (sweep.{md,csv,svg} with --gather: default its DIR)
     #[arg(long, value_name = "DIR", default_value = "runs/suite")]
     out: PathBuf,
     /// The backbone [default: the shipped one]
@@ -38,6 +59,17 @@ pub struct SuiteArgs {
     no_progress: bool,
 }
 
+impl SuiteArgs {
+    /// `--out`, or `dir` when `--out` was left at its default.
+    fn out_or(&self, dir: &Path) -> PathBuf {
+        if self.out == Path::new("runs/suite") {
+            dir.to_path_buf()
+        } else {
+            self.out.clone()
+        }
+    }
+}
+
 struct SuiteRow {
     method: String,
     acc: Vec<f32>,
@@ -49,18 +81,34 @@ struct SuiteRow {
 }
 
 pub fn suite(a: &SuiteArgs, data: Option<&Path>) -> R {
+    let tasks: Vec<Task> = match &a.tasks {
+        Some(list) => list.split(',').map(args::task).collect::<Result<_, String>>()?,
+        None => Task::all().to_vec(),
+    };
+    if let Some(job) = &a.job {
+        return super::sweep::run_job(job, a.no_progress);
+    }
+    if let Some(dir) = &a.gather {
+        return super::sweep::gather(dir, &a.out_or(dir));
+    }
     let bb_path = backbone_path(a.backbone.as_deref(), data)?;
+    if let Some(dir) = &a.plan {
+        let o = super::sweep::PlanOptions {
+            epochs: a.epochs.unwrap_or(30),
+            eval_every: a.eval_every,
+            seeds: a.seeds,
+            tasks,
+            configs: a.configs.as_ref().map(|c| c.split(',').map(String::from).collect()),
+        };
+        return super::sweep::plan(dir, &bb_path, &data_dir(data)?, &o);
+    }
     let backbone = load_backbone(&bb_path, None)?;
-    let (epochs, out_dir, quiet, json) = (a.epochs, &a.out, a.no_progress, a.json);
+    let (epochs, out_dir, quiet, json) = (a.epochs.unwrap_or(20), &a.out, a.no_progress, a.json);
     std::fs::create_dir_all(out_dir).map_err(|err| format!("cannot create {}: {err}", out_dir.display()))?;
     let dim = backbone.vit.config.embed_dim;
     let methods: Vec<Method> = match &a.methods {
         Some(list) => list.split(';').map(|m| Method::parse(m, dim)).collect::<consolidator::Result<_>>()?,
         None => Method::all(dim),
-    };
-    let tasks: Vec<Task> = match &a.tasks {
-        Some(list) => list.split(',').map(args::task).collect::<Result<_, String>>()?,
-        None => Task::all().to_vec(),
     };
     let bb = backbone_params(&backbone.vit);
     let datas: Vec<_> = tasks.iter().map(|&t| load_task(t, data, &backbone.normalization)).collect::<R<_>>()?;
