@@ -502,7 +502,7 @@ fn a_huge_file_is_refused_from_its_header_without_reading_the_data() {
     assert!(e.contains("cover 4 bytes"), "{e}");
     assert!(t.elapsed().as_secs_f64() < 2.0, "took {:?}: the data was read", t.elapsed());
     // A header longer than the file, and a file shorter than the length field.
-    std::fs::write(&lying, raw(header, &[0; 4])[..30].to_vec()).unwrap();
+    std::fs::write(&lying, &raw(header, &[0; 4])[..30]).unwrap();
     assert!(TensorFile::load(&lying).unwrap_err().to_string().contains("truncated"));
     std::fs::write(&lying, [1, 2, 3]).unwrap();
     assert!(TensorFile::load(&lying).unwrap_err().to_string().contains("too short"));
