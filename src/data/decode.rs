@@ -222,7 +222,53 @@ mod jpeg {
         }
         let mut buf = vec![0u8; size];
         dec.decode_into(&mut buf).map_err(|e| e.to_string())?;
+        // zune-jpeg pads a scan that stops early; a complete file ends with its EOI marker.
+        check_complete(bytes)?;
         Ok(from_interleaved(channels, height, width, buf.iter().map(|&b| b as f32 / 255.0)))
+    }
+
+    /// Walks the marker segments (skipping each by its length, so an EXIF thumbnail's own
+    /// markers are not seen) and the entropy-coded data after each SOS, and requires the
+    /// end-of-image marker: a file cut anywhere before it is truncated.
+    fn check_complete(b: &[u8]) -> std::result::Result<(), String> {
+        const TRUNCATED: &str = "the file ends before its end-of-image marker (truncated?)";
+        let mut pos = 2; // after SOI
+        loop {
+            if b.get(pos) != Some(&0xff) {
+                return Err(if pos >= b.len() { TRUNCATED.into() } else { format!("no marker at offset {pos}") });
+            }
+            while b.get(pos + 1) == Some(&0xff) {
+                pos += 1; // fill bytes
+            }
+            let Some(&marker) = b.get(pos + 1) else { return Err(TRUNCATED.into()) };
+            match marker {
+                0xd9 => return Ok(()),
+                0x01 | 0xd0..=0xd7 => pos += 2,
+                _ => {
+                    let len = b.get(pos + 2..pos + 4).ok_or(TRUNCATED)?;
+                    let len = u16::from_be_bytes([len[0], len[1]]) as usize;
+                    if len < 2 {
+                        return Err(format!("marker segment of length {len} at offset {pos}"));
+                    }
+                    pos += 2 + len;
+                    if marker == 0xda {
+                        // Entropy-coded data: up to the next marker that is not a stuffed
+                        // 0xFF 0x00 or a restart marker.
+                        while pos < b.len() {
+                            if b[pos] == 0xff && pos + 1 < b.len() {
+                                match b[pos + 1] {
+                                    0x00 | 0xd0..=0xd7 => pos += 2,
+                                    0xff => pos += 1,
+                                    _ => break,
+                                }
+                            } else {
+                                pos += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -270,12 +316,11 @@ fn decode_pnm(bytes: &[u8], limit: Limit) -> std::result::Result<Image, String> 
             "{width}×{height}×{channels} samples cannot fit in the {left} bytes left (truncated file?)"
         ));
     }
-    let scale = 1.0 / maxval as f32;
     let check = |v: u64, i: usize| {
         if v > maxval {
             Err(format!("sample {i} is {v}, above the maxval {maxval}"))
         } else {
-            Ok(v as f32 * scale)
+            Ok(v as f32 / maxval as f32)
         }
     };
     let mut samples = Vec::with_capacity(n);

@@ -11,9 +11,13 @@
 //!   the borders ([`bicubic_taps`]). The horizontal pass runs first, then the vertical one,
 //!   each accumulating in `f64` and storing `f32`, a pass skipped when its size already
 //!   matches — the arithmetic of PIL's resize of a 32-bit float (`"F"`) image, which
-//!   `tests/data_sources.rs` checks against values PIL computed (`scripts/bicubic_reference.py`).
-//!   Nothing is clamped here: bicubic overshoots a little near edges
-//!   ([`crate::data::Preprocess`] clamps to `[0, 1]`, as PIL does for 8-bit images).
+//!   `tests/data_sources.rs` checks bit for bit against values Pillow 12 computed
+//!   (`scripts/bicubic_reference.py`; Pillow 13 runs the vertical pass first when it shrinks the
+//!   height and not the width as much, which changes some results in the last bit). Nothing is
+//!   clamped: bicubic overshoots a little near edges.
+//! - [`resize_bicubic_clamped`] clamps each pass to `[0, 1]`, as PIL's resize of an 8-bit image
+//!   clamps each pass to 0…255: within one level of PIL on 8-bit images. This is what
+//!   [`crate::data::Preprocess`] uses.
 //! - [`resize_bilinear`] samples at pixel centres (`x_src = (x + ½)·in/out − ½`, clamped to the
 //!   edge), the convention of PyTorch's `interpolate(mode="bilinear", align_corners=False)`
 //!   without antialiasing: right for enlarging.
@@ -111,10 +115,19 @@ impl Image {
 
     /// The image resized to `height × width` by [`resize_bicubic`], plane by plane (unclamped).
     pub fn resize_bicubic(&self, height: usize, width: usize) -> Result<Image> {
+        self.resize_planes(height, width, resize_bicubic)
+    }
+
+    /// The image resized by [`resize_bicubic_clamped`] (each pass clamped to `[0, 1]`).
+    pub fn resize_bicubic_clamped(&self, height: usize, width: usize) -> Result<Image> {
+        self.resize_planes(height, width, resize_bicubic_clamped)
+    }
+
+    fn resize_planes(&self, height: usize, width: usize, f: PlaneResize) -> Result<Image> {
         self.check("Image::resize_bicubic")?;
-        let mut data = Vec::with_capacity(self.channels * height * width);
+        let mut data = Vec::with_capacity(self.channels.saturating_mul(height).saturating_mul(width));
         for c in 0..self.channels {
-            data.extend(resize_bicubic(self.plane(c), self.height, self.width, height, width)?);
+            data.extend(f(self.plane(c), self.height, self.width, height, width)?);
         }
         Ok(Image { channels: self.channels, height, width, data })
     }
@@ -159,9 +172,22 @@ pub fn bicubic_taps(n_in: usize, n_out: usize) -> Vec<(usize, Vec<f64>)> {
 
 /// Bicubic resize of an `h × w` plane to `out_h × out_w` with antialiasing (see the module docs
 /// and [`bicubic_taps`]): horizontal pass, then vertical, each skipped when its size matches,
-/// accumulating in `f64`. Not clamped.
+/// accumulating in `f64`. Not clamped: PIL's resize of a float (`"F"`) image, bit for bit.
 pub fn resize_bicubic(src: &[f32], h: usize, w: usize, out_h: usize, out_w: usize) -> Result<Vec<f32>> {
     check(src, h, w, out_h, out_w, "resize_bicubic")?;
+    Ok(bicubic_passes(src, h, w, out_h, out_w, false))
+}
+
+/// [`resize_bicubic`] clamping each pass's output to `[0, 1]`, as PIL's resize of an 8-bit
+/// image clamps each pass to 0…255 (without PIL's rounding to 8 bits after each pass: on 8-bit
+/// input the two agree within one level).
+pub fn resize_bicubic_clamped(src: &[f32], h: usize, w: usize, out_h: usize, out_w: usize) -> Result<Vec<f32>> {
+    check(src, h, w, out_h, out_w, "resize_bicubic_clamped")?;
+    Ok(bicubic_passes(src, h, w, out_h, out_w, true))
+}
+
+fn bicubic_passes(src: &[f32], h: usize, w: usize, out_h: usize, out_w: usize, clamp: bool) -> Vec<f32> {
+    let store = |acc: f64| if clamp { (acc as f32).clamp(0.0, 1.0) } else { acc as f32 };
     let horizontal = if w == out_w {
         src.to_vec()
     } else {
@@ -173,13 +199,13 @@ pub fn resize_bicubic(src: &[f32], h: usize, w: usize, out_h: usize, out_w: usiz
                 for (k, wt) in ws.iter().enumerate() {
                     acc += row[lo + k] as f64 * wt;
                 }
-                out.push(acc as f32);
+                out.push(store(acc));
             }
         }
         out
     };
     if h == out_h {
-        return Ok(horizontal);
+        return horizontal;
     }
     let taps = bicubic_taps(h, out_h);
     let mut out = Vec::with_capacity(out_h * out_w);
@@ -189,11 +215,14 @@ pub fn resize_bicubic(src: &[f32], h: usize, w: usize, out_h: usize, out_w: usiz
             for (k, wt) in ws.iter().enumerate() {
                 acc += horizontal[(lo + k) * out_w + x] as f64 * wt;
             }
-            out.push(acc as f32);
+            out.push(store(acc));
         }
     }
-    Ok(out)
+    out
 }
+
+/// A plane resizer: `(src, h, w, out_h, out_w)` → the resized plane.
+type PlaneResize = fn(&[f32], usize, usize, usize, usize) -> Result<Vec<f32>>;
 
 /// One output index's `(input index, weight)` taps.
 type Taps = Vec<Vec<(usize, f32)>>;

@@ -62,7 +62,7 @@ pub mod tensors;
 
 pub use decode::{decode_image, load_image};
 pub use folder::ImageFolder;
-pub use image::{bicubic_taps, resize_bicubic, resize_bilinear, Image};
+pub use image::{bicubic_taps, resize_bicubic, resize_bicubic_clamped, resize_bilinear, Image};
 pub use open::{
     locate_data_dir, locate_data_dir_in, open, open_idx_dir, DataKind, IdxSource, Opened, TrainVal, DATA_ENV,
 };
@@ -70,7 +70,7 @@ pub use optdigits::load_optdigits;
 pub use preprocess::Preprocess;
 pub use source::{labels, split_source, stratified_split, Source, Subset};
 pub use suite::{build_task, Task, TaskData};
-pub use tensors::{Layout, TensorSource};
+pub use tensors::{to_tensor_file, Layout, TensorSource};
 
 /// Most classes a dataset may have (a hostile label or class list cannot ask for a larger head).
 pub const MAX_CLASSES: usize = 1 << 20;

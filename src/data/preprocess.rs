@@ -5,11 +5,12 @@
 //!
 //! 1. **channels** ([`Image::to_channels`]): gray → RGB by replication, RGB → gray by ITU-R 601
 //!    luma (`0.299 R + 0.587 G + 0.114 B`, PIL's `convert("L")`), alpha dropped;
-//! 2. **size**: resized to exactly `height × width` by [`crate::data::image::resize_bicubic`]
-//!    (PIL / torchvision `Resize(..., BICUBIC, antialias=True)`), skipped when the size already
-//!    matches; the result is **clamped to `[0, 1]`**, as PIL clamps its 8-bit resize (bicubic
-//!    overshoots near sharp edges; torchvision on float tensors does not clamp) — but not rounded
-//!    to 8 bits;
+//! 2. **size**: resized to exactly `height × width` by
+//!    [`crate::data::image::resize_bicubic_clamped`] (PIL / torchvision
+//!    `Resize(..., BICUBIC, antialias=True)`), skipped when the size already matches. Each pass
+//!    is **clamped to `[0, 1]`**, as PIL clamps each pass of its 8-bit resize (bicubic overshoots
+//!    near sharp edges; torchvision on float tensors does not clamp) — but not rounded to 8 bits,
+//!    so on 8-bit images the result is within one level of PIL's;
 //! 3. **normalisation**: `(v − mean[c]) · (1 / std[c])`, exactly the arithmetic of
 //!    [`crate::data::Dataset::normalize`] (so a [`crate::data::Dataset`] preprocessed here is
 //!    bit-identical to one normalised there).
@@ -110,9 +111,7 @@ impl Preprocess {
         let mut img = if (img.height, img.width) == (self.height, self.width) {
             img
         } else {
-            let mut r = img.resize_bicubic(self.height, self.width)?;
-            r.data.iter_mut().for_each(|v| *v = v.clamp(0.0, 1.0));
-            r
+            img.resize_bicubic_clamped(self.height, self.width)?
         };
         let per = self.height * self.width;
         for (c, plane) in img.data.chunks_exact_mut(per).enumerate() {

@@ -16,6 +16,10 @@
 //!   `num_classes`).
 //! - **splits**: tensors `images`/`labels` form the split `all`; or `train.images`/
 //!   `train.labels`, `val.…`, `test.…` form those splits (sharing `layout` and classes).
+//! - at least 2 classes.
+//!
+//! [`to_tensor_file`] writes a [`Dataset`] in this layout (with `layout` set), so what we write
+//! reads back.
 //!
 //! Every error names the file.
 //!
@@ -37,10 +41,11 @@
 
 use super::image::Image;
 use super::source::{out_of_range, Source};
-use super::MAX_CLASSES;
+use super::{Dataset, MAX_CLASSES};
 use crate::io::json::Json;
 use crate::io::safetensors::{Dtype, RawFile};
 use crate::io::text::escape_text;
+use crate::io::TensorFile;
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -204,6 +209,15 @@ fn classes(file: &RawFile, max_label: Option<usize>) -> Result<(usize, Vec<Strin
     if needed > n {
         return Err(fail(file, format!("label {} is out of range for {n} classes", needed - 1)));
     }
+    if n < 2 {
+        return Err(fail(
+            file,
+            format!(
+                "{n} class(es): a classifier needs at least 2 classes (set the metadata `num_classes` or \
+                 `class_names` if a split holds only some classes)"
+            ),
+        ));
+    }
     Ok((n, names.unwrap_or_default()))
 }
 
@@ -231,6 +245,29 @@ fn parse_class_names(text: &str) -> std::result::Result<Vec<String>, String> {
         return Err(format!("the name `{}` appears twice", escape_text(w[0])));
     }
     Ok(names)
+}
+
+/// A [`Dataset`] as a tensor file this module reads back: `images` `[N, C, H, W]` `F32` (values
+/// as they are: save raw intensities in `[0, 1]`, not normalised ones), `labels` `[N]`, metadata
+/// `layout = NCHW`, `num_classes`, and `class_names` (a JSON array) when names are given (one
+/// per class).
+pub fn to_tensor_file(ds: &Dataset, class_names: &[String]) -> Result<TensorFile> {
+    if !class_names.is_empty() && class_names.len() != ds.num_classes {
+        return Err(Error::invalid(
+            "to_tensor_file",
+            format!("{} class names for {} classes", class_names.len(), ds.num_classes),
+        ));
+    }
+    let mut f = TensorFile::new();
+    f.insert("images", ds.images.clone());
+    f.insert("labels", crate::Tensor::new(&[ds.labels.len()], ds.labels.iter().map(|&l| l as f32).collect())?);
+    f.metadata.insert("layout".into(), "NCHW".into());
+    f.metadata.insert("num_classes".into(), ds.num_classes.to_string());
+    if !class_names.is_empty() {
+        let names = Json::Arr(class_names.iter().map(|n| Json::Str(n.clone())).collect());
+        f.metadata.insert("class_names".into(), names.to_string());
+    }
+    Ok(f)
 }
 
 impl TensorSource {
