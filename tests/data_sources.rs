@@ -1252,3 +1252,148 @@ proptest! {
         prop_assert_eq!(stratified_split(&labels, k, fraction, seed).unwrap(), (train, val));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The table of bad data in docs/ROBUSTNESS.md
+
+/// Prints `| bad data | error |` rows for docs/ROBUSTNESS.md (`$T` is the temporary directory):
+/// `cargo test --release --test data_sources -- --ignored --nocapture bad_data_table`.
+#[test]
+#[ignore = "prints the docs table; run by hand"]
+fn bad_data_table() {
+    let root = temp_dir("table");
+    let t = root.display().to_string();
+    let mut rows: Vec<(String, String)> = Vec::new();
+    let mut row = |case: &str, r: consolidator::Result<consolidator::data::Opened>| {
+        let msg = match r {
+            Ok(o) => format!("(accepted: {o:?})"),
+            Err(e) => e.to_string().replace(&t, "$T"),
+        };
+        rows.push((case.to_string(), msg));
+    };
+    let p = |s: &str| root.join(s);
+    row("missing path", open(&p("nope")));
+    write(&p("notes.txt"), b"x");
+    row("unknown file kind", open(&p("notes.txt")));
+    std::fs::create_dir_all(p("empty")).unwrap();
+    row("directory with no dataset in it", open(&p("empty")));
+    write(&p("loose/a.png"), b"x");
+    row("images not in class folders", open(&p("loose")));
+    write(&p("one/cat/a.pgm"), &pgm(1, 1, 255, &[0]));
+    row("a single class folder", open(&p("one")));
+    write(&p("hollow/cat/a.pgm"), &pgm(1, 1, 255, &[0]));
+    write(&p("hollow/dog/readme.txt"), b"x");
+    row("a class folder without images", open(&p("hollow")));
+    write(&p("mixed/train/cat/a.pgm"), &pgm(1, 1, 255, &[0]));
+    write(&p("mixed/dog/a.pgm"), &pgm(1, 1, 255, &[0]));
+    row("a class folder beside split folders", open(&p("mixed")));
+    write(&p("idx/train-images-idx3-ubyte"), &idx(3, &[2, 2, 2], &[0; 8]));
+    row("IDX images without labels", open(&p("idx")));
+    {
+        let path = p("bomb/train-labels-idx1-ubyte.gz");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut e = flate2::write::GzEncoder::new(std::fs::File::create(&path).unwrap(), flate2::Compression::fast());
+        e.write_all(&idx(1, &[2], &[])).unwrap();
+        e.write_all(&vec![0u8; 64 << 20]).unwrap();
+        e.finish().unwrap();
+        write(&p("bomb/train-images-idx3-ubyte"), &idx(3, &[2, 1, 1], &[0, 0]));
+    }
+    row("IDX gzip bomb (declares 2 labels, inflates to 64 MiB)", open(&p("bomb")));
+    let ts = |name: &str, bytes: Vec<u8>| {
+        let path = root.join(name);
+        write(&path, &bytes);
+        open(&path)
+    };
+    row(
+        "tensor file: ambiguous layout [N, 3, 8, 3]",
+        ts(
+            "amb.safetensors",
+            safetensors(&[("images", "U8", &[2, 3, 8, 3], vec![0; 144]), ("labels", "I64", &[2], i64s(&[0, 1]))], &[]),
+        ),
+    );
+    row(
+        "tensor file: negative label",
+        ts(
+            "neg.safetensors",
+            safetensors(&[("images", "U8", &[2, 2, 2], vec![0; 8]), ("labels", "I64", &[2], i64s(&[0, -3]))], &[]),
+        ),
+    );
+    row(
+        "tensor file: label beyond the class names",
+        ts(
+            "names.safetensors",
+            safetensors(
+                &[("images", "U8", &[2, 2, 2], vec![0; 8]), ("labels", "I64", &[2], i64s(&[0, 2]))],
+                &[("class_names", "[\"cat\",\"dog\"]")],
+            ),
+        ),
+    );
+    row(
+        "tensor file: normalised float images",
+        ts(
+            "norm.safetensors",
+            safetensors(
+                &[("images", "F32", &[1, 1, 2], f32s(&[0.5, -0.42])), ("labels", "I64", &[1], i64s(&[1]))],
+                &[("num_classes", "2")],
+            ),
+        ),
+    );
+    row(
+        "tensor file: fractional labels",
+        ts(
+            "frac.safetensors",
+            safetensors(&[("images", "U8", &[2, 2, 2], vec![0; 8]), ("labels", "F32", &[2], f32s(&[0.0, 1.5]))], &[]),
+        ),
+    );
+    if std::path::Path::new("/dev/zero").exists() {
+        std::os::unix::fs::symlink("/dev/zero", p("zero.safetensors")).unwrap();
+        row("tensor file: /dev/zero (through a symlink)", open(&p("zero.safetensors")));
+    }
+    // Decode-time errors, through a batch.
+    let mut decode_rows = Vec::new();
+    let dir = p("decode");
+    write(&dir.join("a/ok.pgm"), &pgm(1, 1, 255, &[0]));
+    write(&dir.join("b/ok.pgm"), &pgm(1, 1, 255, &[0]));
+    let cases: Vec<(&str, &str, Vec<u8>)> = vec![
+        ("HTML saved as .png", "a/page.png", b"<html>404</html>".to_vec()),
+        ("empty file", "a/empty.jpg", Vec::new()),
+        ("PGM cut short", "a/cut.pgm", pgm(4, 4, 255, &[1; 16])[..20].to_vec()),
+        ("PGM declaring 65536×65536", "a/huge.pgm", b"P5 65536 65536 255 ".to_vec()),
+        #[cfg(feature = "image")]
+        ("PNG cut in its pixel data", "b/cut.png", {
+            let full = codecs::png(
+                32,
+                32,
+                png::ColorType::Rgb,
+                png::BitDepth::Eight,
+                &(0..3072).map(|i| (i % 251) as u8).collect::<Vec<_>>(),
+            );
+            full[..full.len() / 2].to_vec()
+        }),
+        #[cfg(feature = "image")]
+        ("JPEG cut before its end", "b/cut.jpg", {
+            let full = codecs::jpeg(
+                32,
+                32,
+                jpeg_encoder::ColorType::Rgb,
+                &(0..3072).map(|i| (i % 251) as u8).collect::<Vec<_>>(),
+            );
+            full[..full.len() - 40].to_vec()
+        }),
+    ];
+    for (case, name, bytes) in &cases {
+        write(&dir.join(name), bytes);
+    }
+    let folder = ImageFolder::open(&dir).unwrap();
+    let pre = Preprocess::imagenet(8, 8);
+    for (case, name, _) in &cases {
+        let i = folder.files().iter().position(|(f, _)| f.ends_with(name)).unwrap();
+        let msg = err_string(pre.batch(&folder, &[i])).replace(&t, "$T");
+        decode_rows.push((case.to_string(), msg));
+    }
+    println!("| bad data | error |\n| --- | --- |");
+    for (case, msg) in rows.iter().chain(&decode_rows) {
+        println!("| {case} | {} |", msg.replace('|', "\\|"));
+    }
+    std::fs::remove_dir_all(&root).unwrap();
+}

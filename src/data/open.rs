@@ -168,7 +168,11 @@ pub fn open(path: &Path) -> Result<Opened> {
         )));
     }
     if !meta.is_dir() {
-        return Err(Error::data(format!("{}: neither a file nor a directory", path.display())));
+        return Err(Error::data(format!(
+            "{}: neither a regular file nor a directory ({})",
+            path.display(),
+            crate::io::fs::kind_of(&meta)
+        )));
     }
     if let Some(splits) = open_idx_dir(path)? {
         return done(DataKind::Idx, splits);
@@ -193,7 +197,7 @@ pub fn open(path: &Path) -> Result<Opened> {
              folders (<class name>/<images>), found none{}",
             path.display(),
             if loose > 0 {
-                format!(" ({loose} image files lie directly in it: put them in one folder per class)")
+                format!(" ({loose} image file(s) lie directly in it: put them in one folder per class)")
             } else {
                 String::new()
             }
