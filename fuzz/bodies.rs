@@ -34,6 +34,16 @@ pub fn optdigits(bytes: &[u8]) {
     consolidator::data::fuzz::fuzz_optdigits(bytes);
 }
 
+/// Image files (PNG, JPEG, PGM, PPM) → `Image`, then preprocessing.
+pub fn image(bytes: &[u8]) {
+    consolidator::data::fuzz::fuzz_image(bytes);
+}
+
+/// Tensor-file datasets (safetensors `images` + `labels`) → sources, first and last examples.
+pub fn tensor_source(bytes: &[u8]) {
+    consolidator::data::fuzz::fuzz_tensor_source(bytes);
+}
+
 /// Task-delta files: an accepted delta must write back and read again with the same layers.
 pub fn delta(bytes: &[u8]) {
     let Ok(f) = TensorFile::from_bytes(bytes, "fuzz input") else { return };
@@ -100,4 +110,6 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("method", method),
     ("official", official),
     ("resume", resume),
+    ("image", image),
+    ("tensor_source", tensor_source),
 ];

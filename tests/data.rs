@@ -4,13 +4,18 @@ use consolidator::data::fuzz::{fuzz_idx, fuzz_optdigits};
 use consolidator::data::idx::Idx;
 use consolidator::data::optdigits::parse_optdigits;
 use consolidator::data::suite::{build_task, Task, TaskData, TEST_SIZE, TRAIN_SIZE, VAL_SIZE};
-use consolidator::data::{load_mnist, load_optdigits, shipped_data_dir, Dataset};
+use consolidator::data::{load_mnist, load_optdigits, Dataset};
 use consolidator::{Error, Tensor};
 use flate2::write::GzEncoder;
 use proptest::prelude::*;
 use std::collections::HashSet;
 use std::io::Write;
 use std::sync::OnceLock;
+
+/// The repository's `data/` (tests may use the build-time path; the library may not).
+fn shipped_data_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data")
+}
 
 fn mnist_test() -> &'static Dataset {
     static D: OnceLock<Dataset> = OnceLock::new();

@@ -186,8 +186,91 @@ fn seeds(target: &str) -> Vec<Vec<u8>> {
             std::fs::remove_dir_all(&dir).unwrap();
             seeds.to_vec()
         }
+        "image" => image_seeds(),
+        "tensor_source" => tensor_source_seeds(),
         other => panic!("no target {other}"),
     }
+}
+
+/// Small images of every decoded kind: PGM/PPM (ASCII and binary, 8- and 16-bit) and, with the
+/// `image` feature, PNG (gray, 16-bit RGB, palette with transparency, interlaced gray + alpha)
+/// and JPEG (gray, RGB).
+fn image_seeds() -> Vec<Vec<u8>> {
+    let mut v = vec![
+        b"P2\n# comment\n3 2\n15\n0 3 6\n9 12 15\n".to_vec(),
+        b"P3 2 1 255 255 0 0 0 128 255\n".to_vec(),
+        [b"P5 3 2 255\n".as_slice(), &[0, 50, 100, 150, 200, 250]].concat(),
+        [b"P6 1 2 65535\n".as_slice(), &[255, 255, 0, 0, 128, 0, 1, 2, 3, 4, 5, 6]].concat(),
+    ];
+    #[cfg(feature = "image")]
+    {
+        let png = |w: u32, h: u32, color, depth, data: &[u8], edit: &dyn Fn(&mut png::Encoder<&mut Vec<u8>>)| {
+            let mut buf = Vec::new();
+            {
+                let mut enc = png::Encoder::new(&mut buf, w, h);
+                enc.set_color(color);
+                enc.set_depth(depth);
+                edit(&mut enc);
+                let mut wr = enc.write_header().unwrap();
+                wr.write_image_data(data).unwrap();
+            }
+            buf
+        };
+        use png::{BitDepth, ColorType};
+        let grad: Vec<u8> = (0..64).map(|i| (i * 4) as u8).collect();
+        v.push(png(8, 8, ColorType::Grayscale, BitDepth::Eight, &grad, &|_| {}));
+        v.push(png(3, 2, ColorType::Rgb, BitDepth::Sixteen, &[0x80; 36], &|_| {}));
+        v.push(png(4, 1, ColorType::Indexed, BitDepth::Two, &[0b00_01_10_11], &|e| {
+            e.set_palette(vec![0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255]);
+            e.set_trns(vec![0, 255, 128]);
+        }));
+        let la: Vec<u8> = (0..5 * 5 * 2).map(|i| (i * 5) as u8).collect();
+        v.push(png(5, 5, ColorType::GrayscaleAlpha, BitDepth::Eight, &la, &|_| {}));
+    }
+    let jpeg = |w: u16, h: u16, color, data: &[u8]| {
+        let mut out = Vec::new();
+        jpeg_encoder::Encoder::new(&mut out, 90).encode(data, w, h, color).unwrap();
+        out
+    };
+    let rgb: Vec<u8> = (0..8 * 8 * 3).map(|i| (i * 3 % 256) as u8).collect();
+    v.push(jpeg(8, 8, jpeg_encoder::ColorType::Rgb, &rgb));
+    v.push(jpeg(9, 3, jpeg_encoder::ColorType::Luma, &rgb[..27]));
+    v
+}
+
+/// Tensor-file datasets: U8 NHWC with class names, F32 NCHW with splits, NHW with I64 labels.
+fn tensor_source_seeds() -> Vec<Vec<u8>> {
+    use consolidator::data::{to_tensor_file, Dataset};
+    let ds = Dataset::new(Tensor::full(&[3, 1, 2, 2], 0.5), vec![0, 1, 2], 3).unwrap();
+    let names: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+    let named = to_tensor_file(&ds, &names).unwrap().to_bytes();
+    let raw = |header: &str, data: &[u8]| {
+        let mut b = (header.len() as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(header.as_bytes());
+        b.extend_from_slice(data);
+        b
+    };
+    let mut nhwc = vec![0u8; 2 * 2 * 2 * 3];
+    nhwc.iter_mut().enumerate().for_each(|(i, v)| *v = (i * 10) as u8);
+    nhwc.extend_from_slice(&[1, 0]);
+    let u8_file = raw(
+        r#"{"__metadata__":{"class_names":"cat,dog"},"images":{"dtype":"U8","shape":[2,2,2,3],"data_offsets":[0,24]},"labels":{"dtype":"U8","shape":[2],"data_offsets":[24,26]}}"#,
+        &nhwc,
+    );
+    let mut nhw = vec![255u8; 2 * 3 * 2];
+    for l in [1i64, 0] {
+        nhw.extend_from_slice(&l.to_le_bytes());
+    }
+    let nhw_file = raw(
+        r#"{"images":{"dtype":"U8","shape":[2,3,2],"data_offsets":[0,12]},"labels":{"dtype":"I64","shape":[2],"data_offsets":[12,28]}}"#,
+        &nhw,
+    );
+    let mut splits = TensorFile::new();
+    splits.insert("train.images", Tensor::full(&[2, 3, 2, 2], 0.25));
+    splits.insert("train.labels", Tensor::new(&[2], vec![0.0, 1.0]).unwrap());
+    splits.insert("test.images", Tensor::full(&[1, 3, 2, 2], 1.0));
+    splits.insert("test.labels", Tensor::new(&[1], vec![1.0]).unwrap());
+    vec![named, u8_file, nhw_file, splits.to_bytes()]
 }
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -335,6 +418,27 @@ fn fuzz_official_body() {
 #[test]
 fn fuzz_resume_body() {
     assert!(run_target("resume", 300) > 300);
+}
+
+#[test]
+fn fuzz_image_body() {
+    assert!(run_target("image", 3000) > 3000);
+}
+
+#[test]
+fn fuzz_tensor_source_body() {
+    assert!(run_target("tensor_source", 5000) > 5000);
+}
+
+#[test]
+fn image_seeds_decode_and_tensor_seeds_open() {
+    // The seeds must be accepted, or the fuzzer starts from nothing.
+    for s in image_seeds() {
+        consolidator::data::decode_image(&s, "seed").unwrap();
+    }
+    for s in tensor_source_seeds() {
+        assert!(!consolidator::data::tensors::open_tensor_file(&s, "seed").unwrap().is_empty());
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

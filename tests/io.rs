@@ -1,7 +1,8 @@
 //! Files: safetensors round trips and hostile inputs, JSON, atomic writes.
 
 use consolidator::io::fuzz::{fuzz_json, fuzz_safetensors};
-use consolidator::io::{write_atomic, write_atomic_with, Json, TensorFile};
+use consolidator::io::safetensors::{Dtype, RawFile};
+use consolidator::io::{check_output, check_writable, same_file, write_atomic, write_atomic_with, Json, TensorFile};
 use consolidator::{Error, Tensor};
 use proptest::prelude::*;
 use std::path::PathBuf;
@@ -75,6 +76,7 @@ fn save_and_load() {
     let dir = temp_dir("save");
     let path = dir.join("model.safetensors");
     let mut f = sample_file();
+    f.tensors.remove("special"); // NaN and infinities are never saved (see below)
     let big: Vec<f32> = (0..40_000).map(|i| i as f32 * 0.5 - 7.0).collect();
     f.insert("big", Tensor::new(&[200, 200], big).unwrap()); // several write chunks
     f.save(&path).unwrap();
@@ -420,4 +422,195 @@ proptest! {
             prop_assert_eq!(f.tensors.len(), entries.len());
         }
     }
+}
+
+#[test]
+fn save_refuses_non_finite_values_and_keeps_the_old_file() {
+    let dir = temp_dir("nonfinite");
+    let path = dir.join("model.safetensors");
+    let mut good = TensorFile::new();
+    good.insert("a", Tensor::new(&[2], vec![1.0, 2.0]).unwrap());
+    good.save(&path).unwrap();
+    for bad_value in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut bad = good.clone();
+        let mut v = vec![0.5; 20];
+        v[17] = bad_value;
+        bad.insert("blocks.0.attn.qkv.weight", Tensor::new(&[4, 5], v).unwrap());
+        let e = bad.save(&path).unwrap_err();
+        assert!(matches!(e, Error::NonFinite { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(msg.contains("`blocks.0.attn.qkv.weight`") && msg.contains("index 17"), "{msg}");
+        assert!(msg.contains("model.safetensors"), "{msg}");
+        assert!(bad.to_bytes_checked().is_err());
+        // The raw serializer still writes what it is given (for round trips of foreign files).
+        assert_eq!(
+            bits(TensorFile::from_bytes(&bad.to_bytes(), "mem").unwrap().get("blocks.0.attn.qkv.weight").unwrap())[17],
+            bad_value.to_bits()
+        );
+    }
+    assert_eq!(TensorFile::load(&path).unwrap(), good, "the previous file is untouched");
+    assert_eq!(good.to_bytes_checked().unwrap(), good.to_bytes());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Runs `f` on another thread and fails if it takes longer than `secs` (a FIFO would block).
+fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(secs)).expect("did not return in time")
+}
+
+#[test]
+fn load_refuses_what_is_not_a_regular_file() {
+    let dir = temp_dir("special");
+    let e = TensorFile::load(&dir).unwrap_err().to_string();
+    assert!(e.contains("not a regular file") && e.contains("directory"), "{e}");
+    if std::path::Path::new("/dev/zero").exists() {
+        let e = within(5, || TensorFile::load("/dev/zero").unwrap_err().to_string());
+        assert!(e.contains("/dev/zero") && e.contains("character device"), "{e}");
+    }
+    // A named pipe with no writer: opening it would block forever.
+    let fifo = dir.join("pipe.safetensors");
+    if std::process::Command::new("mkfifo").arg(&fifo).status().is_ok_and(|s| s.success()) {
+        let f = fifo.clone();
+        let e = within(5, move || TensorFile::load(&f).unwrap_err().to_string());
+        assert!(e.contains("named pipe") && e.contains("pipe.safetensors"), "{e}");
+        let f = fifo.clone();
+        let e = within(5, move || RawFile::load(&f).unwrap_err().to_string());
+        assert!(e.contains("named pipe"), "{e}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_huge_file_is_refused_from_its_header_without_reading_the_data() {
+    let dir = temp_dir("huge");
+    // 3 GB of zeros (sparse): the header length is 0, which is not a JSON object.
+    let zeros = dir.join("zeros.safetensors");
+    std::fs::File::create(&zeros).unwrap().set_len(3 << 30).unwrap();
+    let t = std::time::Instant::now();
+    let e = TensorFile::load(&zeros).unwrap_err().to_string();
+    assert!(e.contains("does not start with '{'") && e.contains("zeros.safetensors"), "{e}");
+    // A valid header declaring 4 bytes of data, then 3 GB: refused on the header's word.
+    let lying = dir.join("lying.safetensors");
+    let header = r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
+    std::fs::write(&lying, raw(header, &[0; 4])).unwrap();
+    std::fs::OpenOptions::new().write(true).open(&lying).unwrap().set_len(3 << 30).unwrap();
+    let e = TensorFile::load(&lying).unwrap_err().to_string();
+    assert!(e.contains("cover 4 bytes"), "{e}");
+    assert!(t.elapsed().as_secs_f64() < 2.0, "took {:?}: the data was read", t.elapsed());
+    // A header longer than the file, and a file shorter than the length field.
+    std::fs::write(&lying, &raw(header, &[0; 4])[..30]).unwrap();
+    assert!(TensorFile::load(&lying).unwrap_err().to_string().contains("truncated"));
+    std::fs::write(&lying, [1, 2, 3]).unwrap();
+    assert!(TensorFile::load(&lying).unwrap_err().to_string().contains("too short"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn raw_file_keeps_stored_dtypes() {
+    let mut buf = vec![7u8, 255];
+    buf.extend_from_slice(&(-3i16).to_le_bytes());
+    buf.extend_from_slice(&40_000u16.to_le_bytes());
+    buf.extend_from_slice(&(-1i8 as u8).to_le_bytes());
+    buf.push(0);
+    buf.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    let header = r#"{"__metadata__":{"layout":"NHW"},"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"I16","shape":[1],"data_offsets":[2,4]},"c":{"dtype":"U16","shape":[1],"data_offsets":[4,6]},"d":{"dtype":"I8","shape":[2],"data_offsets":[6,8]},"e":{"dtype":"U64","shape":[1],"data_offsets":[8,16]}}"#;
+    let bytes = raw(header, &buf);
+    let r = RawFile::from_bytes(&bytes, "mem").unwrap();
+    assert_eq!(r.keys().collect::<Vec<_>>(), vec!["a", "b", "c", "d", "e"]);
+    assert_eq!(r.metadata["layout"], "NHW");
+    let a = r.view("a").unwrap();
+    assert_eq!((a.dtype, a.shape, a.bytes, a.numel()), (Dtype::U8, &[2][..], &[7u8, 255][..], 2));
+    assert_eq!(r.view("b").unwrap().dtype.element_f64(r.view("b").unwrap().bytes), -3.0);
+    assert_eq!(Dtype::U16.element_f64(r.view("c").unwrap().bytes), 40_000.0);
+    assert!(r.view("zz").is_none());
+    let f = r.into_tensor_file().unwrap();
+    assert_eq!(f, TensorFile::from_bytes(&bytes, "mem").unwrap());
+    assert_eq!(f.get("d").unwrap().data(), &[-1.0, 0.0]);
+    assert_eq!(f.get("e").unwrap().data(), &[2f32.powi(40)]);
+    // The file path gives the same.
+    let dir = temp_dir("raw");
+    std::fs::write(dir.join("r.safetensors"), &bytes).unwrap();
+    let r2 = RawFile::load(dir.join("r.safetensors")).unwrap();
+    assert_eq!(r2.view("a").unwrap().bytes, &[7, 255]);
+    assert_eq!(r2.what(), dir.join("r.safetensors").display().to_string());
+    assert_eq!(TensorFile::load(dir.join("r.safetensors")).unwrap(), f);
+    for d in Dtype::ALL {
+        assert_eq!(Dtype::parse(d.name()), Some(d));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn same_file_and_output_checks() {
+    let dir = temp_dir("same");
+    let a = dir.join("a.safetensors");
+    write_atomic(&a, b"x").unwrap();
+    let b = dir.join("b.safetensors");
+    write_atomic(&b, b"x").unwrap();
+    assert!(same_file(&a, &a));
+    assert!(same_file(&a, &dir.join(".").join("a.safetensors")));
+    assert!(!same_file(&a, &b), "same content, different files");
+    assert!(!same_file(&a, &dir.join("new.safetensors")), "a missing output is never an input");
+    assert!(!same_file(&dir.join("x"), &dir.join("x")), "two missing paths are not the same file");
+    #[cfg(unix)]
+    {
+        let link = dir.join("link.safetensors");
+        std::os::unix::fs::symlink(&a, &link).unwrap();
+        assert!(same_file(&a, &link));
+        let hard = dir.join("hard.safetensors");
+        std::fs::hard_link(&a, &hard).unwrap();
+        assert!(same_file(&hard, &a));
+        let e = check_output(&link, &[&b, &a]).unwrap_err().to_string();
+        assert!(e.contains("same file as input") && e.contains("a.safetensors") && e.contains("refusing"), "{e}");
+    }
+    check_output(&dir.join("new.safetensors"), &[&a, &b]).unwrap();
+    assert!(check_output(&a, &[&a]).is_err());
+    check_output(&a, &[]).unwrap();
+
+    check_writable(&dir.join("new.safetensors")).unwrap();
+    check_writable(&a).unwrap(); // replacing an existing file is fine
+    let e = check_writable(&dir).unwrap_err().to_string();
+    assert!(e.contains("directory"), "{e}");
+    let e = check_writable(&dir.join("missing/out.safetensors")).unwrap_err().to_string();
+    assert!(e.contains("does not exist") && e.contains("missing"), "{e}");
+    let e = check_writable(&a.join("out.safetensors")).unwrap_err().to_string();
+    assert!(e.contains("not a directory"), "{e}");
+    if std::path::Path::new("/dev/null").exists() {
+        let e = check_writable(std::path::Path::new("/dev/null")).unwrap_err().to_string();
+        assert!(e.contains("character device"), "{e}");
+        assert!(write_atomic(std::path::Path::new("/dev/null"), b"x").is_err(), "never replace a device");
+    }
+    // The probe leaves nothing behind.
+    let mut names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    assert!(names.iter().all(|n| !n.to_string_lossy().contains(".tmp.")), "{names:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn atomic_write_of_a_long_name_and_errors_name_the_target() {
+    let dir = temp_dir("longname");
+    // 250 bytes: valid for the file system, but `.<name>.tmp.<pid>.<n>` would not be.
+    let name = format!("{}.safetensors", "é".repeat(59) + &"m".repeat(120));
+    assert_eq!(name.len(), 250);
+    let path = dir.join(&name);
+    write_atomic(&path, b"long").unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"long");
+    write_atomic(&path, b"longer").unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"longer");
+    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    // A failure names the target, not a temporary file.
+    let target = dir.join("no-such-dir").join("model.safetensors");
+    let e = write_atomic(&target, b"x").unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.starts_with(&target.display().to_string()), "{msg}");
+    assert!(!msg.contains(".tmp."), "{msg}");
+    let e = write_atomic_with(&dir.join("f.bin"), |_| Err(std::io::Error::other("disk full"))).unwrap_err().to_string();
+    assert!(e.contains("f.bin") && e.contains("disk full") && !e.contains(".tmp."), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

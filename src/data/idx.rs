@@ -4,11 +4,14 @@
 //! number of dimensions), then `DD` big-endian `u32` dimensions, then the elements row-major. MNIST
 //! images are `0x00000803` (`[N, H, W]`), labels `0x00000801` (`[N]`).
 //!
-//! Bytes starting with the gzip magic `1f 8b` are decompressed transparently, reading at most the
-//! size the header declares (plus one byte, to detect trailing data), so a gzip bomb cannot
-//! allocate more than [`MAX_IDX_BYTES`]. The declared dimensions are checked against the real
-//! length before the element buffer is built. Every problem is an [`Error::Format`] naming the
-//! source.
+//! Bytes starting with the gzip magic `1f 8b` are decompressed transparently, header first:
+//! the declared size is checked against [`MAX_IDX_BYTES`], then at most that many bytes are
+//! inflated (plus one, to detect trailing data), into a buffer that grows with the bytes that
+//! actually arrive — so a 1 MB gzip bomb that inflates to 1 GiB is refused after inflating no
+//! more than its header declares, and a file that declares much but holds little costs little.
+//! A plain file's declared dimensions are checked against its real length before the element
+//! buffer is built. Files are streamed ([`Idx::load`]), never read whole first. Every problem
+//! is an [`Error::Format`] naming the source.
 //!
 //! ```
 //! use consolidator::data::idx::Idx;
@@ -22,7 +25,7 @@
 
 use crate::{Error, Result};
 use flate2::read::GzDecoder;
-use std::io::Read;
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 /// Largest element buffer (uncompressed) an IDX file may declare (1 GiB).
@@ -50,34 +53,51 @@ pub fn is_gzip(bytes: &[u8]) -> bool {
 impl Idx {
     /// Parses a `u8` IDX file with 1 to 4 dimensions, gzip'd or not.
     pub fn parse(bytes: &[u8], what: &str) -> Result<Idx> {
-        let fail = |msg: String| Error::format(format!("IDX file {what}"), msg);
+        Self::parse_with_limit(bytes, what, MAX_IDX_BYTES)
+    }
+
+    /// [`Idx::parse`] refusing element buffers above `max_bytes`.
+    pub fn parse_with_limit(bytes: &[u8], what: &str, max_bytes: usize) -> Result<Idx> {
         if is_gzip(bytes) {
-            let mut dec = GzDecoder::new(bytes);
-            let mut head = [0u8; 4];
-            dec.read_exact(&mut head).map_err(|e| fail(format!("gzip stream ends before the IDX magic: {e}")))?;
-            let ndims = check_magic(head).map_err(fail)?;
-            let mut dims_bytes = vec![0u8; 4 * ndims];
-            dec.read_exact(&mut dims_bytes)
-                .map_err(|e| fail(format!("gzip stream ends inside the {ndims} IDX dimensions: {e}")))?;
-            let (dims, numel) = parse_dims(&dims_bytes).map_err(fail)?;
-            // Read at most numel + 1 bytes: enough to detect trailing data, never more.
-            let mut data = Vec::with_capacity(numel.min(64 << 20));
-            dec.take(numel as u64 + 1).read_to_end(&mut data).map_err(|e| fail(format!("corrupt gzip stream: {e}")))?;
-            check_len(data.len(), numel, &dims).map_err(fail)?;
-            Ok(Idx { dims, data })
+            Self::read(&mut GzDecoder::new(bytes), None, what, max_bytes)
         } else {
-            if bytes.len() < 4 {
-                return Err(fail(format!("{} bytes is too short to hold the IDX magic", bytes.len())));
-            }
-            let ndims = check_magic([bytes[0], bytes[1], bytes[2], bytes[3]]).map_err(fail)?;
-            let header = 4 + 4 * ndims;
-            let dims_bytes = bytes.get(4..header).ok_or_else(|| {
-                fail(format!("{} bytes is too short to hold the {ndims} IDX dimensions", bytes.len()))
-            })?;
-            let (dims, numel) = parse_dims(dims_bytes).map_err(fail)?;
-            check_len(bytes.len() - header, numel, &dims).map_err(fail)?;
-            Ok(Idx { dims, data: bytes[header..].to_vec() })
+            Self::read(&mut &bytes[..], Some(bytes.len() as u64), what, max_bytes)
         }
+    }
+
+    /// Reads an IDX file (gzip'd or not) from a stream, header first: the magic, the
+    /// dimensions, the size check against `max_bytes` (and against `total_len`, the stream's
+    /// length when it is known — a plain file), then exactly the declared elements, and one
+    /// byte more to detect trailing data. The element buffer grows with what arrives, so a
+    /// stream that declares much and holds little costs little; one that inflates past its
+    /// declaration is stopped there.
+    fn read(r: &mut dyn Read, total_len: Option<u64>, what: &str, max_bytes: usize) -> Result<Idx> {
+        let fail = |msg: String| Error::format(format!("IDX file {what}"), msg);
+        let gz = total_len.is_none();
+        let short = |e: std::io::Error, part: &str| {
+            if !gz {
+                fail(format!("{} bytes is too short to hold the {part}", total_len.unwrap_or(0)))
+            } else if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                fail(format!("gzip stream ends before the {part}: {e}"))
+            } else {
+                fail(format!("corrupt gzip stream: {e}"))
+            }
+        };
+        let mut head = [0u8; 4];
+        r.read_exact(&mut head).map_err(|e| short(e, "IDX magic"))?;
+        let ndims = check_magic(head).map_err(fail)?;
+        let mut dims_bytes = vec![0u8; 4 * ndims];
+        r.read_exact(&mut dims_bytes).map_err(|e| short(e, &format!("{ndims} IDX dimensions")))?;
+        let (dims, numel) = parse_dims(&dims_bytes, max_bytes).map_err(fail)?;
+        if let Some(len) = total_len {
+            check_len(len.saturating_sub(4 + 4 * ndims as u64), numel, &dims).map_err(fail)?;
+        }
+        let (data, ended) = crate::io::fs::read_up_to(r, numel, Vec::new()).map_err(|e| match e {
+            crate::io::fs::ReadLimitError::Io(e) => fail(format!("corrupt gzip stream: {e}")),
+            crate::io::fs::ReadLimitError::TooLong => fail("unreachable: read_up_to never reports TooLong".into()),
+        })?;
+        check_len(data.len() as u64 + u64::from(!ended), numel, &dims).map_err(fail)?;
+        Ok(Idx { dims, data })
     }
 
     /// Parses an image file (magic `0x00000803`, dims `[N, H, W]`).
@@ -90,22 +110,38 @@ impl Idx {
         Self::parse_expecting(bytes, what, 1, "labels")
     }
 
-    /// Reads and parses an image file.
+    /// Reads and parses an image file (see [`Idx::load`]).
     pub fn load_images(path: impl AsRef<Path>) -> Result<Idx> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        Self::parse_images(&bytes, &path.display().to_string())
+        Self::expect(Self::load(path.as_ref(), MAX_IDX_BYTES)?, &path.as_ref().display().to_string(), 3, "images")
     }
 
-    /// Reads and parses a label file.
+    /// Reads and parses a label file (see [`Idx::load`]).
     pub fn load_labels(path: impl AsRef<Path>) -> Result<Idx> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        Self::parse_labels(&bytes, &path.display().to_string())
+        Self::expect(Self::load(path.as_ref(), MAX_IDX_BYTES)?, &path.as_ref().display().to_string(), 1, "labels")
+    }
+
+    /// Reads an IDX file (plain or gzip'd) from a regular file, streaming: the whole file is
+    /// never held in memory besides the elements, a plain file's length is checked against its
+    /// header before the elements are read, and a gzip'd one is inflated no further than its
+    /// header declares (at most `max_bytes`).
+    pub fn load(path: &Path, max_bytes: usize) -> Result<Idx> {
+        let what = path.display().to_string();
+        let (mut file, len) = crate::io::fs::open_regular(path)?;
+        let mut magic = [0u8; 2];
+        let got = file.read(&mut magic).map_err(|e| Error::io(path, e))?;
+        file.seek(SeekFrom::Start(0)).map_err(|e| Error::io(path, e))?;
+        if got == 2 && is_gzip(&magic) {
+            Self::read(&mut GzDecoder::new(BufReader::new(file)), None, &what, max_bytes)
+        } else {
+            Self::read(&mut BufReader::new(file), Some(len), &what, max_bytes)
+        }
     }
 
     fn parse_expecting(bytes: &[u8], what: &str, ndims: usize, kind: &str) -> Result<Idx> {
-        let idx = Self::parse(bytes, what)?;
+        Self::expect(Self::parse(bytes, what)?, what, ndims, kind)
+    }
+
+    fn expect(idx: Idx, what: &str, ndims: usize, kind: &str) -> Result<Idx> {
         if idx.dims.len() != ndims {
             return Err(Error::format(
                 format!("IDX file {what}"),
@@ -136,15 +172,16 @@ fn check_magic(m: [u8; 4]) -> std::result::Result<usize, String> {
     Ok(ndims)
 }
 
-fn parse_dims(b: &[u8]) -> std::result::Result<(Vec<usize>, usize), String> {
+fn parse_dims(b: &[u8], max_bytes: usize) -> std::result::Result<(Vec<usize>, usize), String> {
     let dims: Vec<usize> = b.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize).collect();
     let numel = crate::tensor::checked_numel(&dims)
-        .filter(|&n| n <= MAX_IDX_BYTES)
-        .ok_or_else(|| format!("declared dimensions {dims:?} exceed the {MAX_IDX_BYTES}-byte limit"))?;
+        .filter(|&n| n <= max_bytes)
+        .ok_or_else(|| format!("declared dimensions {dims:?} exceed the {max_bytes}-byte limit"))?;
     Ok((dims, numel))
 }
 
-fn check_len(got: usize, numel: usize, dims: &[usize]) -> std::result::Result<(), String> {
+fn check_len(got: u64, numel: usize, dims: &[usize]) -> std::result::Result<(), String> {
+    let numel = numel as u64;
     if got < numel {
         return Err(format!(
             "declared dimensions {dims:?} need {numel} data bytes, only {got} present (truncated file?)"

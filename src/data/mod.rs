@@ -1,12 +1,39 @@
-//! Data: IDX (MNIST) and optdigits readers, [`Dataset`], batching, the transfer suite.
+//! Data: "your data" through one reader API, the in-memory [`Dataset`], the transfer suite.
 //!
-//! - [`idx`]: the IDX format (plain or gzip'd), safe on hostile input.
-//! - [`optdigits`]: the UCI optdigits CSV.
-//! - [`image`]: resizing (bilinear, area), rotation, pasting of single-channel images.
+//! **Reading data.** [`open`] takes a path and returns its splits (`train`, `val`, `test`, or
+//! `all`) as [`Source`]s: labelled examples decoded on demand, so memory holds the file list
+//! (or the file's bytes), never every decoded image. It recognises
+//!
+//! - a folder of class folders of images (`PATH/<class>/*.{png,jpg,jpeg,pgm,ppm}`), or of
+//!   `train/`, `val/`, `test/` folders laid out so ([`folder`], decoding by [`decode`]);
+//! - a safetensors file of `images` and `labels` ([`tensors`]);
+//! - a directory of IDX files in the MNIST layout ([`idx`], [`IdxSource`]);
+//! - an optdigits CSV, plain or gzip'd ([`optdigits`]).
+//!
+//! [`Preprocess`] turns examples into the model's input — channel conversion, bicubic resize as
+//! PIL/torchvision do it ([`image`]), normalisation — and makes batches `[B, C, H, W]`, decoded
+//! in parallel ([`Preprocess::batch`], [`Preprocess::batches`]). [`stratified_split`] and
+//! [`Subset`] carve a validation set out of a training source. [`locate_data_dir`] finds the
+//! shipped data (flag, `CONSOLIDATOR_DATA`, `./data`, beside the executable).
+//!
+//! ```no_run
+//! use consolidator::data::{open, Preprocess};
+//! let data = open("my_images/".as_ref())?; // my_images/{cat,dog}/*.jpg
+//! let (train, val) = data.train_val(0.2, 0)?; // a stratified 20 % validation split
+//! let pre = Preprocess::imagenet(224, 224);
+//! for batch in pre.batches(train.as_ref(), 32, Some(1), false) {
+//!     let (images, labels) = batch?; // images [32, 3, 224, 224]
+//! #   let _ = (images, labels, &val);
+//! }
+//! # Ok::<(), consolidator::Error>(())
+//! ```
+//!
+//! **In memory.** A [`Dataset`] holds images `[N, C, H, W]` as `f32` and one class index per
+//! image; it is a [`Source`] too. The transfer suite ([`suite`]) builds its tasks as datasets.
+//!
+//! - [`image`]: [`Image`], bicubic (PIL-exact), bilinear and area resizing, rotation, pasting.
 //! - [`suite`]: the small VTAB-1k transfer suite built from data the backbone never saw.
 //! - [`fuzz`]: fuzz entry points for the readers.
-//!
-//! A [`Dataset`] holds images `[N, C, H, W]` as `f32` and one class index per image.
 //!
 //! ```
 //! use consolidator::data::Dataset;
@@ -21,17 +48,34 @@
 //! assert_eq!(batches[1].1.len(), 1);
 //! ```
 
+pub mod decode;
+pub mod folder;
 /// Fuzz entry points (the bodies of `fuzz/` and `tests/fuzz.rs`). Hidden: for our fuzzers, not an API.
 #[doc(hidden)]
 pub mod fuzz;
 pub mod idx;
 pub mod image;
+mod open;
 pub mod optdigits;
+mod preprocess;
+mod source;
 pub mod suite;
+pub mod tensors;
 
-pub use image::resize_bilinear;
+pub use decode::{decode_image, load_image};
+pub use folder::ImageFolder;
+pub use image::{bicubic_taps, resize_bicubic, resize_bicubic_clamped, resize_bilinear, Image};
+pub use open::{
+    locate_data_dir, locate_data_dir_in, open, open_idx_dir, DataKind, IdxSource, Opened, TrainVal, DATA_ENV,
+};
 pub use optdigits::load_optdigits;
+pub use preprocess::Preprocess;
+pub use source::{labels, split_source, stratified_split, Source, Subset};
 pub use suite::{build_task, Task, TaskData};
+pub use tensors::{to_tensor_file, Layout, TensorSource};
+
+/// Most classes a dataset may have (a hostile label or class list cannot ask for a larger head).
+pub const MAX_CLASSES: usize = 1 << 20;
 
 use crate::{Error, Result, Tensor};
 use idx::Idx;
@@ -209,10 +253,13 @@ impl Iterator for Batches<'_> {
 
 impl ExactSizeIterator for Batches<'_> {}
 
-/// The project's `data/` directory (beside `Cargo.toml`), which holds the MNIST test set and
-/// optdigits so a fresh clone runs without external downloads.
+/// The data directory holding the shipped MNIST test set, optdigits and backbone: what
+/// [`locate_data_dir`]`(None)` finds (`$CONSOLIDATOR_DATA`, `./data`, `data/` beside the
+/// executable), or `data` when none exists (so the error comes from the file that is missing).
+/// Prefer [`locate_data_dir`], which says where it looked; this shim stays for callers that
+/// cannot handle an error here.
 pub fn shipped_data_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data")
+    locate_data_dir(None).unwrap_or_else(|_| PathBuf::from("data"))
 }
 
 /// `dir/name` if it exists, else `dir/name.gz` if that exists, else an [`Error::Io`] naming both.

@@ -16,12 +16,12 @@
 
 use super::idx::is_gzip;
 use super::Dataset;
+use crate::io::fs::{read_file_limited, read_limited, ReadLimitError};
 use crate::{Error, Result, Tensor};
 use flate2::read::GzDecoder;
-use std::io::Read;
 use std::path::Path;
 
-/// Largest decompressed text accepted (64 MiB; the real file is about 0.3 MB).
+/// Largest text accepted, plain or decompressed (64 MiB; the real file is about 0.3 MB).
 pub const MAX_OPTDIGITS_BYTES: usize = 64 << 20;
 
 /// Parses optdigits CSV bytes (gzip'd or not) into a dataset `[N, 1, 8, 8]` in `[0, 1]` (counts
@@ -30,15 +30,11 @@ pub fn parse_optdigits(bytes: &[u8], what: &str) -> Result<Dataset> {
     let fail = |msg: String| Error::format(format!("optdigits file {what}"), msg);
     let owned;
     let text: &[u8] = if is_gzip(bytes) {
-        let mut out = Vec::new();
-        GzDecoder::new(bytes)
-            .take(MAX_OPTDIGITS_BYTES as u64 + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| fail(format!("corrupt gzip stream: {e}")))?;
-        if out.len() > MAX_OPTDIGITS_BYTES {
-            return Err(fail(format!("decompresses to more than {MAX_OPTDIGITS_BYTES} bytes")));
-        }
-        owned = out;
+        // Inflated into a buffer that grows with what arrives, stopped just past the cap.
+        owned = read_limited(&mut GzDecoder::new(bytes), MAX_OPTDIGITS_BYTES).map_err(|e| match e {
+            ReadLimitError::TooLong => fail(format!("decompresses to more than {MAX_OPTDIGITS_BYTES} bytes")),
+            ReadLimitError::Io(e) => fail(format!("corrupt gzip stream: {e}")),
+        })?;
         &owned
     } else {
         if bytes.len() > MAX_OPTDIGITS_BYTES {
@@ -89,9 +85,10 @@ pub fn parse_optdigits(bytes: &[u8], what: &str) -> Result<Dataset> {
     Dataset::new(images, labels, 10)
 }
 
-/// Reads and parses an optdigits file (`.csv` or `.csv.gz`).
+/// Reads and parses an optdigits file (`.csv` or `.csv.gz`): only a regular file of at most
+/// [`MAX_OPTDIGITS_BYTES`], refused before reading when larger.
 pub fn load_optdigits(path: impl AsRef<Path>) -> Result<Dataset> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = read_file_limited(path, MAX_OPTDIGITS_BYTES as u64, "optdigits file")?;
     parse_optdigits(&bytes, &path.display().to_string())
 }

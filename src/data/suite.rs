@@ -20,8 +20,8 @@
 //! images made each example.
 //!
 //! ```no_run
-//! use consolidator::data::{load_mnist, load_optdigits, shipped_data_dir, suite::{build_task, Task}};
-//! let dir = shipped_data_dir();
+//! use consolidator::data::{load_mnist, load_optdigits, locate_data_dir, suite::{build_task, Task}};
+//! let dir = locate_data_dir(None).unwrap();
 //! let mnist_test = load_mnist(dir.join("mnist"), false).unwrap();
 //! let optdigits = load_optdigits(dir.join("optdigits/optdigits-test.csv.gz")).unwrap();
 //! for task in Task::all() {

@@ -24,7 +24,7 @@
 
 use crate::{Error, Result};
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -35,41 +35,75 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Streams the content produced by `fill` to `path` atomically. If `fill` returns an error, nothing
 /// is renamed, the temporary file is removed and the error is returned (wrapped with the path).
+///
+/// Every error names `path` (the target), never the temporary file. A target that exists but is
+/// a directory or a special file (a device, a pipe) is refused before anything is written.
 pub fn write_atomic_with<F>(path: &Path, fill: F) -> Result<()>
 where
     F: FnOnce(&mut dyn Write) -> std::io::Result<()>,
 {
-    let file_name = path.file_name().ok_or_else(|| {
-        Error::io(path, std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path has no file name"))
-    })?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let (tmp_path, file) = create_temp(&dir, &file_name.to_string_lossy())?;
+    let fail = |kind: ErrorKind, msg: String| Error::io(path, std::io::Error::new(kind, msg));
+    let file_name =
+        path.file_name().ok_or_else(|| fail(ErrorKind::InvalidInput, "the path has no file name".into()))?;
+    if let Ok(meta) = fs::metadata(path) {
+        if !meta.is_file() {
+            let kind = if meta.is_dir() { "a directory" } else { "a special file (device, pipe or socket)" };
+            return Err(fail(ErrorKind::InvalidInput, format!("the target is {kind}; refusing to replace it")));
+        }
+    }
+    let dir = super::fs::parent_dir(path);
+    let (tmp_path, file) = create_temp(&dir, &file_name.to_string_lossy())
+        .map_err(|e| fail(e.kind(), format!("cannot create a temporary file in {}: {e}", dir.display())))?;
     let result = write_and_sync(file, fill).and_then(|()| fs::rename(&tmp_path, path));
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp_path);
         return Err(Error::io(path, e));
     }
-    sync_dir(&dir).map_err(|e| Error::io(&dir, e))
+    sync_dir(&dir)
+        .map_err(|e| fail(e.kind(), format!("written, but syncing the directory {} failed: {e}", dir.display())))
 }
 
-/// Creates a new, uniquely named temporary file `.<name>.tmp.<pid>.<n>` in `dir`.
-fn create_temp(dir: &Path, name: &str) -> Result<(PathBuf, File)> {
+/// Longest temporary file name we create, in bytes (file systems allow 255).
+const MAX_TEMP_NAME: usize = 200;
+
+/// The temporary name for target file name `name`, attempt `n`: `.<name>.tmp.<pid>.<n>`, or, when
+/// that would be too long for the file system, `.<first ~100 bytes of name>~<hash of name>.tmp.<pid>.<n>`.
+pub(crate) fn temp_name(name: &str, pid: u32, n: u64) -> String {
+    let full = format!(".{name}.tmp.{pid}.{n}");
+    if full.len() <= MAX_TEMP_NAME {
+        return full;
+    }
+    let mut cut = 100.min(name.len());
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    // FNV-1a: distinct long names that share a prefix still get distinct temporary names.
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+    format!(".{}~{hash:016x}.tmp.{pid}.{n}", &name[..cut])
+}
+
+/// Creates a new, uniquely named temporary file (see [`temp_name`]) in `dir`.
+fn create_temp(dir: &Path, name: &str) -> std::io::Result<(PathBuf, File)> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let pid = std::process::id();
     let mut last_err = None;
     for _ in 0..16 {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!(".{name}.tmp.{pid}.{n}"));
+        let tmp = dir.join(temp_name(name, pid, n));
         match OpenOptions::new().write(true).create_new(true).open(&tmp) {
             Ok(f) => return Ok((tmp, f)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last_err = Some(e),
-            Err(e) => return Err(Error::io(&tmp, e)),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => last_err = Some(e),
+            Err(e) => return Err(e),
         }
     }
-    Err(Error::io(dir, last_err.unwrap_or_else(|| std::io::Error::other("could not create a temporary file"))))
+    Err(last_err.unwrap_or_else(|| std::io::Error::other("could not create a temporary file")))
+}
+
+/// Creates and removes an empty temporary file in `dir`: can new files be made there?
+pub(crate) fn probe_writable(dir: &Path) -> std::io::Result<()> {
+    let (tmp, file) = create_temp(dir, "probe")?;
+    drop(file);
+    fs::remove_file(tmp)
 }
 
 fn write_and_sync<F>(file: File, fill: F) -> std::io::Result<()>

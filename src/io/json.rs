@@ -77,6 +77,16 @@ impl Json {
         Json::parse(text.as_bytes(), what)
     }
 
+    /// A number, or `null` when `v` is not finite (JSON has no NaN or infinity): what a metric
+    /// that may have diverged should be written as.
+    pub fn num(v: f64) -> Json {
+        if v.is_finite() {
+            Json::Num(v)
+        } else {
+            Json::Null
+        }
+    }
+
     /// An object from `(key, value)` pairs, in the given order.
     pub fn obj<K: Into<String>>(pairs: impl IntoIterator<Item = (K, Json)>) -> Json {
         Json::Obj(pairs.into_iter().map(|(k, v)| (k.into(), v)).collect())
@@ -175,14 +185,16 @@ impl From<bool> for Json {
         Json::Bool(v)
     }
 }
+/// Non-finite values become `null` (see [`Json::num`]).
 impl From<f64> for Json {
     fn from(v: f64) -> Self {
-        Json::Num(v)
+        Json::num(v)
     }
 }
+/// Non-finite values become `null` (see [`Json::num`]).
 impl From<f32> for Json {
     fn from(v: f32) -> Self {
-        Json::Num(v as f64)
+        Json::num(v as f64)
     }
 }
 impl From<usize> for Json {
@@ -650,6 +662,20 @@ mod tests {
         assert!(Json::parse_limited(text.as_bytes(), "t", 4).is_ok());
         let e = Json::parse_limited(text.as_bytes(), "t", 3).unwrap_err();
         assert!(e.to_string().contains("more than 3 values"), "{e}");
+    }
+
+    #[test]
+    fn non_finite_numbers_and_any_string_serialize_to_valid_json() {
+        assert_eq!(Json::num(f64::NAN), Json::Null);
+        assert_eq!(Json::from(f32::INFINITY), Json::Null);
+        assert_eq!(Json::num(-2.5), Json::Num(-2.5));
+        assert_eq!(Json::Arr(vec![Json::Num(f64::NEG_INFINITY)]).to_string(), "[null]");
+        // Every char below U+0100, the separators and a surrogate-pair character round-trip.
+        let s: String = (0u32..0x100).chain([0x2028, 0x2029, 0x1f600]).filter_map(char::from_u32).collect();
+        let v = Json::obj([(s.clone(), Json::Str(s))]);
+        assert_eq!(p(&v.to_string()).unwrap(), v);
+        assert_eq!(p(&v.to_string_pretty()).unwrap(), v);
+        assert!(v.to_string().bytes().all(|b| b >= 0x20), "raw control bytes in the output");
     }
 
     #[test]

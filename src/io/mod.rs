@@ -3,6 +3,8 @@
 //! - [`json`]: a small JSON value with a strict, hostile-input-safe parser and a serializer.
 //! - [`atomic`]: write-to-temp, fsync, rename: a crash never leaves a torn file.
 //! - [`safetensors`]: [`TensorFile`], our own validating reader and writer of the format.
+//! - [`fs`]: reading only regular files within limits, the same-file and writable checks.
+//! - [`text`]: escaping untrusted text before it reaches a terminal.
 //! - [`fuzz`]: fuzz entry points for the parsers.
 //!
 //! ```
@@ -19,12 +21,16 @@
 //! ```
 
 pub mod atomic;
+pub mod fs;
 /// Fuzz entry points (the bodies of `fuzz/` and `tests/fuzz.rs`). Hidden: for our fuzzers, not an API.
 #[doc(hidden)]
 pub mod fuzz;
 pub mod json;
 pub mod safetensors;
+pub mod text;
 
 pub use atomic::{write_atomic, write_atomic_with};
+pub use fs::{check_output, check_writable, same_file};
 pub use json::Json;
-pub use safetensors::TensorFile;
+pub use safetensors::{RawFile, TensorFile};
+pub use text::escape_text;

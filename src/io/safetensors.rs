@@ -5,9 +5,16 @@
 //! buffer), plus an optional `"__metadata__"` object of string → string; then the byte buffer.
 //!
 //! Writing always uses `F32` little-endian, keys sorted, and pads the header with spaces so the
-//! buffer starts on an 8-byte boundary. Reading accepts `F32`, `F64`, `F16`, `BF16` (converted to
-//! `f32`) and `I64`, `I32`, `U8`, `BOOL` (converted to `f32`; integers must be exactly
-//! representable, booleans must be 0 or 1).
+//! buffer starts on an 8-byte boundary; tensors holding NaN or infinities are refused by
+//! [`TensorFile::save`]. Reading accepts `F32`, `F64`, `F16`, `BF16` (converted to `f32`) and
+//! `I64`, `I32`, `I16`, `I8`, `U64`, `U32`, `U16`, `U8`, `BOOL` (converted to `f32`; integers
+//! must be exactly representable, booleans must be 0 or 1). [`RawFile`] keeps each tensor's
+//! stored dtype and bytes instead.
+//!
+//! [`TensorFile::load`] and [`RawFile::load`] read header first: only a regular file is opened
+//! (a directory, a named pipe or `/dev/zero` is refused at once), the 8-byte length and the
+//! header are read and validated against the file's length, and only then exactly the declared
+//! data is read — never the whole file blindly.
 //!
 //! Reading trusts nothing: the header length is checked against the file length (and capped at
 //! [`MAX_HEADER`]) before anything is allocated; the header must be well-formed JSON without
@@ -37,6 +44,7 @@ use super::json::Json;
 use crate::tensor::checked_numel;
 use crate::{Error, Result, Tensor};
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::Path;
 
 /// Largest header the reader accepts, in bytes (100 MB).
@@ -58,45 +66,124 @@ pub struct TensorFile {
     pub metadata: BTreeMap<String, String>,
 }
 
-/// The element types the reader understands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Dtype {
+/// The element types the reader understands (the safetensors names, `F32` … `BOOL`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dtype {
+    /// `F32`
     F32,
+    /// `F64`
     F64,
+    /// `F16` (IEEE half)
     F16,
+    /// `BF16`
     BF16,
+    /// `I64`
     I64,
+    /// `I32`
     I32,
+    /// `I16`
+    I16,
+    /// `I8`
+    I8,
+    /// `U64`
+    U64,
+    /// `U32`
+    U32,
+    /// `U16`
+    U16,
+    /// `U8`
     U8,
+    /// `BOOL` (one byte, 0 or 1)
     Bool,
 }
 
 impl Dtype {
-    fn parse(s: &str) -> Option<Dtype> {
-        Some(match s {
-            "F32" => Dtype::F32,
-            "F64" => Dtype::F64,
-            "F16" => Dtype::F16,
-            "BF16" => Dtype::BF16,
-            "I64" => Dtype::I64,
-            "I32" => Dtype::I32,
-            "U8" => Dtype::U8,
-            "BOOL" => Dtype::Bool,
-            _ => return None,
-        })
+    /// Every dtype, in the order error messages list them.
+    pub const ALL: [Dtype; 13] = [
+        Dtype::F32,
+        Dtype::F64,
+        Dtype::F16,
+        Dtype::BF16,
+        Dtype::I64,
+        Dtype::I32,
+        Dtype::I16,
+        Dtype::I8,
+        Dtype::U64,
+        Dtype::U32,
+        Dtype::U16,
+        Dtype::U8,
+        Dtype::Bool,
+    ];
+
+    /// The dtype of a safetensors name (`"F32"`, `"U8"`, …).
+    pub fn parse(s: &str) -> Option<Dtype> {
+        Dtype::ALL.into_iter().find(|d| d.name() == s)
     }
 
-    fn size(self) -> usize {
+    /// The safetensors name.
+    pub fn name(self) -> &'static str {
         match self {
-            Dtype::F64 | Dtype::I64 => 8,
-            Dtype::F32 | Dtype::I32 => 4,
-            Dtype::F16 | Dtype::BF16 => 2,
-            Dtype::U8 | Dtype::Bool => 1,
+            Dtype::F32 => "F32",
+            Dtype::F64 => "F64",
+            Dtype::F16 => "F16",
+            Dtype::BF16 => "BF16",
+            Dtype::I64 => "I64",
+            Dtype::I32 => "I32",
+            Dtype::I16 => "I16",
+            Dtype::I8 => "I8",
+            Dtype::U64 => "U64",
+            Dtype::U32 => "U32",
+            Dtype::U16 => "U16",
+            Dtype::U8 => "U8",
+            Dtype::Bool => "BOOL",
+        }
+    }
+
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            Dtype::F64 | Dtype::I64 | Dtype::U64 => 8,
+            Dtype::F32 | Dtype::I32 | Dtype::U32 => 4,
+            Dtype::F16 | Dtype::BF16 | Dtype::I16 | Dtype::U16 => 2,
+            Dtype::U8 | Dtype::I8 | Dtype::Bool => 1,
+        }
+    }
+
+    /// True for the floating-point dtypes.
+    pub fn is_float(self) -> bool {
+        matches!(self, Dtype::F32 | Dtype::F64 | Dtype::F16 | Dtype::BF16)
+    }
+
+    /// One little-endian element (`bytes.len() == self.size()`) as `f64`: exact for every dtype
+    /// except 64-bit integers beyond 2^53, which round.
+    ///
+    /// # Panics
+    /// If `bytes` is shorter than [`Dtype::size`].
+    pub fn element_f64(self, bytes: &[u8]) -> f64 {
+        fn arr<const N: usize>(b: &[u8]) -> [u8; N] {
+            let mut a = [0u8; N];
+            a.copy_from_slice(&b[..N]);
+            a
+        }
+        match self {
+            Dtype::F32 => f32::from_le_bytes(arr(bytes)) as f64,
+            Dtype::F64 => f64::from_le_bytes(arr(bytes)),
+            Dtype::F16 => f16_to_f32(u16::from_le_bytes(arr(bytes))) as f64,
+            Dtype::BF16 => f32::from_bits((u16::from_le_bytes(arr(bytes)) as u32) << 16) as f64,
+            Dtype::I64 => i64::from_le_bytes(arr(bytes)) as f64,
+            Dtype::I32 => i32::from_le_bytes(arr(bytes)) as f64,
+            Dtype::I16 => i16::from_le_bytes(arr(bytes)) as f64,
+            Dtype::I8 => bytes[0] as i8 as f64,
+            Dtype::U64 => u64::from_le_bytes(arr(bytes)) as f64,
+            Dtype::U32 => u32::from_le_bytes(arr(bytes)) as f64,
+            Dtype::U16 => u16::from_le_bytes(arr(bytes)) as f64,
+            Dtype::U8 | Dtype::Bool => bytes[0] as f64,
         }
     }
 }
 
 /// One validated header entry.
+#[derive(Clone, Debug)]
 struct Entry {
     key: String,
     dtype: Dtype,
@@ -129,16 +216,22 @@ impl TensorFile {
         self.tensors.insert(key, t);
     }
 
-    /// Reads a file (see [`TensorFile::from_bytes`]).
+    /// Reads a file (see [`RawFile::load`]: only a regular file, header first, then exactly the
+    /// data the header declares) and converts every tensor to `f32`.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        Self::from_bytes(&bytes, &path.display().to_string())
+        RawFile::load(path)?.into_tensor_file()
     }
 
     /// Writes the file atomically (see [`crate::io::atomic`]); same bytes as
     /// [`TensorFile::to_bytes`]. The data are streamed (no second in-memory copy of the tensors).
+    ///
+    /// A tensor holding a NaN or an infinity is refused ([`TensorFile::check_finite`]) before
+    /// anything is written: a diverged model must not replace a good file.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        self.check_finite().map_err(|e| match e {
+            Error::NonFinite { what } => Error::NonFinite { what: format!("{what} to {}", path.as_ref().display()) },
+            other => other,
+        })?;
         let head = self.header_bytes();
         write_atomic_with(path.as_ref(), |w| {
             w.write_all(&head)?;
@@ -157,7 +250,9 @@ impl TensorFile {
     }
 
     /// Serializes: `F32` little-endian, keys sorted, `__metadata__` first when not empty, header
-    /// padded with spaces to a multiple of 8 bytes.
+    /// padded with spaces to a multiple of 8 bytes. Writes whatever values the tensors hold,
+    /// NaN included (round trips of files read from elsewhere need that); [`TensorFile::save`]
+    /// and [`TensorFile::to_bytes_checked`] refuse non-finite values.
     ///
     /// # Panics
     /// If a tensor is named `"__metadata__"` (only possible by editing `tensors` directly).
@@ -211,30 +306,72 @@ impl TensorFile {
     /// Parses and validates a safetensors byte buffer (see the module docs). `what` names the
     /// source (usually the path) in errors.
     pub fn from_bytes(bytes: &[u8], what: &str) -> Result<Self> {
+        let (header, buffer) = split_bytes(bytes, what)?;
+        let header = Header::parse(header, buffer.len(), what)?;
+        header.into_tensor_file(buffer, what)
+    }
+
+    /// Errors with [`Error::NonFinite`] naming the first tensor (in key order) that holds a NaN or
+    /// an infinity, and the index of its first such value.
+    pub fn check_finite(&self) -> Result<()> {
+        for (key, t) in &self.tensors {
+            if let Some(i) = t.data().iter().position(|v| !v.is_finite()) {
+                return Err(Error::NonFinite {
+                    what: format!("tensor `{}` (first at index {i}: {}); refusing to save it", key, t.data()[i]),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// [`TensorFile::to_bytes`] after [`TensorFile::check_finite`]: what [`TensorFile::save`]
+    /// writes, as bytes.
+    pub fn to_bytes_checked(&self) -> Result<Vec<u8>> {
+        self.check_finite()?;
+        Ok(self.to_bytes())
+    }
+}
+
+/// Splits a whole file into its header text and data buffer, checking the declared header length.
+fn split_bytes<'a>(bytes: &'a [u8], what: &str) -> Result<(&'a [u8], &'a [u8])> {
+    let fail = |msg: String| Error::format(format!("safetensors file {what}"), msg);
+    if bytes.len() < 8 {
+        return Err(fail(format!("{} bytes is too short to hold the 8-byte header length", bytes.len())));
+    }
+    let mut len_bytes = [0u8; 8];
+    len_bytes.copy_from_slice(&bytes[..8]);
+    let header_len = check_header_len(u64::from_le_bytes(len_bytes), (bytes.len() - 8) as u64, what)?;
+    Ok((&bytes[8..8 + header_len], &bytes[8 + header_len..]))
+}
+
+/// Checks a declared header length against the limit and the bytes after the length field.
+fn check_header_len(header_len: u64, available: u64, what: &str) -> Result<usize> {
+    let fail = |msg: String| Error::format(format!("safetensors file {what}"), msg);
+    if header_len > MAX_HEADER {
+        return Err(fail(format!("declared header length {header_len} exceeds the {MAX_HEADER}-byte limit")));
+    }
+    if header_len > available {
+        return Err(fail(format!(
+            "declared header length {header_len} exceeds the {available} bytes after the length field (truncated file?)"
+        )));
+    }
+    Ok(header_len as usize)
+}
+
+/// A parsed, validated header: entries tiling a buffer of known length, and the metadata.
+struct Header {
+    entries: Vec<Entry>,
+    metadata: BTreeMap<String, String>,
+}
+
+impl Header {
+    /// Parses the header text and validates every entry against a `buffer_len`-byte buffer.
+    fn parse(header_bytes: &[u8], buffer_len: usize, what: &str) -> Result<Header> {
         let fail = |msg: String| Error::format(format!("safetensors file {what}"), msg);
-        if bytes.len() < 8 {
-            return Err(fail(format!("{} bytes is too short to hold the 8-byte header length", bytes.len())));
-        }
-        let mut len_bytes = [0u8; 8];
-        len_bytes.copy_from_slice(&bytes[..8]);
-        let header_len = u64::from_le_bytes(len_bytes);
-        if header_len > MAX_HEADER {
-            return Err(fail(format!("declared header length {header_len} exceeds the {MAX_HEADER}-byte limit")));
-        }
-        let available = (bytes.len() - 8) as u64;
-        if header_len > available {
-            return Err(fail(format!(
-                "declared header length {header_len} exceeds the {available} bytes after the length field (truncated file?)"
-            )));
-        }
-        let header_end = 8 + header_len as usize;
-        let header_bytes = &bytes[8..header_end];
         if header_bytes.first() != Some(&b'{') {
             return Err(fail("the header does not start with '{'".to_string()));
         }
         let header = Json::parse_limited(header_bytes, &format!("safetensors header of {what}"), MAX_HEADER_VALUES)?;
-        let buffer = &bytes[header_end..];
-
         let Json::Obj(pairs) = header else {
             return Err(fail("the header is not a JSON object".to_string()));
         };
@@ -244,7 +381,7 @@ impl TensorFile {
             if key == METADATA_KEY {
                 metadata = parse_metadata(&value).map_err(fail)?;
             } else {
-                entries.push(parse_entry(key, &value, buffer.len()).map_err(fail)?);
+                entries.push(parse_entry(key, &value, buffer_len).map_err(fail)?);
             }
         }
 
@@ -267,18 +404,155 @@ impl TensorFile {
             }
             cursor = e.end;
         }
-        if cursor != buffer.len() {
-            return Err(fail(format!("the tensors cover {cursor} bytes of a {}-byte buffer", buffer.len())));
+        if cursor != buffer_len {
+            return Err(fail(format!("the tensors cover {cursor} bytes of a {buffer_len}-byte buffer")));
         }
+        Ok(Header { entries, metadata })
+    }
 
+    /// Converts every entry of `buffer` (the validated one) to an `f32` tensor.
+    fn into_tensor_file(self, buffer: &[u8], what: &str) -> Result<TensorFile> {
+        let fail = |msg: String| Error::format(format!("safetensors file {what}"), msg);
         let mut tensors = BTreeMap::new();
-        for e in entries {
+        for e in self.entries {
             let data =
                 convert(&buffer[e.start..e.end], e.dtype).map_err(|msg| fail(format!("tensor `{}`: {msg}", e.key)))?;
             let t = Tensor::new(&e.shape, data).map_err(|err| fail(format!("tensor `{}`: {err}", e.key)))?;
             tensors.insert(e.key, t);
         }
-        Ok(TensorFile { tensors, metadata })
+        Ok(TensorFile { tensors, metadata: self.metadata })
+    }
+}
+
+/// A validated safetensors file with its tensors kept as stored: each tensor's [`Dtype`], shape
+/// and raw little-endian bytes. [`TensorFile`] converts everything to `f32`; this is the
+/// lower-level view for readers that need the stored dtype (a `U8` image stays one byte per
+/// value in memory).
+///
+/// ```
+/// use consolidator::io::safetensors::{Dtype, RawFile, TensorFile};
+/// use consolidator::Tensor;
+/// let mut f = TensorFile::new();
+/// f.insert("w", Tensor::new(&[2], vec![0.5, -1.0]).unwrap());
+/// let raw = RawFile::from_bytes(&f.to_bytes(), "mem").unwrap();
+/// let w = raw.view("w").unwrap();
+/// assert_eq!((w.dtype, w.shape), (Dtype::F32, &[2][..]));
+/// assert_eq!(w.bytes, &[0, 0, 0, 63, 0, 0, 128, 191]);
+/// assert_eq!(raw.into_tensor_file().unwrap(), f);
+/// ```
+#[derive(Clone)]
+pub struct RawFile {
+    /// The `__metadata__` map (sorted).
+    pub metadata: BTreeMap<String, String>,
+    entries: BTreeMap<String, Entry>,
+    buffer: Vec<u8>,
+    what: String,
+}
+
+impl std::fmt::Debug for RawFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawFile")
+            .field("what", &self.what)
+            .field("tensors", &self.entries.values().map(|e| (&e.key, e.dtype, &e.shape)).collect::<Vec<_>>())
+            .field("metadata", &self.metadata)
+            .finish()
+    }
+}
+
+/// One tensor of a [`RawFile`], as stored.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TensorView<'a> {
+    /// The stored element type.
+    pub dtype: Dtype,
+    /// The shape.
+    pub shape: &'a [usize],
+    /// The elements, little-endian, `numel × dtype.size()` bytes.
+    pub bytes: &'a [u8],
+}
+
+impl TensorView<'_> {
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.bytes.len() / self.dtype.size()
+    }
+}
+
+impl RawFile {
+    /// Reads a safetensors file header first: refuses what is not a regular file (a directory, a
+    /// named pipe, `/dev/zero`) without opening it, reads the 8-byte length and the header,
+    /// validates every entry against the file's real length, and only then reads the data —
+    /// exactly the bytes the header declares, which must be exactly what the file holds. A huge
+    /// file whose header is invalid is refused after reading its first bytes.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let what = path.display().to_string();
+        let fail = |msg: String| Error::format(format!("safetensors file {what}"), msg);
+        let io = |e: std::io::Error| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                fail("the file ended early (was it truncated while being read?)".into())
+            } else {
+                Error::io(path, e)
+            }
+        };
+        let (mut file, len) = super::fs::open_regular(path)?;
+        if len < 8 {
+            return Err(fail(format!("{len} bytes is too short to hold the 8-byte header length")));
+        }
+        let mut len_bytes = [0u8; 8];
+        file.read_exact(&mut len_bytes).map_err(io)?;
+        let header_len = check_header_len(u64::from_le_bytes(len_bytes), len - 8, &what)?;
+        let mut header_bytes = vec![0u8; header_len];
+        file.read_exact(&mut header_bytes).map_err(io)?;
+        let buffer_len = usize::try_from(len - 8 - header_len as u64)
+            .map_err(|_| fail(format!("a {len}-byte file is too large for this machine")))?;
+        let header = Header::parse(&header_bytes, buffer_len, &what)?;
+        drop(header_bytes);
+        let mut buffer = vec![0u8; buffer_len];
+        file.read_exact(&mut buffer).map_err(io)?;
+        let mut probe = [0u8; 1];
+        if file.read(&mut probe).map_err(io)? != 0 {
+            return Err(fail("the file grew while being read".into()));
+        }
+        Ok(RawFile::from_parts(header, buffer, what))
+    }
+
+    /// Parses and validates a safetensors byte buffer (see [`TensorFile::from_bytes`]), keeping
+    /// the data as stored (one copy of the data part of `bytes`).
+    pub fn from_bytes(bytes: &[u8], what: &str) -> Result<Self> {
+        let (header, buffer) = split_bytes(bytes, what)?;
+        let header = Header::parse(header, buffer.len(), what)?;
+        Ok(RawFile::from_parts(header, buffer.to_vec(), what.to_string()))
+    }
+
+    fn from_parts(header: Header, buffer: Vec<u8>, what: String) -> Self {
+        let entries = header.entries.into_iter().map(|e| (e.key.clone(), e)).collect();
+        RawFile { metadata: header.metadata, entries, buffer, what }
+    }
+
+    /// The source's name, as given to [`RawFile::from_bytes`] (the path for [`RawFile::load`]).
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+
+    /// The tensor names, sorted.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    /// The tensor named `key`, as stored.
+    pub fn view(&self, key: &str) -> Option<TensorView<'_>> {
+        self.entries.get(key).map(|e| TensorView {
+            dtype: e.dtype,
+            shape: &e.shape,
+            bytes: &self.buffer[e.start..e.end],
+        })
+    }
+
+    /// Converts every tensor to `f32` (the checks of [`TensorFile::from_bytes`] apply).
+    pub fn into_tensor_file(self) -> Result<TensorFile> {
+        let mut entries: Vec<Entry> = self.entries.into_values().collect();
+        entries.sort_by_key(|e| e.start);
+        Header { entries, metadata: self.metadata }.into_tensor_file(&self.buffer, &self.what)
     }
 }
 
@@ -309,7 +583,8 @@ fn parse_entry(key: String, value: &Json, buffer_len: usize) -> std::result::Res
         .as_str()
         .ok_or_else(|| format!("tensor `{key}`: `dtype` is not a string"))?;
     let dtype = Dtype::parse(dtype_name).ok_or_else(|| {
-        format!("tensor `{key}`: unsupported dtype {dtype_name:?} (supported: F32, F64, F16, BF16, I64, I32, U8, BOOL)")
+        let names: Vec<&str> = Dtype::ALL.iter().map(|d| d.name()).collect();
+        format!("tensor `{key}`: unsupported dtype {dtype_name:?} (supported: {})", names.join(", "))
     })?;
     let shape = value
         .get("shape")
@@ -378,24 +653,27 @@ fn convert(bytes: &[u8], dtype: Dtype) -> std::result::Result<Vec<f32>, String> 
         }),
         Dtype::F16 => each(bytes, |a| Ok(f16_to_f32(u16::from_le_bytes(a)))),
         Dtype::BF16 => each(bytes, |a| Ok(f32::from_bits((u16::from_le_bytes(a) as u32) << 16))),
-        Dtype::I64 => each(bytes, |a| {
-            let v = i64::from_le_bytes(a);
-            let x = v as f32;
-            if x as i128 == v as i128 {
-                Ok(x)
-            } else {
-                Err(format!("I64 value {v} is not exactly representable as f32"))
-            }
-        }),
-        Dtype::I32 => each(bytes, |a| {
-            let v = i32::from_le_bytes(a);
-            let x = v as f32;
-            if x as i128 == v as i128 {
-                Ok(x)
-            } else {
-                Err(format!("I32 value {v} is not exactly representable as f32"))
-            }
-        }),
+        // Integers must be exactly representable: |v| ≤ 2^24, or a multiple of a power of two.
+        Dtype::I64 | Dtype::I32 | Dtype::U64 | Dtype::U32 => bytes
+            .chunks_exact(dtype.size())
+            .map(|c| {
+                let v: i128 = match dtype {
+                    Dtype::I64 => i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as i128,
+                    Dtype::U64 => u64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as i128,
+                    Dtype::I32 => i32::from_le_bytes(c.try_into().unwrap_or([0; 4])) as i128,
+                    _ => u32::from_le_bytes(c.try_into().unwrap_or([0; 4])) as i128,
+                };
+                let x = v as f32;
+                if x as i128 == v {
+                    Ok(x)
+                } else {
+                    Err(format!("{} value {v} is not exactly representable as f32", dtype.name()))
+                }
+            })
+            .collect(),
+        Dtype::I16 => each(bytes, |a| Ok(i16::from_le_bytes(a) as f32)),
+        Dtype::U16 => each(bytes, |a| Ok(u16::from_le_bytes(a) as f32)),
+        Dtype::I8 => Ok(bytes.iter().map(|&b| b as i8 as f32).collect()),
         Dtype::U8 => Ok(bytes.iter().map(|&b| b as f32).collect()),
         Dtype::Bool => bytes
             .iter()

@@ -133,6 +133,9 @@ impl TaskDelta {
             None => return Err(bad("metadata `format_version` is missing".into())),
         }
         let get = |k: &str| m.get(k).cloned().ok_or_else(|| bad(format!("metadata `{k}` is missing")));
+        if let Some((k, _)) = f.tensors.iter().find(|(_, t)| !t.all_finite()) {
+            return Err(bad(format!("tensor `{}` holds NaN or infinite values", k.escape_debug())));
+        }
         let num_classes: usize = get("num_classes")?.parse().map_err(|_| bad("num_classes is not a number".into()))?;
         // `merge` builds a `num_classes`-row head before it reads the stored one: tie the number
         // to the stored head so a hostile `num_classes = 10^12` cannot ask for a huge allocation.

@@ -1,0 +1,7 @@
+//! Fuzz target `image`: see `fuzz/bodies.rs` and `docs/ROBUSTNESS.md`.
+#![no_main]
+
+#[path = "../bodies.rs"]
+mod bodies;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| bodies::image(data));
