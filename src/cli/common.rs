@@ -17,36 +17,11 @@ use std::time::Instant;
 pub const SUITE_SEED: u64 = 2023;
 
 /// The shipped-data directory: `--data-dir`, else `$CONSOLIDATOR_DATA`, else `./data`, else
-/// `data/` beside the executable. The error lists every place it looked.
+/// `data/` beside the executable (`data::locate_data_dir`); the error lists every place it
+/// looked.
 pub fn data_dir(explicit: Option<&Path>) -> R<PathBuf> {
-    if let Some(d) = explicit {
-        return if d.is_dir() {
-            Ok(d.to_path_buf())
-        } else {
-            Err(format!("--data-dir {}: not a directory", d.display()).into())
-        };
-    }
-    let mut tried = Vec::new();
-    if let Some(d) = std::env::var_os("CONSOLIDATOR_DATA") {
-        let d = PathBuf::from(d);
-        if d.is_dir() {
-            return Ok(d);
-        }
-        tried.push(format!("$CONSOLIDATOR_DATA = {}", d.display()));
-    }
-    let here = PathBuf::from("data");
-    if here.is_dir() {
-        return Ok(here);
-    }
-    tried.push("./data".into());
-    if let Some(d) = std::env::current_exe().ok().and_then(|e| e.parent().map(|p| p.join("data"))) {
-        if d.is_dir() {
-            return Ok(d);
-        }
-        tried.push(d.display().to_string());
-    }
-    Err(format!("the shipped data directory was not found (looked at: {}); pass --data-dir DIR", tried.join(", "))
-        .into())
+    consolidator::data::locate_data_dir(explicit)
+        .map_err(|e| CliError::Msg(format!("{e}; pass --data-dir DIR")))
 }
 
 /// The given backbone file, or the shipped one.
@@ -243,18 +218,9 @@ pub fn bytes(n: usize) -> String {
     }
 }
 
-/// A JSON number, or `null` when not finite.
-pub fn num(v: f64) -> Json {
-    if v.is_finite() {
-        Json::Num(v)
-    } else {
-        Json::Null
-    }
-}
-
 /// A JSON number of an `f32` as it prints (its shortest decimal form, not its `f64` expansion).
 pub fn num32(v: f32) -> Json {
-    num(v.to_string().parse().unwrap_or(f64::NAN))
+    Json::num(v.to_string().parse().unwrap_or(f64::NAN))
 }
 
 /// A JSON string of a path.
@@ -264,34 +230,13 @@ pub fn path_json(p: &Path) -> Json {
 
 /// Text from a file made safe for a terminal: control characters are escaped.
 pub fn printable(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+    consolidator::io::text::escape_text(s)
 }
 
-/// Refuses an output that is one of the inputs (compared as canonical paths), and an output
-/// whose directory does not exist or is not writable — before any work is done.
+/// Refuses an output that is one of the inputs, and an output that cannot be written (a missing
+/// or read-only directory, a directory or device in its place) — before any work is done.
 pub fn check_output(out: &Path, inputs: &[&Path]) -> R {
-    if let Ok(o) = out.canonicalize() {
-        for i in inputs {
-            if i.canonicalize().is_ok_and(|i| i == o) {
-                return Err(format!(
-                    "the output {} is also an input ({}); refusing to overwrite an input",
-                    out.display(),
-                    i.display()
-                )
-                .into());
-            }
-        }
-        if o.is_dir() {
-            return Err(format!("the output {} is a directory", out.display()).into());
-        }
-    }
-    let dir = match out.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    match std::fs::metadata(&dir) {
-        Ok(m) if m.is_dir() && !m.permissions().readonly() => Ok(()),
-        Ok(_) => Err(format!("cannot write {}: {} is not a writable directory", out.display(), dir.display()).into()),
-        Err(_) => Err(format!("cannot write {}: the directory {} does not exist", out.display(), dir.display()).into()),
-    }
+    consolidator::io::fs::check_output(out, inputs)?;
+    consolidator::io::fs::check_writable(out)?;
+    Ok(())
 }

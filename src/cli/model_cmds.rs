@@ -134,7 +134,7 @@ pub fn eval(a: &EvalArgs, data: Option<&Path>) -> R {
             ("accuracy", num32(acc)),
             ("loss", num32(loss)),
             ("examples", Json::from(ds.len())),
-            ("seconds", num(secs)),
+            ("seconds", Json::num(secs)),
         ]);
         say!("{j}");
     } else {

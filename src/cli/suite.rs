@@ -217,7 +217,7 @@ fn csv_to_json(csv: &str) -> Json {
         lines
             .map(|l| {
                 Json::obj(l.split(',').zip(&head).map(|(v, h)| {
-                    (h.to_string(), v.parse::<f64>().map(num).unwrap_or_else(|_| Json::Str(v.to_string())))
+                    (h.to_string(), v.parse::<f64>().map(Json::num).unwrap_or_else(|_| Json::Str(v.to_string())))
                 }))
             })
             .collect(),

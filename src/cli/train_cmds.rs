@@ -198,7 +198,7 @@ pub fn adapt(a: &AdaptArgs, data: Option<&Path>) -> R {
             ("val_acc", num32(r.val_acc)),
             ("test_acc", num32(r.test_acc)),
             ("tunable", Json::from(r.tunable)),
-            ("tunable_pct", num(100.0 * r.tunable as f64 / bb)),
+            ("tunable_pct", Json::num(100.0 * r.tunable as f64 / bb)),
             ("stored_bytes", Json::from(r.stored_bytes)),
             ("train_seconds", num32(r.report.seconds)),
             ("out", path_json(&out)),
