@@ -5,7 +5,7 @@ use super::{note, CliError, R};
 use consolidator::data::suite::{build_task, Task, TaskData};
 use consolidator::data::{load_mnist, load_optdigits};
 use consolidator::io::json::Json;
-use consolidator::model::{LoadOptions, Model, Normalization};
+use consolidator::model::{LoadOptions, Model};
 use consolidator::nn::{Module, VisionTransformer, VitConfig};
 use consolidator::peft::Method;
 use consolidator::reparam::consolidate;
@@ -20,8 +20,7 @@ pub const SUITE_SEED: u64 = 2023;
 /// `data/` beside the executable (`data::locate_data_dir`); the error lists every place it
 /// looked.
 pub fn data_dir(explicit: Option<&Path>) -> R<PathBuf> {
-    consolidator::data::locate_data_dir(explicit)
-        .map_err(|e| CliError::Msg(format!("{e}; pass --data-dir DIR")))
+    consolidator::data::locate_data_dir(explicit).map_err(|e| CliError::Msg(format!("{e}; pass --data-dir DIR")))
 }
 
 /// The given backbone file, or the shipped one.
@@ -54,20 +53,13 @@ pub fn load_backbone(path: &Path, arch: Option<&str>) -> R<Model> {
     Ok(m)
 }
 
-/// A task of the transfer suite from the shipped data, normalised as `norm` says.
-pub fn load_task(task: Task, data: Option<&Path>, norm: &Normalization) -> R<TaskData> {
+/// A task of the transfer suite from the shipped data (pixel values in [0, 1]; a model
+/// normalises them as its metadata says when it trains or evaluates).
+pub fn load_task(task: Task, data: Option<&Path>) -> R<TaskData> {
     let dir = data_dir(data)?;
     let mnist = load_mnist(dir.join("mnist"), false)?;
     let opt = load_optdigits(dir.join("optdigits").join("optdigits-test.csv.gz"))?;
-    let mut t = build_task(task, &mnist, &opt, SUITE_SEED)?;
-    let (&mean, &std) = match (norm.mean.as_slice(), norm.std.as_slice()) {
-        ([m], [s]) => (m, s),
-        _ => return Err("the suite's tasks are grayscale: the model must normalise one channel".into()),
-    };
-    for ds in [&mut t.train, &mut t.val, &mut t.test] {
-        ds.normalize(mean, std)?;
-    }
-    Ok(t)
+    Ok(build_task(task, &mnist, &opt, SUITE_SEED)?)
 }
 
 /// Number of backbone parameters (everything but the head and the method's modules).
@@ -130,8 +122,8 @@ pub fn run_adapt(
     if let Some(at) = report.stopped_at {
         return Err(stopped(at));
     }
-    let (val_acc, _) = evaluate(&model.vit, &task.val, 256)?;
-    let (test_acc, _) = evaluate(&model.vit, &task.test, 256)?;
+    let (val_acc, _) = evaluate(&model, &task.val, 256)?;
+    let (test_acc, _) = evaluate(&model, &task.test, 256)?;
     let tunable = model.vit.num_trainable();
     let stored_bytes =
         if method.mergeable() { consolidate(&model, &backbone.vit)?.storage_bytes() } else { 4 * tunable };

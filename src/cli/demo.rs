@@ -45,7 +45,7 @@ pub fn demo(a: &DemoArgs, data: Option<&Path>) -> R {
     check_output(&delta_path, &[&bb_path])?;
     check_output(&merged_path, &[&bb_path])?;
     let t_start = Instant::now();
-    let data = load_task(a.task, data, &backbone.normalization)?;
+    let data = load_task(a.task, data)?;
     let bb = backbone_params(&backbone.vit);
     say!("consolidator demo: adapting the shipped backbone {} ({bb} parameters)", bb_path.display());
     say!(
@@ -76,7 +76,8 @@ pub fn demo(a: &DemoArgs, data: Option<&Path>) -> R {
     merge(&backbone, &delta)?.model.save(&merged_path)?;
     let merged = load_model(&merged_path, None)?;
     let served = attach_delta(&backbone, &delta)?;
-    let x = data.test.images.clone();
+    let prep = backbone.preprocess();
+    let x = prep.materialize(&data.test)?.images;
     let unmerged_logits = adapted.predict(&x)?;
     let merged_logits = merged.predict(&x)?;
     let stage1_logits = served.predict(&x)?;
@@ -91,7 +92,7 @@ pub fn demo(a: &DemoArgs, data: Option<&Path>) -> R {
         .into());
     }
     // Latency of one batch of 64 test images.
-    let xb = data.test.subset(&(0..64.min(data.test.len())).collect::<Vec<_>>())?.images;
+    let xb = prep.batch(&data.test, &(0..64.min(data.test.len())).collect::<Vec<_>>())?.0;
     let mut base = backbone.vit.clone();
     base.reset_head(data.train.num_classes, 0);
     // Timed in turn within each repetition, so the ratios are not at the mercy of machine noise.

@@ -117,14 +117,14 @@ pub struct EvalArgs {
 
 pub fn eval(a: &EvalArgs, data: Option<&Path>) -> R {
     let model = load_model(&a.model, a.arch.as_deref())?;
-    let task = load_task(a.task, data, &model.normalization)?;
+    let task = load_task(a.task, data)?;
     let ds: &Dataset = match a.split.as_str() {
         "val" => &task.val,
         "train" => &task.train,
         _ => &task.test,
     };
     let t = Instant::now();
-    let (acc, loss) = evaluate(&model.vit, ds, 256)?;
+    let (acc, loss) = evaluate(&model, ds, 256)?;
     let secs = t.elapsed().as_secs_f64();
     if a.json {
         let j = Json::obj([

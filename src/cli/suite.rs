@@ -111,7 +111,7 @@ pub fn suite(a: &SuiteArgs, data: Option<&Path>) -> R {
         None => Method::all(dim),
     };
     let bb = backbone_params(&backbone.vit);
-    let datas: Vec<_> = tasks.iter().map(|&t| load_task(t, data, &backbone.normalization)).collect::<R<_>>()?;
+    let datas: Vec<_> = tasks.iter().map(|&t| load_task(t, data)).collect::<R<_>>()?;
     let mut rows = Vec::new();
     for m in &methods {
         let mut row = SuiteRow {
@@ -146,7 +146,7 @@ pub fn suite(a: &SuiteArgs, data: Option<&Path>) -> R {
             row.lrs.push(lr);
             row.tunable_pct = 100.0 * r.tunable as f64 / bb as f64;
             row.stored = r.stored_bytes;
-            let xb = data.test.subset(&(0..64.min(data.test.len())).collect::<Vec<_>>())?.images;
+            let xb = backbone.preprocess().batch(&data.test, &(0..64.min(data.test.len())).collect::<Vec<_>>())?.0;
             let deploy =
                 if m.mergeable() { merge(&backbone, &consolidate(&r.model, &backbone.vit)?)?.model } else { r.model };
             row.latency_ms = consolidator::bench::median_ms(7, || deploy.predict(&xb).map(|_| ()))?;

@@ -53,12 +53,7 @@ pub fn pretrain(a: &PretrainArgs) -> R {
         std::fs::create_dir_all("runs/pretrain").map_err(|e| format!("cannot create runs/pretrain: {e}"))?;
     }
     check_output(&a.out, &[&a.data])?;
-    let norm = Normalization::mnist();
-    let load = |train: bool| -> R<Dataset> {
-        let mut d = load_mnist(&a.data, train)?;
-        d.normalize(norm.mean[0], norm.std[0])?;
-        Ok(d)
-    };
+    let load = |train: bool| -> R<Dataset> { Ok(load_mnist(&a.data, train)?) };
     let train_all =
         load(true).map_err(|m| format!("cannot load the MNIST training set from {} ({m:?})", a.data.display()))?;
     let test = load(false)?;
@@ -71,7 +66,7 @@ pub fn pretrain(a: &PretrainArgs) -> R {
     let train_set = train_all.subset(&train_idx)?;
     let val = train_all.subset(&(n - n_val..n).collect::<Vec<_>>())?;
     let mut model = Model::plain(VisionTransformer::new(&vcfg, cfg.seed)?);
-    model.normalization = norm.clone();
+    model.normalization = Normalization::mnist();
     say!(
         "pretraining {} ({} parameters) on {} MNIST images, {} held out for validation",
         a.arch,
@@ -106,7 +101,7 @@ pub fn pretrain(a: &PretrainArgs) -> R {
             ep.seconds
         );
     }
-    let (test_acc, test_loss) = evaluate(&model.vit, &test, 256)?;
+    let (test_acc, test_loss) = evaluate(&model, &test, 256)?;
     let secs = t0.elapsed().as_secs_f32();
     say!("MNIST test accuracy {:.2}% (loss {test_loss:.4}) after {:.1} min", 100.0 * test_acc, secs / 60.0);
     let command: Vec<String> = std::env::args_os().skip(1).map(|s| s.to_string_lossy().into_owned()).collect();
@@ -182,7 +177,7 @@ pub fn adapt(a: &AdaptArgs, data: Option<&Path>) -> R {
         std::fs::create_dir_all("runs").map_err(|e| format!("cannot create runs/: {e}"))?;
     }
     check_output(&out, &[&backbone_path])?;
-    let task = load_task(a.task, data, &backbone.normalization)?;
+    let task = load_task(a.task, data)?;
     let stop = StopHandle::new();
     install_ctrlc(&stop);
     let label = format!("{} on {}", method.name(), a.task.name());
