@@ -3,7 +3,7 @@
 
 use super::{note, CliError, R};
 use consolidator::data::suite::{build_task, Task, TaskData};
-use consolidator::data::{load_mnist, load_optdigits};
+use consolidator::data::{load_mnist, load_optdigits, Source};
 use consolidator::io::json::Json;
 use consolidator::model::{LoadOptions, Model};
 use consolidator::nn::{Module, VisionTransformer, VitConfig};
@@ -11,6 +11,7 @@ use consolidator::peft::Method;
 use consolidator::reparam::consolidate;
 use consolidator::train::{evaluate, Progress, StopHandle, TrainConfig, TrainReport, Trainer};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// The seed that builds the transfer suite's tasks.
@@ -95,35 +96,63 @@ pub fn lr_grid(method: &Method) -> Vec<f32> {
 pub struct AdaptResult {
     pub model: Model,
     pub report: TrainReport,
-    pub val_acc: f32,
-    pub test_acc: f32,
+    /// Last-epoch accuracy on the validation and test data, when there are such data.
+    pub val_acc: Option<f32>,
+    pub test_acc: Option<f32>,
     pub tunable: usize,
     pub stored_bytes: usize,
 }
 
-/// Adapts a copy of `backbone` to `task` with `method`, then measures it.
+/// The data of one adaptation run.
+pub struct AdaptData {
+    pub train: Arc<dyn Source>,
+    pub val: Option<Arc<dyn Source>>,
+    pub test: Option<Arc<dyn Source>>,
+    /// The classes' names (empty when the data names none).
+    pub classes: Vec<String>,
+}
+
+impl AdaptData {
+    /// A task of the transfer suite.
+    pub fn task(t: &TaskData) -> AdaptData {
+        AdaptData {
+            train: Arc::new(t.train.clone()),
+            val: Some(Arc::new(t.val.clone())),
+            test: Some(Arc::new(t.test.clone())),
+            classes: Vec::new(),
+        }
+    }
+}
+
+/// Adapts a copy of `backbone` to `data` with `method`, then measures it.
 pub fn run_adapt(
     backbone: &Model,
     method: &Method,
-    task: &TaskData,
+    data: &AdaptData,
     cfg: &TrainConfig,
     label: String,
     show: bool,
     stop: Option<StopHandle>,
 ) -> R<AdaptResult> {
-    let mut model = backbone.adapt(method, task.train.num_classes, cfg.seed)?;
+    let mut model = backbone.adapt(method, data.train.num_classes(), cfg.seed)?;
+    model.classes = data.classes.clone();
     let mut cfg = cfg.clone();
     cfg.eval_every = cfg.eval_every.max(1);
     let mut trainer = Trainer::new(cfg).on_progress(progress_line(label, show));
     if let Some(s) = stop {
         trainer = trainer.with_stop(s);
     }
-    let report = trainer.run(&mut model, &task.train, Some(&task.val))?;
+    let report = trainer.run(&mut model, data.train.as_ref(), data.val.as_deref())?;
     if let Some(at) = report.stopped_at {
         return Err(stopped(at));
     }
-    let (val_acc, _) = evaluate(&model, &task.val, 256)?;
-    let (test_acc, _) = evaluate(&model, &task.test, 256)?;
+    let acc = |d: &Option<Arc<dyn Source>>| -> R<Option<f32>> {
+        Ok(match d {
+            Some(d) => Some(evaluate(&model, d.as_ref(), 256)?.0),
+            None => None,
+        })
+    };
+    let (val_acc, test_acc) = (acc(&data.val)?, acc(&data.test)?);
     let tunable = model.vit.num_trainable();
     let stored_bytes =
         if method.mergeable() { consolidate(&model, &backbone.vit)?.storage_bytes() } else { 4 * tunable };

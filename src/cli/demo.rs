@@ -46,6 +46,7 @@ pub fn demo(a: &DemoArgs, data: Option<&Path>) -> R {
     check_output(&merged_path, &[&bb_path])?;
     let t_start = Instant::now();
     let data = load_task(a.task, data)?;
+    let adapt_data = AdaptData::task(&data);
     let bb = backbone_params(&backbone.vit);
     say!("consolidator demo: adapting the shipped backbone {} ({bb} parameters)", bb_path.display());
     say!(
@@ -65,8 +66,15 @@ pub fn demo(a: &DemoArgs, data: Option<&Path>) -> R {
     let mut adapted = None;
     for m in &methods {
         let cfg = suite_config(m, a.epochs, lr_grid(m)[0], 0);
-        let r = run_adapt(&backbone, m, &data, &cfg, format!("{:<13}", m.name()), !a.no_progress, None)?;
-        rows.push((m.name(), r.val_acc, r.test_acc, r.tunable, r.stored_bytes, r.report.seconds));
+        let r = run_adapt(&backbone, m, &adapt_data, &cfg, format!("{:<13}", m.name()), !a.no_progress, None)?;
+        rows.push((
+            m.name(),
+            r.val_acc.unwrap_or(f32::NAN),
+            r.test_acc.unwrap_or(f32::NAN),
+            r.tunable,
+            r.stored_bytes,
+            r.report.seconds,
+        ));
         adapted = Some(r.model);
     }
     // Stage 1 and stage 2 on the consolidator (the last run), through files, then verify.
