@@ -265,12 +265,10 @@ impl Source for IdxSource {
     }
     fn image(&self, i: usize) -> Result<Image> {
         let [_, h, w] = self.image_shape();
-        let bytes = self
-            .images
-            .data
-            .get(i * h * w..(i + 1) * h * w)
-            .filter(|_| i < self.labels.len())
-            .ok_or_else(|| out_of_range(i, self.labels.len(), &self.what))?;
+        if i >= self.labels.len() {
+            return Err(out_of_range(i, self.labels.len(), &self.what));
+        }
+        let bytes = &self.images.data[i * h * w..(i + 1) * h * w];
         Ok(Image { channels: 1, height: h, width: w, data: bytes.iter().map(|&b| b as f32 / 255.0).collect() })
     }
     fn describe(&self, i: usize) -> String {
