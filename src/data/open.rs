@@ -16,7 +16,7 @@
 //! let dir = std::env::temp_dir().join(format!("consolidator-doc-open-{}", std::process::id()));
 //! std::fs::create_dir_all(&dir).unwrap();
 //! let mut f = TensorFile::new();
-//! f.insert("images", Tensor::full(&[10, 4, 4, 3], 0.5)); // NHWC, inferred from the 3
+//! f.insert("images", Tensor::full(&[10, 5, 5, 3], 0.5)); // NHWC, inferred from the 3
 //! f.insert("labels", Tensor::new(&[10], (0..10).map(|i| (i % 2) as f32).collect()).unwrap());
 //! f.save(dir.join("toy.safetensors")).unwrap();
 //! let data = open(&dir.join("toy.safetensors")).unwrap();
