@@ -1381,7 +1381,7 @@ fn bad_data_table() {
             full[..full.len() - 40].to_vec()
         }),
     ];
-    for (case, name, bytes) in &cases {
+    for (_, name, bytes) in &cases {
         write(&dir.join(name), bytes);
     }
     let folder = ImageFolder::open(&dir).unwrap();
@@ -1396,4 +1396,29 @@ fn bad_data_table() {
         println!("| {case} | {} |", msg.replace('|', "\\|"));
     }
     std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[cfg(not(feature = "image"))]
+#[test]
+fn without_the_image_feature_png_and_jpeg_are_clear_errors() {
+    let e = err_string(decode_image(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", "a.png"));
+    assert!(e.contains("a.png") && e.contains("feature `image`"), "{e}");
+    let e = err_string(decode_image(&[0xff, 0xd8, 0xff, 0xe0], "b.jpg"));
+    assert!(e.contains("b.jpg") && e.contains("feature `image`"), "{e}");
+    decode_image(&pgm(1, 1, 255, &[3]), "c.pgm").unwrap(); // our own parser still works
+}
+
+#[cfg(feature = "image")]
+#[test]
+fn fuzz_found_jpeg_that_made_the_decoder_panic() {
+    // Regression (fuzz target `image`): a baseline JPEG whose second component has horizontal
+    // sampling 4 against 1 for the first made zune-jpeg 0.5.15's IDCT (AVX2 and scalar alike)
+    // index past its output: a panic. Now refused from the frame header.
+    let bytes = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hostile/jpeg-idct-out-of-bounds.jpg"),
+    )
+    .unwrap();
+    let e = err_string(decode_image(&bytes, "idct.jpg"));
+    assert!(e.contains("idct.jpg") && e.contains("more densely than the first"), "{e}");
+    consolidator::data::fuzz::fuzz_image(&bytes);
 }

@@ -205,6 +205,14 @@ mod jpeg {
     use zune_jpeg::JpegDecoder;
 
     pub fn decode(bytes: &[u8], limit: Limit) -> std::result::Result<Image, String> {
+        check_frame(bytes)?;
+        // Belt and braces: a decoder panic on a file that passed our checks becomes an error
+        // (the panic message still reaches stderr through the panic hook).
+        std::panic::catch_unwind(|| decode_checked(bytes, limit))
+            .unwrap_or_else(|_| Err("the JPEG decoder failed on this file (corrupt or unsupported)".into()))
+    }
+
+    fn decode_checked(bytes: &[u8], limit: Limit) -> std::result::Result<Image, String> {
         let side = MAX_PIXELS as usize; // the pixel count is checked below; this only lifts zune's 16384 cap
         let opts = DecoderOptions::default().set_strict_mode(true).set_max_width(side).set_max_height(side);
         // Headers first: the size (checked before decoding) and the colorspace.
@@ -225,6 +233,47 @@ mod jpeg {
         // zune-jpeg pads a scan that stops early; a complete file ends with its EOI marker.
         check_complete(bytes)?;
         Ok(from_interleaved(channels, height, width, buf.iter().map(|&b| b as f32 / 255.0)))
+    }
+
+    /// Checks the frame header (SOF) before the decoder sees it: 1 to 4 components, sampling
+    /// factors 1…4, and no component sampled more densely than the first. Files breaking the
+    /// last rule (no camera or encoder writes them) made zune-jpeg 0.5.15 index past its output
+    /// and panic (found by the `image` fuzz target).
+    fn check_frame(b: &[u8]) -> std::result::Result<(), String> {
+        let mut pos = 2;
+        while let (Some(&0xff), Some(&marker)) = (b.get(pos), b.get(pos + 1)) {
+            if marker == 0xff {
+                pos += 1;
+                continue;
+            }
+            let Some(len) = b.get(pos + 2..pos + 4) else { break };
+            let len = u16::from_be_bytes([len[0], len[1]]) as usize;
+            let seg = b.get(pos + 4..(pos + 2 + len).max(pos + 4)).unwrap_or(&[]);
+            if matches!(marker, 0xc0..=0xcf) && !matches!(marker, 0xc4 | 0xc8 | 0xcc) {
+                // P, Y (2), X (2), Nf, then Nf × (C, H<<4 | V, Tq).
+                let nf = *seg.get(5).ok_or("truncated frame header")? as usize;
+                if !(1..=4).contains(&nf) {
+                    return Err(format!("{nf} components in the frame header (1 to 4 supported)"));
+                }
+                let comps = seg.get(6..6 + 3 * nf).ok_or("truncated frame header")?;
+                let hv: Vec<(u8, u8)> = comps.chunks_exact(3).map(|c| (c[1] >> 4, c[1] & 15)).collect();
+                if hv.iter().any(|&(h, v)| !(1..=4).contains(&h) || !(1..=4).contains(&v)) {
+                    return Err(format!("sampling factors {hv:?} outside 1..=4"));
+                }
+                let (h0, v0) = hv[0];
+                if hv.iter().any(|&(h, v)| h > h0 || v > v0) {
+                    return Err(format!(
+                        "sampling factors {hv:?}: a component sampled more densely than the first is not supported"
+                    ));
+                }
+                return Ok(());
+            }
+            if marker == 0xda || marker == 0xd9 {
+                break;
+            }
+            pos += 2 + len.max(2);
+        }
+        Ok(()) // no frame header found here: the decoder reports it
     }
 
     /// Walks the marker segments (skipping each by its length, so an EXIF thumbnail's own

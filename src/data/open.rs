@@ -16,7 +16,7 @@
 //! let dir = std::env::temp_dir().join(format!("consolidator-doc-open-{}", std::process::id()));
 //! std::fs::create_dir_all(&dir).unwrap();
 //! let mut f = TensorFile::new();
-//! f.insert("images", Tensor::full(&[10, 4, 4, 3], 0.5)); // NHWC, inferred from the 3
+//! f.insert("images", Tensor::full(&[10, 5, 5, 3], 0.5)); // NHWC, inferred from the 3
 //! f.insert("labels", Tensor::new(&[10], (0..10).map(|i| (i % 2) as f32).collect()).unwrap());
 //! f.save(dir.join("toy.safetensors")).unwrap();
 //! let data = open(&dir.join("toy.safetensors")).unwrap();
@@ -265,12 +265,10 @@ impl Source for IdxSource {
     }
     fn image(&self, i: usize) -> Result<Image> {
         let [_, h, w] = self.image_shape();
-        let bytes = self
-            .images
-            .data
-            .get(i * h * w..(i + 1) * h * w)
-            .filter(|_| i < self.labels.len())
-            .ok_or_else(|| out_of_range(i, self.labels.len(), &self.what))?;
+        if i >= self.labels.len() {
+            return Err(out_of_range(i, self.labels.len(), &self.what));
+        }
+        let bytes = &self.images.data[i * h * w..(i + 1) * h * w];
         Ok(Image { channels: 1, height: h, width: w, data: bytes.iter().map(|&b| b as f32 / 255.0).collect() })
     }
     fn describe(&self, i: usize) -> String {

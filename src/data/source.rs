@@ -77,12 +77,11 @@ impl Source for Dataset {
     fn image(&self, i: usize) -> Result<Image> {
         let [c, h, w] = self.image_shape();
         let per = c * h * w;
-        let data = self
-            .images
-            .data()
-            .get(i * per..(i + 1) * per)
-            .filter(|_| i < Source::len(self))
-            .ok_or_else(|| out_of_range(i, Source::len(self), "dataset"))?;
+        let n = Source::len(self);
+        let data = (i < n)
+            .then(|| self.images.data().get(i * per..(i + 1) * per))
+            .flatten()
+            .ok_or_else(|| out_of_range(i, n, "dataset"))?;
         Ok(Image { channels: c, height: h, width: w, data: data.to_vec() })
     }
     fn describe(&self, i: usize) -> String {
