@@ -165,7 +165,7 @@ fn finish(r: R) -> i32 {
         Ok(()) | Err(CliError::BrokenPipe) => 0,
         Err(CliError::Msg(m)) => {
             // Messages may quote file contents (keys, metadata): no raw control characters.
-            note!("error: {}", common::printable(&m));
+            note!("error: {}", common::printable(&consolidator::io::text::shorten(&m, 4000)));
             1
         }
     }

@@ -230,8 +230,12 @@ fn pattern_string(p: &Pattern, i: usize, o: usize) -> Result<String> {
 /// the pattern's size drives allocations (`O+1` row pointers) and work (a grouped pattern's
 /// entry count is computed row by row), which a hostile string could otherwise make huge.
 fn parse_pattern(s: &str, bias_len: usize, values_len: usize) -> Result<(usize, usize, Pattern)> {
+    let quoted = crate::io::text::shorten(s, 80);
     let bad = || {
-        Error::format("delta file", format!("bad pattern `{}` (expected `grouped OxI g[r],g[r],…`)", s.escape_debug()))
+        Error::format(
+            "delta file",
+            format!("bad pattern `{}` (expected `grouped OxI g[r],g[r],…`)", quoted.escape_debug()),
+        )
     };
     let mut parts = s.split(' ');
     let kind = parts.next();
@@ -243,7 +247,7 @@ fn parse_pattern(s: &str, bias_len: usize, values_len: usize) -> Result<(usize, 
     if o != bias_len {
         return Err(Error::format(
             "delta file",
-            format!("pattern `{}` has {o} rows but the bias has {bias_len} values", s.escape_debug()),
+            format!("pattern `{}` has {o} rows but the bias has {bias_len} values", quoted.escape_debug()),
         ));
     }
     match kind {
@@ -265,7 +269,7 @@ fn parse_pattern(s: &str, bias_len: usize, values_len: usize) -> Result<(usize, 
         if spec.weight_len() > values_len {
             return Err(Error::format(
                 "delta file",
-                format!("pattern `{}` needs more than the {values_len} values stored", s.escape_debug()),
+                format!("pattern `{}` needs more than the {values_len} values stored", quoted.escape_debug()),
             ));
         }
         specs.push(spec);
