@@ -491,7 +491,7 @@ fn every_file_and_section_a_page_names_exists() {
     for (page, text) in all_pages() {
         let here = Path::new(&page).parent().unwrap().to_path_buf();
         for (line, code) in inline_code(&text) {
-            let path = code.trim_end_matches(|c: char| c == ':' || c == ',');
+            let path = code.trim_end_matches([':', ',']);
             // A repository path, or a long-form page by its name (`AUTOGRAD.md`).
             let page_name =
                 path.strip_suffix(".md").is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_uppercase()));

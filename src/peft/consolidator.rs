@@ -128,7 +128,7 @@ impl ConsolidatorConfig {
                             "method",
                             format!(
                                 "`consolidator`: option `init` needs `zero` or a number in (0, 1], got `{}`",
-                                crate::io::text::shorten(&v, 80).escape_debug()
+                                crate::io::text::shorten(v, 80).escape_debug()
                             ),
                         ))
                     }

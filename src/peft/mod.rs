@@ -123,7 +123,7 @@ impl Method {
         let parse = METHODS.iter().chain(extra.iter()).find(|(n, _)| *n == name).map(|(_, p)| p).ok_or_else(|| {
             Error::invalid(
                 "method",
-                format!("unknown method `{}` (known: {})", crate::io::text::shorten(&name, 80).escape_debug(), known()),
+                format!("unknown method `{}` (known: {})", crate::io::text::shorten(name, 80).escape_debug(), known()),
             )
         })?;
         let mut options = Options::parse(name, opts)?;

@@ -73,7 +73,7 @@ impl Options {
             Ok(n) if (lo..=hi).contains(&n) => Ok(n),
             _ => Err(self.err(format!(
                 "option `{key}` needs a whole number in {lo}..={hi}, got `{}`",
-                crate::io::text::shorten(&v, 80).escape_debug()
+                crate::io::text::shorten(v, 80).escape_debug()
             ))),
         }
     }
@@ -100,7 +100,7 @@ impl Options {
         if let Some((k, _)) = self.pairs.first() {
             let known = if self.asked.is_empty() { "it takes none".to_string() } else { self.asked.join(", ") };
             return Err(
-                self.err(format!("unknown option `{}` ({known})", crate::io::text::shorten(&k, 80).escape_debug()))
+                self.err(format!("unknown option `{}` ({known})", crate::io::text::shorten(k, 80).escape_debug()))
             );
         }
         Ok(())
@@ -146,7 +146,7 @@ impl LayerSet {
                 _ => {
                     return Err(opts.err(format!(
                         "unknown layer `{}` in `layers` (qkv, proj, fc1, fc2, all; joined by +)",
-                        crate::io::text::shorten(&part, 80).escape_debug()
+                        crate::io::text::shorten(part, 80).escape_debug()
                     )))
                 }
             }
