@@ -6,6 +6,10 @@
 //! the start of every round, so PyTorch and this engine take turns on the machine. `--rounds N`
 //! repeats everything N times and keeps each workload's best round on each side: the best GEMM
 //! rate, the fastest grouped forward, the lowest median.
+//!
+//! `bench --profile NAME [--reps N]` runs one ViT workload N times (default 20) on profiled
+//! tapes and prints where its time goes, per op (forward and backward), for profiling with
+//! `perf record` as well.
 
 use super::args::Args;
 use consolidator::bench::{self, gc::GcReport, gemm::GemmReport, vit::VitReport, vit::VitRow};
@@ -19,9 +23,22 @@ pub fn bench(args: &Args) -> Result<(), String> {
     let torch = args.str("torch");
     let torch_run = args.str("torch-run");
     let rounds: usize = args.get("rounds", 1)?;
+    let profile = args.str("profile");
+    let reps: usize = args.get("reps", if quick { 3 } else { 7 })?;
     args.finish(1)?;
     let e = |r: consolidator::Error| r.to_string();
-    let reps = if quick { 3 } else { 7 };
+    if let Some(name) = profile {
+        let reps = args.get("reps", 20)?;
+        let (ops, wall) = bench::vit::profile_one(&name, reps).map_err(e)?;
+        println!("{name}: {reps} runs, {:.2} ms per run", wall * 1e3 / reps as f64);
+        println!("| op | calls/run | forward ms/run | backward ms/run | share |\n|---|---:|---:|---:|---:|");
+        for (op, t) in ops {
+            let (f, b) = (t.forward * 1e3 / reps as f64, t.backward * 1e3 / reps as f64);
+            let share = 100.0 * (t.forward + t.backward) / wall;
+            println!("| {op} | {} | {f:.3} | {b:.3} | {share:.1}% |", t.calls / reps.max(1));
+        }
+        return Ok(());
+    }
     if let Some(name) = worker {
         // A child process: one workload, then its peak memory.
         for mut row in bench::vit::run_one(&name, reps).map_err(e)? {
