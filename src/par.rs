@@ -88,6 +88,17 @@ pub fn for_each_chunk_mut<T: Send>(data: &mut [T], chunk_len: usize, f: impl Fn(
     data.chunks_mut(chunk_len).enumerate().for_each(|(i, c)| f(i, c));
 }
 
+/// Runs `f(i)` for `i in 0..n`, in parallel when more than one thread is allowed.
+pub fn for_each_index(n: usize, f: impl Fn(usize) + Sync + Send) {
+    #[cfg(feature = "rayon")]
+    if threads() > 1 && n > 1 {
+        use rayon::prelude::*;
+        (0..n).into_par_iter().with_max_len(1).for_each(f);
+        return;
+    }
+    (0..n).for_each(f);
+}
+
 /// Buffers at least this long are zeroed by all workers.
 const PAR_ZERO_MIN: usize = 1 << 16;
 

@@ -37,10 +37,10 @@
 //! # Ok::<(), consolidator::Error>(())
 //! ```
 
-use crate::autograd::ops::linear::{linear_forward, linear_into};
+use crate::autograd::ops::linear::{linear_forward, packed_weight, rhs};
 use crate::autograd::{Grads, Var};
 use crate::kernels::grouped::{grouped_backward_input, grouped_backward_weight, grouped_forward, GroupSpec};
-use crate::kernels::{elementwise, gemm, MatRef};
+use crate::kernels::{elementwise, gemm, gemm::gemm_ext, MatRef};
 use crate::{par, Error, Result, Tensor};
 use rand::Rng;
 
@@ -169,7 +169,7 @@ fn fused<'t>(
     let mut out_shape = x.shape().to_vec();
     *out_shape.last_mut().unwrap() = o_dim;
     let mut y = match base {
-        Some((w, b)) => linear_forward(x.value(), w.value(), b.map(|b| b.value())).into_vec(),
+        Some((w, b)) => linear_forward(x.value(), w.value(), b.map(|b| b.value()), !w.requires_grad()).into_vec(),
         None => vec![0.0; rows * o_dim],
     };
     let xd = x.value().data();
@@ -286,16 +286,18 @@ fn folded<'t>(
                 }
                 (Tensor::from_parts(vec![o_dim, i_dim], wm), bm)
             };
-            Pattern { samples: samples_m, weight: wm, bias: bm }
+            // The frozen weight itself (every branch dropped): its panels are packed once.
+            let packed = (m == 0).then(|| [packed_weight(&wm, true), packed_weight(&wm, false)]);
+            Pattern { samples: samples_m, weight: wm, bias: bm, packed: packed.unwrap_or_default() }
         })
         .collect();
     let xd = x.value().data();
     let mut y = par::zeros(rows * o_dim);
     for pat in &patterns {
         let n = pat.samples.len() * rows_per_sample;
-        let wm = pat.weight.data();
+        let wm = rhs(&pat.packed[0], MatRef::new(pat.weight.data(), o_dim, i_dim).t());
         pat.map_rows(xd, (rows_per_sample, i_dim), &mut y, o_dim, |xm, ym| {
-            linear_into(xm, n, wm, o_dim, i_dim, Some(&pat.bias), ym, false)
+            gemm_ext(1.0, MatRef::new(xm, n, i_dim), wm, 0.0, Some(&pat.bias), ym, o_dim)
         });
     }
     let mut out_shape = x.shape().to_vec();
@@ -318,9 +320,9 @@ fn folded<'t>(
             let mut dx = par::zeros(rows * i_dim);
             for pat in &patterns {
                 let n = pat.samples.len() * rows_per_sample;
-                let wm = MatRef::new(pat.weight.data(), o_dim, i_dim);
+                let wm = rhs(&pat.packed[1], MatRef::new(pat.weight.data(), o_dim, i_dim));
                 pat.map_rows(dyd, (rows_per_sample, o_dim), &mut dx, i_dim, |dym, dxm| {
-                    gemm(1.0, MatRef::new(dym, n, o_dim), wm, 0.0, dxm, i_dim)
+                    gemm_ext(1.0, MatRef::new(dym, n, o_dim), wm, 0.0, None, dxm, i_dim)
                 });
             }
             Ok(Tensor::from_parts(xv.shape().to_vec(), dx))
@@ -339,6 +341,8 @@ struct Pattern {
     samples: Vec<usize>,
     weight: Tensor,
     bias: Vec<f32>,
+    /// The frozen weight's kept panels (`Wᵀ` for the forward, `W` for `dx`), if this is it.
+    packed: [Option<std::sync::Arc<crate::kernels::PackedB>>; 2],
 }
 
 impl Pattern {
