@@ -152,7 +152,7 @@ pub(crate) mod simd {
         const LOG2_E: f32 = std::f32::consts::LOG2_E;
         const LN2_HI: f32 = 0.693_145_75; // 0x3f317200: 16 significant bits, n·LN2_HI is exact
         const LN2_LO: f32 = 1.428_606_8e-6; // ln 2 − LN2_HI
-        let xc = x.max(f32x8::splat(-87.5)).min(f32x8::splat(88.0));
+        let xc = x.fast_max(f32x8::splat(-87.5)).fast_min(f32x8::splat(88.0)); // NaN → −87.5
         let n = (xc * f32x8::splat(LOG2_E)).round();
         let r = n.mul_neg_add(f32x8::splat(LN2_HI), xc);
         let r = n.mul_neg_add(f32x8::splat(LN2_LO), r);
@@ -160,7 +160,7 @@ pub(crate) mod simd {
         for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
             p = p.mul_add(r, f32x8::splat(c));
         }
-        let two_n = from_bits((n.round_int() + i32x8::splat(127)) << 23);
+        let two_n = from_bits((n.fast_round_int() + i32x8::splat(127)) << 23); // n is integral
         let y = p * two_n;
         x.cmp_lt(f32x8::splat(-87.3)).blend(f32x8::ZERO, y)
     }

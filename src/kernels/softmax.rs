@@ -21,54 +21,65 @@ pub fn softmax_rows(x: &mut [f32], n: usize) {
     let x = &mut x[..rows * n];
     let chunk = simd::rows_chunk_len(rows, n);
     par::for_each_chunk_mut(x, chunk, |_, xs| {
-        for row in xs.chunks_exact_mut(n) {
-            softmax_row(row);
+        for rows in xs.chunks_mut(GROUP * n) {
+            softmax_group(rows, n);
         }
     });
 }
 
-/// One row, in place: max, then `exp(x − max)` and its sum, then scaling by `1/sum`. A tail
-/// after the full chunks is one window over the last eight values, computed from the input
-/// before the chunks are overwritten and stored after them (its overlap with the last chunk
-/// holds the same values); only its new lanes count in the max and the sum.
-#[inline]
-fn softmax_row(row: &mut [f32]) {
-    let n = row.len();
+/// Rows handled together, each pass over all of them before the next pass: a row alone is a
+/// chain of dependent steps (max, its horizontal reduction, `exp`, the sum's reduction, the
+/// division), and interleaving rows lets the CPU overlap their latencies.
+const GROUP: usize = 4;
+
+/// Up to [`GROUP`] rows of length `n`, in place: max, then `exp(x − max)` and its sum, then
+/// scaling by `1/sum`. A tail after the full chunks is one window over the last eight values,
+/// computed from the input before the chunks are overwritten and stored after them (its
+/// overlap with the last chunk holds the same values); only its new lanes count in the max
+/// and the sum.
+fn softmax_group(rows: &mut [f32], n: usize) {
     if n < W {
-        let mut v = [f32::NEG_INFINITY; W];
-        v[..n].copy_from_slice(row);
-        softmax_short(&mut v);
-        row.copy_from_slice(&v[..n]);
+        for row in rows.chunks_exact_mut(n) {
+            let mut v = [f32::NEG_INFINITY; W];
+            v[..n].copy_from_slice(row);
+            softmax_short(&mut v);
+            row.copy_from_slice(&v[..n]);
+        }
         return;
     }
-    let tail = (n % W != 0).then(|| (load_last(row), simd::tail_lanes(n)));
     let split = n / W * W;
-    let mut mx = f32x8::splat(f32::NEG_INFINITY);
-    for c in row[..split].chunks_exact(W) {
-        mx = mx.max(load(c));
+    let lanes = (split < n).then(|| simd::tail_lanes(n));
+    let (mut tail, mut max, mut sum) = ([f32x8::ZERO; GROUP], [f32x8::ZERO; GROUP], [f32x8::ZERO; GROUP]);
+    for (i, row) in rows.chunks_exact(n).enumerate() {
+        let mut mx = f32x8::splat(f32::NEG_INFINITY);
+        for c in row[..split].chunks_exact(W) {
+            mx = mx.max(load(c));
+        }
+        if lanes.is_some() {
+            tail[i] = load_last(row);
+            mx = mx.max(tail[i]);
+        }
+        max[i] = f32x8::splat(mx.to_array().into_iter().fold(f32::NEG_INFINITY, f32::max));
     }
-    if let Some((t, _)) = tail {
-        mx = mx.max(t);
+    for (i, row) in rows.chunks_exact_mut(n).enumerate() {
+        if let Some(l) = lanes {
+            tail[i] = exp8(tail[i] - max[i]);
+            sum[i] = l.blend(tail[i], f32x8::ZERO);
+        }
+        for c in row[..split].chunks_exact_mut(W) {
+            let e = exp8(load(c) - max[i]);
+            sum[i] += e;
+            store(e, c);
+        }
     }
-    let max = mx.to_array().into_iter().fold(f32::NEG_INFINITY, f32::max);
-    let mv = f32x8::splat(max);
-    let mut sum = f32x8::ZERO;
-    let tail = tail.map(|(t, lanes)| {
-        let e = exp8(t - mv);
-        sum += lanes.blend(e, f32x8::ZERO);
-        e
-    });
-    for c in row[..split].chunks_exact_mut(W) {
-        let e = exp8(load(c) - mv);
-        sum += e;
-        store(e, c);
-    }
-    let inv = f32x8::splat(1.0 / sum.reduce_add());
-    for c in row[..split].chunks_exact_mut(W) {
-        store(load(c) * inv, c);
-    }
-    if let Some(e) = tail {
-        store_last(e * inv, row);
+    for (i, row) in rows.chunks_exact_mut(n).enumerate() {
+        let inv = f32x8::splat(1.0 / sum[i].reduce_add());
+        for c in row[..split].chunks_exact_mut(W) {
+            store(load(c) * inv, c);
+        }
+        if lanes.is_some() {
+            store_last(tail[i] * inv, row);
+        }
     }
 }
 
