@@ -18,9 +18,9 @@
 use consolidator::kernels::activation::*;
 use consolidator::kernels::elementwise::*;
 use consolidator::kernels::gemm::{gemm, gemm_batched, gemm_ext, gemm_isa, gemm_new, MatRef};
-use consolidator::kernels::{Isa, PackedB, Rhs};
 use consolidator::kernels::layernorm::*;
 use consolidator::kernels::softmax::*;
+use consolidator::kernels::{Isa, PackedB, Rhs};
 use consolidator::par;
 use proptest::prelude::*;
 use rand::rngs::StdRng;
@@ -265,6 +265,14 @@ fn layernorm_case(rows: usize, c: usize, seed: u64, off: f32) -> Result<(), Test
     layernorm_backward(xs, gs, ms, rs, dys, None, None, Some(&mut db2));
     prop_assert_eq!(bits(&dg2), bits(&dgf));
     prop_assert_eq!(bits(&db2), bits(&dbf));
+    // The kernels that build new outputs give the same bits.
+    let (mut m3, mut r3) = (vec![0.0; rows], vec![0.0; rows]);
+    prop_assert_eq!(bits(&layernorm_forward_new(&x, &gamma, &beta, eps, &mut m3, &mut r3)), bits(&of));
+    prop_assert_eq!((bits(&m3), bits(&r3)), (bits(&mf), bits(&rf)));
+    let (mut dg3, mut db3) = (init.clone(), init.clone());
+    let dx3 = layernorm_backward_new(xs, gs, ms, rs, dys, Some(&mut dg3), Some(&mut db3));
+    prop_assert_eq!(bits(&dx3), bits(&dxf));
+    prop_assert_eq!((bits(&dg3), bits(&db3)), (bits(&dgf), bits(&dbf)));
     Ok(())
 }
 
@@ -574,6 +582,9 @@ fn all_kernels() -> Vec<Vec<u32>> {
     let (dxs, dgs, dbs) = (Some(&mut dx[..]), Some(&mut dg[..]), Some(&mut db[..]));
     layernorm_backward(x, &gamma, &m, &r, dy, dxs, dgs, dbs);
     out.extend([bits(&dx), bits(&dg), bits(&db)]);
+    let (mut m2, mut r2) = (vec![0.0; rows], vec![0.0; rows]);
+    out.push(bits(&layernorm_forward_new(x, &gamma, &beta, 1e-6, &mut m2, &mut r2)));
+    out.push(bits(&layernorm_backward_new(x, &gamma, &m, &r, dy, Some(&mut dg), None)));
     // GEMM: tall (row split) and short-wide (column split), B transposed, a depth over two
     // blocks; prepacked panels with a bias; every kernel this CPU runs.
     for &(gm, gk, gn) in &[(301, 129, 77), (5, 64, 3001), (1576, 192, 64), (197, 800, 576)] {

@@ -183,8 +183,8 @@ pub fn run_one(name: &str, reps: usize) -> Result<Vec<VitRow>> {
 /// Where one workload's time goes: `reps` runs (after one warm-up) on profiled tapes
 /// ([`Tape::profiled`]), summed per op name, most expensive first, with the time outside the
 /// tape's ops (the optimizer step, building inputs) as `(outside ops)`, and the total wall time.
-/// Not for the deploy rows.
-pub fn profile_one(name: &str, reps: usize) -> Result<(Vec<(&'static str, OpTime)>, f64)> {
+/// Not for the deploy rows. Also gives the CPU time of the runs ([`cpu_seconds`]).
+pub fn profile_one(name: &str, reps: usize) -> Result<(Vec<(&'static str, OpTime)>, f64, Option<f64>)> {
     let parts: Vec<&str> = name.split(' ').collect();
     let mut total = std::collections::HashMap::<&'static str, OpTime>::new();
     let mut add = |tape: &Tape| {
@@ -195,7 +195,7 @@ pub fn profile_one(name: &str, reps: usize) -> Result<(Vec<(&'static str, OpTime
             e.backward += t.backward;
         }
     };
-    let start;
+    let (start, cpu0);
     match parts.as_slice() {
         [model, "forward", b] => {
             let b: usize = b.strip_prefix('b').and_then(|b| b.parse().ok()).unwrap_or(1);
@@ -203,7 +203,7 @@ pub fn profile_one(name: &str, reps: usize) -> Result<(Vec<(&'static str, OpTime
             let vit = VisionTransformer::new(&cfg, 0)?;
             let x = images(&cfg, b);
             vit.predict(&x)?;
-            start = Instant::now();
+            (start, cpu0) = (Instant::now(), cpu_seconds());
             for _ in 0..reps {
                 let tape = Tape::inference().profiled();
                 vit.forward(&tape, &tape.constant(x.clone()))?;
@@ -214,7 +214,7 @@ pub fn profile_one(name: &str, reps: usize) -> Result<(Vec<(&'static str, OpTime
             let (mut vit, x, labels) = train_setup(case, mode)?;
             let mut opt = Optimizer::adamw(1e-4);
             train_step(&mut vit, &mut opt, &x, &labels)?;
-            start = Instant::now();
+            (start, cpu0) = (Instant::now(), cpu_seconds());
             for _ in 0..reps {
                 let tape = Tape::new().profiled();
                 train_step_on(&tape, &mut vit, &mut opt, &x, &labels)?;
@@ -224,11 +224,12 @@ pub fn profile_one(name: &str, reps: usize) -> Result<(Vec<(&'static str, OpTime
         _ => return Err(Error::invalid("bench profile", format!("unknown workload `{name}`"))),
     }
     let wall = start.elapsed().as_secs_f64();
+    let cpu = cpu0.zip(cpu_seconds()).map(|(a, b)| b - a);
     let in_ops: f64 = total.values().map(|t| t.forward + t.backward).sum();
     total.insert("(outside ops)", OpTime { calls: 0, forward: wall - in_ops, backward: 0.0 });
     let mut v: Vec<_> = total.into_iter().collect();
     v.sort_by(|a, b| (b.1.forward + b.1.backward).total_cmp(&(a.1.forward + a.1.backward)));
-    Ok((v, wall))
+    Ok((v, wall, cpu))
 }
 
 /// ViT-Tiny at batch 8 as the backbone, with unmerged branches, and merged, the three timed in
@@ -264,6 +265,17 @@ pub fn run_vit_bench(quick: bool) -> Result<VitReport> {
         rows.extend(run_one(&w, reps)?);
     }
     Ok(VitReport { rows })
+}
+
+/// CPU time this process has used so far (all threads, user + system), in seconds; `None` off
+/// Linux. On a shared machine it does not count the time the process waited for a CPU, so
+/// per-run CPU time compares one-thread runs fairly where wall time does not.
+pub fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<f64> = rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse().ok()).collect();
+    (f.len() == 2).then(|| (f[0] + f[1]) / 100.0)
 }
 
 /// Peak resident memory of this process so far (`VmHWM`), in MiB; `None` off Linux.

@@ -29,8 +29,10 @@ pub fn bench(args: &Args) -> Result<(), String> {
     let e = |r: consolidator::Error| r.to_string();
     if let Some(name) = profile {
         let reps = args.get("reps", 20)?;
-        let (ops, wall) = bench::vit::profile_one(&name, reps).map_err(e)?;
-        println!("{name}: {reps} runs, {:.2} ms per run", wall * 1e3 / reps as f64);
+        let (ops, wall, cpu) = bench::vit::profile_one(&name, reps).map_err(e)?;
+        let per = |s: f64| s * 1e3 / reps as f64;
+        let cpu = cpu.map_or(String::new(), |c| format!(", CPU {:.1} ms per run", per(c)));
+        println!("{name}: {reps} runs, {:.2} ms per run{cpu}", per(wall));
         println!("| op | calls/run | forward ms/run | backward ms/run | share |\n|---|---:|---:|---:|---:|");
         for (op, t) in ops {
             let (f, b) = (t.forward * 1e3 / reps as f64, t.backward * 1e3 / reps as f64);

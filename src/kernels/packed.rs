@@ -131,10 +131,15 @@ impl Tile {
     /// values `ldc` apart; `bias` (if not null) at `cols` values; `isa` supported by the CPU.
     unsafe fn run(&self, isa: Isa) {
         match (isa, self.a_rows) {
+            // A tile of at most 16 columns needs one vector per row: half the FMAs.
             #[cfg(target_arch = "x86_64")]
-            (Isa::Avx512, true) => avx512::<true>(self),
+            (Isa::Avx512, true) if self.cols <= 16 => avx512::<true, 1>(self),
             #[cfg(target_arch = "x86_64")]
-            (Isa::Avx512, false) => avx512::<false>(self),
+            (Isa::Avx512, false) if self.cols <= 16 => avx512::<false, 1>(self),
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512, true) => avx512::<true, 2>(self),
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512, false) => avx512::<false, 2>(self),
             #[cfg(target_arch = "x86_64")]
             (Isa::Avx2, true) => avx2::<true>(self),
             #[cfg(target_arch = "x86_64")]
@@ -181,19 +186,20 @@ unsafe fn scalar<const MR: usize, const NR: usize>(t: &Tile) {
     }
 }
 
-/// The AVX-512 kernel, 12 × 32.
+/// The AVX-512 kernel, 12 × 32 (`NV = 2` vectors per row), or 12 × 16 (`NV = 1`, the first
+/// 16 columns of the panel).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn avx512<const ROWS: bool>(t: &Tile) {
+unsafe fn avx512<const ROWS: bool, const NV: usize>(t: &Tile) {
     let mut acc = [_mm512_setzero_ps(); 24];
     let mut b = t.b;
     for p in 0..t.k {
-        let b0 = _mm512_loadu_ps(b);
-        let b1 = _mm512_loadu_ps(b.add(16));
+        let bv = [_mm512_loadu_ps(b), _mm512_loadu_ps(b.add(16 * (NV - 1)))];
         for r in 0..12 {
             let x = _mm512_set1_ps(t.a_at::<ROWS>(r, p));
-            acc[2 * r] = _mm512_fmadd_ps(x, b0, acc[2 * r]);
-            acc[2 * r + 1] = _mm512_fmadd_ps(x, b1, acc[2 * r + 1]);
+            for h in 0..NV {
+                acc[2 * r + h] = _mm512_fmadd_ps(x, bv[h], acc[2 * r + h]);
+            }
         }
         b = b.add(32);
     }
@@ -208,7 +214,7 @@ unsafe fn avx512<const ROWS: bool>(t: &Tile) {
     };
     for r in 0..12 {
         if r < t.rows {
-            for h in 0..2 {
+            for h in 0..NV {
                 let c = t.c.wrapping_add(r * t.ldc + 16 * h);
                 let mut v = _mm512_mul_ps(acc[2 * r + h], alpha);
                 if t.beta != 0.0 {
