@@ -191,6 +191,15 @@ unsafe fn scalar<const MR: usize, const NR: usize>(t: &Tile) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn avx512<const ROWS: bool, const NV: usize>(t: &Tile) {
+    // Ask for the output's lines now, for writing: their transfer overlaps the FMAs (a fresh
+    // output buffer is not in cache, and a store that misses waits for its line).
+    for r in 0..12 {
+        if r < t.rows {
+            for h in 0..NV {
+                _mm_prefetch::<_MM_HINT_ET0>(t.c.wrapping_add(r * t.ldc + 16 * h) as *const i8);
+            }
+        }
+    }
     let mut acc = [_mm512_setzero_ps(); 24];
     let mut b = t.b;
     for p in 0..t.k {
@@ -233,6 +242,14 @@ unsafe fn avx512<const ROWS: bool, const NV: usize>(t: &Tile) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn avx2<const ROWS: bool>(t: &Tile) {
+    // The output's lines, as in `avx512`.
+    for r in 0..6 {
+        if r < t.rows {
+            for h in 0..2 {
+                _mm_prefetch::<_MM_HINT_ET0>(t.c.wrapping_add(r * t.ldc + 8 * h) as *const i8);
+            }
+        }
+    }
     let mut acc = [_mm256_setzero_ps(); 12];
     let mut b = t.b;
     for p in 0..t.k {
@@ -335,9 +352,16 @@ fn pack_b(b: MatRef, nr: usize, pc: usize, kc: usize, j0: usize, j1: usize, out:
         let w = nr.min(j1 - c0);
         if b.cs == 1 {
             for (p, dst) in panel.chunks_exact_mut(nr).enumerate() {
-                let s = (pc + p) * b.rs + c0;
-                dst[..w].copy_from_slice(&b.data[s..s + w]);
-                dst[w..].fill(0.0);
+                let src = &b.data[(pc + p) * b.rs + c0..][..w];
+                // Whole panels as fixed-size copies (inlined moves, not a `memmove` call each).
+                match (w, nr) {
+                    (32, 32) => *<&mut [f32; 32]>::try_from(dst).unwrap() = src.try_into().unwrap(),
+                    (16, 16) => *<&mut [f32; 16]>::try_from(dst).unwrap() = src.try_into().unwrap(),
+                    _ => {
+                        dst[..w].copy_from_slice(src);
+                        dst[w..].fill(0.0);
+                    }
+                }
             }
         } else {
             if w < nr {
