@@ -353,15 +353,14 @@ fn pack_b(b: MatRef, nr: usize, pc: usize, kc: usize, j0: usize, j1: usize, out:
         if b.cs == 1 {
             for (p, dst) in panel.chunks_exact_mut(nr).enumerate() {
                 let src = &b.data[(pc + p) * b.rs + c0..][..w];
-                // Whole panels as fixed-size copies (inlined moves, not a `memmove` call each).
-                match (w, nr) {
-                    (32, 32) => *<&mut [f32; 32]>::try_from(dst).unwrap() = src.try_into().unwrap(),
-                    (16, 16) => *<&mut [f32; 16]>::try_from(dst).unwrap() = src.try_into().unwrap(),
-                    _ => {
-                        dst[..w].copy_from_slice(src);
-                        dst[w..].fill(0.0);
-                    }
+                #[cfg(target_arch = "x86_64")]
+                if simd && is_x86_feature_detected!("avx2") {
+                    // SAFETY: `src` holds `w ≤ nr` values, `dst` holds `nr`; AVX2 is present.
+                    unsafe { copy_padded(src, dst) };
+                    continue;
                 }
+                dst[..w].copy_from_slice(src);
+                dst[w..].fill(0.0);
             }
         } else {
             if w < nr {
@@ -400,6 +399,23 @@ fn pack_b(b: MatRef, nr: usize, pc: usize, kc: usize, j0: usize, j1: usize, out:
                 }
             }
         }
+    }
+}
+
+/// `dst = src` then zeros: one row of a panel by masked 8-lane loads, no `memmove` and
+/// `memset` calls per short row (a 16-wide attention head in a 32-wide panel).
+///
+/// # Safety
+/// `src.len() ≤ dst.len()`, `dst.len()` a multiple of 8, AVX2 present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn copy_padded(src: &[f32], dst: &mut [f32]) {
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for j in (0..dst.len()).step_by(8) {
+        let n = src.len().saturating_sub(j).min(8);
+        let m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lane);
+        let v = _mm256_maskload_ps(src.as_ptr().wrapping_add(j), m);
+        _mm256_storeu_ps(dst[j..j + 8].as_mut_ptr(), v);
     }
 }
 
