@@ -334,8 +334,9 @@ fn gemm_serial_mm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], ld
     sgemm_checked(alpha, a, b, beta, c, ldc, 1);
 }
 
-/// One-thread `C = α·A·B + β·C` through matrixmultiply with `C`'s rows `rsc` and columns `csc`
-/// apart (any strides: the grouped kernels write reordered columns in place). Every view is
+/// One-thread `C = α·A·B + β·C` with `C`'s rows `rsc` and columns `csc` apart (any strides: the
+/// grouped kernels write reordered columns in place): our kernels when `csc = 1`, else
+/// matrixmultiply. Every view is
 /// bounds-checked here, once, before the unchecked call.
 pub(crate) fn sgemm_checked(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], rsc: usize, csc: usize) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
@@ -344,6 +345,13 @@ pub(crate) fn sgemm_checked(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut
         return;
     }
     assert!((m - 1) * rsc + (n - 1) * csc < c.len(), "gemm: C view exceeds its slice");
+    if let (Some(isa), 1) = (Isa::detect(), csc) {
+        // Unit column stride: our kernels (on this thread).
+        check_operands(a, &Rhs::View(b), c.len(), rsc);
+        let epi = Epilogue { alpha, beta, bias: None };
+        // SAFETY: the operands and `c` were checked to cover the product.
+        return unsafe { tiled(isa, a, Rhs::View(b), epi, OutPtr { ptr: c.as_mut_ptr(), ldc: rsc }, 1) };
+    }
     if k > 0 {
         a.check("A");
         b.check("B");
