@@ -210,8 +210,8 @@ pub fn gemm_isa(isa: Isa, alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [
     unsafe { tiled(isa, a, Rhs::View(b), epi, OutPtr { ptr: c.as_mut_ptr(), ldc }, par::threads()) }
 }
 
-/// Splits the output among `threads` workers (one block of whole row tiles or column tiles
-/// each, whichever leaves the busiest worker the least) and runs [`packed::run_block`] on each.
+/// Splits the output among `threads` workers (blocks of whole row tiles or column tiles,
+/// whichever leaves the busiest worker the least) and runs [`packed::run_block`] on each.
 ///
 /// # Safety
 /// `a` covers `m × k`, `b` covers `k × n`, `out` is valid for `m × n` values `ldc` apart (read
@@ -240,7 +240,10 @@ unsafe fn tiled(isa: Isa, a: MatRef, b: Rhs, epi: Epilogue, out: OutPtr, threads
     let busiest = |p: usize| p.div_ceil(threads) as f64 / p as f64;
     let by_rows = busiest(pm) < busiest(pn) || (busiest(pm) == busiest(pn) && pm >= pn);
     let (panels, unit, len) = if by_rows { (pm, mr, m) } else { (pn, nr, n) };
-    let per = panels.div_ceil(threads) * unit;
+    // Two blocks per worker when that duplicates no packing (split columns, or B packed
+    // before): on a shared machine a worker that loses its core mid-block leaves less behind.
+    let tasks = if by_rows && matches!(b, Rhs::View(_)) { threads } else { 2 * threads };
+    let per = panels.div_ceil(tasks) * unit;
     par::for_each_index(len.div_ceil(per), |i| {
         let r = i * per..(i * per + per).min(len);
         let (rows, cols) = if by_rows { (r, 0..n) } else { (0..m, r) };
