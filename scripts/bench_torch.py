@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch CPU baseline timings to compare the Rust engine with (optional; no test uses it).
 
-    /root/venv-fixtures/bin/pip install -r scripts/requirements-fixtures.txt
-    /root/venv-fixtures/bin/python scripts/bench_torch.py --json bench/torch_baseline.json
+    python3 -m venv VENV && VENV/bin/pip install -r scripts/requirements-fixtures.txt
+    VENV/bin/python scripts/bench_torch.py --json bench/torch_baseline.json
 
 All timings use torch.set_num_threads(2) (override with --threads) and float32. Each
 number is the median (and the min) of several timed repeats after warm-up. The

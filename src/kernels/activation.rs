@@ -74,7 +74,7 @@ pub fn gelu_erf(x: &[f32], out: &mut [f32]) {
     par::for_each_chunk_mut(out, chunk, |i, o| {
         let xs = &x[i * chunk..i * chunk + o.len()];
         #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx512f") {
+        if avx512::usable() {
             // SAFETY: AVX-512F is present; the slices have equal lengths.
             let done = unsafe { avx512::gelu(xs, &[], o) };
             return gelu_erf_x8(&xs[done..], &mut o[done..]);
@@ -104,7 +104,7 @@ pub fn gelu_erf_backward(x: &[f32], dy: &[f32], dx: &mut [f32]) {
         let r = i * chunk..i * chunk + d.len();
         let (xs, gs) = (&x[r.clone()], &dy[r]);
         #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx512f") {
+        if avx512::usable() {
             // SAFETY: AVX-512F is present; the slices have equal lengths.
             let done = unsafe { avx512::gelu(xs, gs, d) };
             return gelu_erf_backward_x8(&xs[done..], &gs[done..], &mut d[done..]);
@@ -129,6 +129,13 @@ pub fn gelu_erf_backward_x8(x: &[f32], dy: &[f32], dx: &mut [f32]) {
 mod avx512 {
     use super::{AS_A, AS_P, FRAC_1_SQRT_2, FRAC_1_SQRT_2PI};
     use std::arch::x86_64::*;
+
+    /// The CPU has AVX-512F and the 8-lane kernels fuse their multiply-adds (a build for
+    /// x86-64-v3 or above), so both give the same values and chunk boundaries (which follow the
+    /// thread count) cannot change a result.
+    pub(super) fn usable() -> bool {
+        cfg!(target_feature = "fma") && is_x86_feature_detected!("avx512f")
+    }
 
     /// The forward (`dy` empty) or the backward of the first `16·⌊len/16⌋` values into `out`;
     /// returns how many were done.
