@@ -3,15 +3,21 @@
 #
 #   scripts/bench_compare.sh [ROUNDS]      (default 3)
 #
-# Needs a Python with torch and timm (scripts/requirements-fixtures.txt; PYTHON overrides the
-# interpreter, default /root/venv-fixtures/bin/python). Every round runs the PyTorch workloads
+# Needs a Python with torch and timm: PYTHON names the interpreter (default: python3 on PATH);
+# README ("Speed") says how to make that environment from scripts/requirements-fixtures.txt.
+# Every round runs the PyTorch workloads
 # (scripts/bench_torch.py -> bench/torch_baseline.json) and then the same workloads here, so
 # the two take turns on the machine; each side keeps its best round per workload
 # (`consolidator bench all --rounds N --torch FILE --torch-run CMD`). Writes bench/versus.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${1:-3}"
-python="${PYTHON:-/root/venv-fixtures/bin/python}"
+python="${PYTHON:-python3}"
+if ! "$python" -c 'import torch, timm' 2>/dev/null; then
+  echo "bench_compare: $python cannot import torch and timm; set PYTHON to a Python that can" >&2
+  echo "  (python3 -m venv DIR && DIR/bin/pip install -r scripts/requirements-fixtures.txt)" >&2
+  exit 1
+fi
 cargo build --release --quiet
 out=bench/versus.md
 {

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch CPU baseline timings to compare the Rust engine with (optional; no test uses it).
 
-    /root/venv-fixtures/bin/pip install -r scripts/requirements-fixtures.txt
-    /root/venv-fixtures/bin/python scripts/bench_torch.py --json bench/torch_baseline.json
+    python3 -m venv VENV && VENV/bin/pip install -r scripts/requirements-fixtures.txt
+    VENV/bin/python scripts/bench_torch.py --json bench/torch_baseline.json
 
 All timings use torch.set_num_threads(2) (override with --threads) and float32. Each
 number is the median (and the min) of several timed repeats after warm-up. The
@@ -10,14 +10,16 @@ machine may be shared, so treat the numbers as indicative.
 
 Sections:
   sgemm     C[M,N] = A[M,K] @ B[K,N]; GFLOP/s = 2MKN / t
-  vit_fwd   timm vit_tiny_patch16_224 / vit_small_patch16_224 (random init), eval, no_grad; ms;
-            each case in a fresh subprocess, whose peak RSS is reported
+  vit_fwd   timm vit_tiny_patch16_224 / vit_small_patch16_224 at batch 1 and 8, and the small model
+            (vit_mnist_tiny: 28x28x1, patch 4, width 64, depth 4, 4 heads) at batch 1 and 128 (random init),
+            eval, no_grad; ms and images/s; each case in a fresh subprocess, whose peak RSS is reported
   grouped   grouped linear T=1576 tokens, D=768 -> 768, g groups, via einsum, bmm and conv1d(groups=g);
             useful GFLOP/s = 2*T*D*D/g / t
   train     one step (forward + cross-entropy + backward + AdamW) in ms, for
               full fine-tuning (every parameter trainable), and
               consolidator: backbone frozen, one g=8 branch (grouped weight + bias, no reorder) beside
               qkv/proj/fc1/fc2 of every block, with the branches and the head trainable;
+            on the two ViT cases and on the small model at batch 32 and 128 (images/s reported);
             each case runs in a fresh subprocess, whose peak RSS (getrusage ru_maxrss) is reported.
 """
 import argparse
@@ -40,11 +42,18 @@ SGEMM_SHAPES = [
     (2048, 2048, 2048),
 ]
 GROUPS = [1, 2, 4, 8, 16, 32, 64, 384]
+# The small model this project ships (`vit_mnist_tiny`: 28x28x1, patch 4, width 64, depth 4, 4 heads).
+MNIST_TINY = dict(model=None, img=28, patch=4, in_chans=1, embed_dim=64, depth=4, num_heads=4, num_classes=10)
 TRAIN_CASES = {
     "vit_tiny_224_b16": dict(model="vit_tiny_patch16_224", img=224, batch=16, num_classes=1000),
     "vit_c32_p4_d192_l6_b64": dict(
         model=None, img=32, patch=4, embed_dim=192, depth=6, num_heads=3, batch=64, num_classes=10),
+    "vit_mnist_tiny_b32": dict(MNIST_TINY, batch=32),
+    "vit_mnist_tiny_b128": dict(MNIST_TINY, batch=128),
 }
+# Inference workloads: (model, batch); "vit_mnist_tiny" is built from MNIST_TINY.
+FWD_CASES = [("vit_tiny_patch16_224", 1), ("vit_tiny_patch16_224", 8), ("vit_small_patch16_224", 1),
+             ("vit_small_patch16_224", 8), ("vit_mnist_tiny", 1), ("vit_mnist_tiny", 128)]
 
 
 def peak_rss_mb():
@@ -123,24 +132,27 @@ def run_fwd_case(name, batch, threads):
     import timm
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = timm.create_model(name, pretrained=False).eval()
-    x = torch.randn(batch, 3, 224, 224)
+    if name == "vit_mnist_tiny":
+        model, shape = build_train_model(MNIST_TINY).eval(), (batch, 1, 28, 28)
+    else:
+        model, shape = timm.create_model(name, pretrained=False).eval(), (batch, 3, 224, 224)
+    x = torch.randn(*shape)
     with torch.no_grad():
         med, mn, reps = timeit(lambda: model(x), min_reps=10, min_time=3.0)
     return dict(model=name, batch=batch, ms=med * 1e3, ms_min=mn * 1e3, ms_per_image=med * 1e3 / batch,
-                reps=reps, cpu_ms=LAST_CPU_MS[0], peak_rss_mb=peak_rss_mb(), threads=threads)
+                images_per_s=batch / med, reps=reps, cpu_ms=LAST_CPU_MS[0], peak_rss_mb=peak_rss_mb(),
+                threads=threads)
 
 
 def bench_vit_fwd(threads):
     rows = []
-    for name in ("vit_tiny_patch16_224", "vit_small_patch16_224"):
-        for batch in (1, 8):
-            out = subprocess.run([sys.executable, os.path.abspath(__file__), "--_fwd", name, str(batch),
-                                  "--threads", str(threads)], capture_output=True, text=True, check=True)
-            row = json.loads(out.stdout.strip().splitlines()[-1])
-            rows.append(row)
-            print(f"{name} batch {batch}: median {row['ms']:8.2f} ms, min {row['ms_min']:8.2f} ms, "
-                  f"cpu {row['cpu_ms']:8.2f} ms/call, peak RSS {row['peak_rss_mb']:.0f} MB")
+    for name, batch in FWD_CASES:
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--_fwd", name, str(batch),
+                              "--threads", str(threads)], capture_output=True, text=True, check=True)
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        print(f"{name} batch {batch}: median {row['ms']:8.2f} ms, min {row['ms_min']:8.2f} ms, "
+              f"{row['images_per_s']:8.1f} img/s, cpu {row['cpu_ms']:8.2f} ms/call, peak RSS {row['peak_rss_mb']:.0f} MB")
     return rows
 
 
@@ -209,8 +221,9 @@ def build_train_model(case):
     from timm.models.vision_transformer import VisionTransformer
     if case["model"]:
         return timm.create_model(case["model"], pretrained=False, num_classes=case["num_classes"])
-    return VisionTransformer(img_size=case["img"], patch_size=case["patch"], embed_dim=case["embed_dim"],
-                             depth=case["depth"], num_heads=case["num_heads"], num_classes=case["num_classes"])
+    return VisionTransformer(img_size=case["img"], patch_size=case["patch"], in_chans=case.get("in_chans", 3),
+                             embed_dim=case["embed_dim"], depth=case["depth"], num_heads=case["num_heads"],
+                             num_classes=case["num_classes"])
 
 
 def run_train_case(case_name, mode, threads):
@@ -233,7 +246,7 @@ def run_train_case(case_name, mode, threads):
     n_train = sum(p.numel() for p in params)
     n_total = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05)
-    x = torch.randn(case["batch"], 3, case["img"], case["img"])
+    x = torch.randn(case["batch"], case.get("in_chans", 3), case["img"], case["img"])
     y = torch.randint(0, case["num_classes"], (case["batch"],))
 
     def step():

@@ -88,6 +88,50 @@ pub fn for_each_chunk_mut<T: Send>(data: &mut [T], chunk_len: usize, f: impl Fn(
     data.chunks_mut(chunk_len).enumerate().for_each(|(i, c)| f(i, c));
 }
 
+/// Runs `f(i)` for `i in 0..n`, in parallel when more than one thread is allowed.
+pub fn for_each_index(n: usize, f: impl Fn(usize) + Sync + Send) {
+    #[cfg(feature = "rayon")]
+    if threads() > 1 && n > 1 {
+        use rayon::prelude::*;
+        (0..n).into_par_iter().with_max_len(1).for_each(f);
+        return;
+    }
+    (0..n).for_each(f);
+}
+
+/// A new buffer of `n` values whose chunks of `chunk` values (the last may be shorter) are
+/// written by `f(chunk index, chunk)`, in parallel when there are several. Each chunk is zeroed
+/// right before `f` runs, on the worker that runs it, so the zeros are still in its cache when
+/// `f` overwrites them: a separate zeroing pass over a large buffer first is a trip to memory.
+pub fn build(n: usize, chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) -> Vec<f32> {
+    build_with(n, chunk, &mut vec![(); n.div_ceil(chunk.max(1))], |i, c, _| f(i, c))
+}
+
+/// [`build`] with one more mutable item per chunk (`side[i]` goes with chunk `i`), for kernels
+/// with several outputs (LayerNorm's row statistics).
+pub fn build_with<S: Send>(
+    n: usize,
+    chunk: usize,
+    side: &mut [S],
+    f: impl Fn(usize, &mut [f32], &mut S) + Sync + Send,
+) -> Vec<f32> {
+    let chunk = chunk.max(1);
+    assert_eq!(side.len(), n.div_ceil(chunk), "par::build_with: one side item per chunk");
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    let mut parts: Vec<_> = v.spare_capacity_mut()[..n].chunks_mut(chunk).zip(side).collect();
+    for_each_chunk_mut(&mut parts, 1, |i, p| {
+        let (c, s) = &mut p[0];
+        c.fill(std::mem::MaybeUninit::new(0.0));
+        // SAFETY: every value of `c` was just written; `MaybeUninit<f32>` has `f32`'s layout.
+        let c = unsafe { &mut *(*c as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
+        f(i, c, s)
+    });
+    drop(parts);
+    // SAFETY: the chunks cover `0..n` and each was initialised above.
+    unsafe { v.set_len(n) };
+    v
+}
+
 /// Buffers at least this long are zeroed by all workers.
 const PAR_ZERO_MIN: usize = 1 << 16;
 

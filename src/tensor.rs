@@ -19,18 +19,46 @@
 
 use crate::{Error, Result};
 use rand::Rng;
-use std::sync::Arc;
+use std::any::Any;
+use std::sync::{Arc, Mutex};
 
 /// A contiguous row-major `f32` tensor.
-#[derive(Clone, PartialEq)]
+#[derive(Clone)]
 pub struct Tensor {
     shape: Vec<usize>,
-    data: Arc<Vec<f32>>,
+    data: Arc<Storage>,
+}
+
+/// Values derived from a storage's contents, by key (see [`Tensor::derived`]).
+type Derived = Mutex<Vec<(u64, Arc<dyn Any + Send + Sync>)>>;
+
+/// The values, and what was derived from them (e.g. a frozen weight's packed GEMM panels),
+/// which every write through [`Tensor::data_mut`] forgets.
+#[derive(Default)]
+struct Storage {
+    values: Vec<f32>,
+    derived: Derived,
+}
+
+impl Clone for Storage {
+    fn clone(&self) -> Self {
+        Storage { values: self.values.clone(), derived: Derived::default() }
+    }
+}
+
+impl PartialEq for Tensor {
+    fn eq(&self, other: &Tensor) -> bool {
+        self.shape == other.shape && self.data.values == other.data.values
+    }
+}
+
+fn storage(values: Vec<f32>) -> Arc<Storage> {
+    Arc::new(Storage { values, derived: Derived::default() })
 }
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let head: Vec<f32> = self.data.iter().take(8).copied().collect();
+        let head: Vec<f32> = self.data.values.iter().take(8).copied().collect();
         write!(f, "Tensor{:?} {:?}{}", self.shape, head, if self.numel() > 8 { "…" } else { "" })
     }
 }
@@ -44,7 +72,7 @@ impl Tensor {
     /// A tensor from a shape and its row-major data; the lengths must agree.
     pub fn new(shape: &[usize], data: Vec<f32>) -> Result<Self> {
         match checked_numel(shape) {
-            Some(n) if n == data.len() => Ok(Tensor { shape: shape.to_vec(), data: Arc::new(data) }),
+            Some(n) if n == data.len() => Ok(Tensor { shape: shape.to_vec(), data: storage(data) }),
             _ => Err(Error::bad_shape(
                 "Tensor::new",
                 shape,
@@ -56,7 +84,7 @@ impl Tensor {
     /// Internal constructor for kernels whose output length is correct by construction.
     pub(crate) fn from_parts(shape: Vec<usize>, data: Vec<f32>) -> Self {
         debug_assert_eq!(checked_numel(&shape), Some(data.len()), "Tensor::from_parts {shape:?}");
-        Tensor { shape, data: Arc::new(data) }
+        Tensor { shape, data: storage(data) }
     }
 
     /// A tensor filled with `value`.
@@ -110,19 +138,37 @@ impl Tensor {
     }
     /// Number of elements.
     pub fn numel(&self) -> usize {
-        self.data.len()
+        self.data.values.len()
     }
     /// The values, row-major.
     pub fn data(&self) -> &[f32] {
-        &self.data
+        &self.data.values
     }
-    /// Mutable values; copies the storage first if it is shared.
+    /// Mutable values; copies the storage first if it is shared. Forgets what was derived from
+    /// the values ([`Tensor::derived`]).
     pub fn data_mut(&mut self) -> &mut [f32] {
-        Arc::make_mut(&mut self.data).as_mut_slice()
+        let s = Arc::make_mut(&mut self.data);
+        s.derived.get_mut().unwrap_or_else(|e| e.into_inner()).clear();
+        s.values.as_mut_slice()
     }
     /// The values as an owned vector (no copy when the storage is not shared).
     pub fn into_vec(self) -> Vec<f32> {
-        Arc::try_unwrap(self.data).unwrap_or_else(|a| (*a).clone())
+        Arc::try_unwrap(self.data).map(|s| s.values).unwrap_or_else(|a| a.values.clone())
+    }
+    /// A value computed from this tensor's values by `make`, once: kept with the storage (shared
+    /// by clones and reshapes) under `key` until the values change through [`Tensor::data_mut`]
+    /// or the storage is freed. The GEMM keeps a frozen weight's packed panels this way.
+    pub fn derived<T: Any + Send + Sync>(&self, key: u64, make: impl FnOnce(&[f32]) -> T) -> Arc<T> {
+        let lock = || self.data.derived.lock().unwrap_or_else(|e| e.into_inner());
+        let found = lock().iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone());
+        if let Some(v) = found.and_then(|v| v.downcast::<T>().ok()) {
+            return v;
+        }
+        let v = Arc::new(make(self.data()));
+        let mut d = lock();
+        d.retain(|(k, _)| *k != key);
+        d.push((key, v.clone()));
+        v
     }
     /// True when two tensors share one storage (used by tests of the no-copy paths).
     pub fn shares_storage(&self, other: &Tensor) -> bool {
@@ -162,17 +208,17 @@ impl Tensor {
         if self.shape != other.shape {
             return f32::INFINITY;
         }
-        self.data.iter().zip(other.data.iter()).fold(0.0, |m, (a, b)| m.max((a - b).abs()))
+        self.data().iter().zip(other.data()).fold(0.0, |m, (a, b)| m.max((a - b).abs()))
     }
 
     /// Largest absolute value.
     pub fn max_abs(&self) -> f32 {
-        self.data.iter().fold(0.0f32, |m, v| m.max(v.abs()))
+        self.data().iter().fold(0.0f32, |m, v| m.max(v.abs()))
     }
 
     /// True when every value is finite.
     pub fn all_finite(&self) -> bool {
-        self.data.iter().all(|v| v.is_finite())
+        self.data().iter().all(|v| v.is_finite())
     }
 }
 

@@ -235,6 +235,40 @@ fn frozen_weights_get_no_gradient_but_their_inputs_do() {
     assert_eq!(tape.len(), 2);
 }
 
+/// A frozen weight's GEMM panels are packed once and kept with its storage: they must follow
+/// every change to the values (an optimizer's `data_mut`), and be shared, not stale, across
+/// clones and reshapes. Forward and input gradient both read them.
+#[test]
+fn kept_weight_panels_follow_the_weights_values() {
+    let mut rng = StdRng::seed_from_u64(6);
+    let mut w = Param::frozen(randn(&[70, 40], 1.0, &mut rng));
+    let b = Param::frozen(randn(&[70], 1.0, &mut rng));
+    let x = randn(&[3, 33, 40], 1.0, &mut rng);
+    let run = |w: &Param| {
+        let tape = Tape::new();
+        let xv = tape.var(x.clone());
+        let y = xv.linear(&tape.param(w), Some(&tape.param(&b))).unwrap();
+        let loss = y.mul(&y).unwrap().sum().unwrap();
+        let g = tape.backward(&loss).unwrap();
+        (y.value().clone(), g.get(&xv).unwrap().clone())
+    };
+    // The same computation with a trainable copy of the values (never packed ahead).
+    let reference = |w: &Param| run(&Param::new(Tensor::new(&[70, 40], w.value.data().to_vec()).unwrap()));
+    for step in 0..3 {
+        let (y, gx) = run(&w);
+        let (y2, gx2) = run(&w); // second use: the kept panels
+        let (yr, gxr) = reference(&w);
+        assert_eq!(y, y2);
+        assert_eq!(gx, gx2);
+        assert_eq!(y, yr, "step {step}: forward");
+        assert_eq!(gx, gxr, "step {step}: input gradient");
+        // An optimizer-like in-place update.
+        for v in w.value.data_mut() {
+            *v = *v * 0.5 + 0.25;
+        }
+    }
+}
+
 #[test]
 fn a_profiled_tape_times_each_op_forward_and_backward() {
     let mut rng = StdRng::seed_from_u64(5);

@@ -12,6 +12,27 @@ fn unknown_workloads_are_errors() {
         assert!(run_one(name, 1).is_err(), "{name}");
     }
     assert!(workloads(false).len() > workloads(true).len());
+    // The small model's workloads (issue 16), in both lists.
+    for w in [
+        "vit_mnist_tiny forward b1",
+        "vit_mnist_tiny forward b128",
+        "train vit_mnist_tiny_b32 full",
+        "train vit_mnist_tiny_b32 consolidator",
+        "train vit_mnist_tiny_b128 full",
+        "train vit_mnist_tiny_b128 consolidator",
+    ] {
+        assert!(workloads(true).iter().any(|x| x == w), "{w}");
+    }
+}
+
+#[test]
+fn the_small_model_workloads_run_and_report_images_per_second() {
+    let rows = run_one("train vit_mnist_tiny_b32 consolidator", 0).unwrap();
+    assert_eq!(rows[0].batch, 32);
+    assert!((rows[0].images_per_s() - 32.0 / rows[0].ms * 1e3).abs() < 1e-9);
+    assert!(rows[0].to_json().contains("\"images_per_s\""));
+    let (ops, wall, _) = consolidator::bench::vit::profile_one("vit_mnist_tiny forward b1", 2).unwrap();
+    assert!(wall > 0.0 && ops.iter().any(|(op, t)| *op == "attention" && t.calls == 8));
 }
 
 #[test]
@@ -29,8 +50,10 @@ fn the_small_training_workload_runs_with_its_memory_reported() {
 fn versus_torch_pairs_like_with_like() {
     let torch = Json::parse_str(
         r#"{"sgemm":[{"m":64,"k":32,"n":16,"gflops_best":200.0}],
-            "vit_fwd":[{"model":"vit_tiny_patch16_224","batch":8,"ms":100.0,"peak_rss_mb":900.0}],
-            "train":[{"case":"vit_c32_p4_d192_l6_b64","mode":"consolidator","ms":400.0,"peak_rss_mb":1300.0}]}"#,
+            "vit_fwd":[{"model":"vit_tiny_patch16_224","batch":8,"ms":100.0,"peak_rss_mb":900.0},
+                       {"model":"vit_mnist_tiny","batch":128,"ms":64.0}],
+            "train":[{"case":"vit_c32_p4_d192_l6_b64","mode":"consolidator","ms":400.0,"peak_rss_mb":1300.0},
+                     {"case":"vit_mnist_tiny_b128","mode":"full","ms":80.0}]}"#,
         "torch",
     )
     .unwrap();
@@ -48,6 +71,8 @@ fn versus_torch_pairs_like_with_like() {
             row("vit_tiny_patch16_224 forward b8", 8, 120.0, Some(60.0)),
             row("vit_tiny_patch16_224 forward b1", 1, 30.0, None),
             row("train vit_c32_p4_d192_l6_b64 consolidator", 64, 300.0, Some(325.0)),
+            row("vit_mnist_tiny forward b128", 128, 32.0, None),
+            row("train vit_mnist_tiny_b128 full", 128, 50.0, None),
         ],
     };
     let v = compare(&torch, Some(&gemm), None, Some(&vit));
@@ -57,8 +82,13 @@ fn versus_torch_pairs_like_with_like() {
     assert!((get("vit_tiny_patch16_224 forward b8 peak RSS").ratio - 15.0).abs() < 1e-12);
     assert!((get("train vit_c32_p4_d192_l6_b64 consolidator").ratio - 0.75).abs() < 1e-12);
     assert!((get("train vit_c32_p4_d192_l6_b64 consolidator peak RSS").ratio - 4.0).abs() < 1e-12);
+    // The small model is compared in images per second, higher is better.
+    let m = get("vit_mnist_tiny forward b128");
+    assert_eq!((m.unit, m.ours, m.torch), ("img/s", 4000.0, 2000.0));
+    assert!((m.ratio - 2.0).abs() < 1e-12);
+    assert!((get("train vit_mnist_tiny_b128 full").ratio - 1.6).abs() < 1e-12);
     // Workloads PyTorch did not run are left out, not invented.
-    assert_eq!(v.len(), 5, "{v:?}");
+    assert_eq!(v.len(), 7, "{v:?}");
 }
 
 #[test]
@@ -73,9 +103,18 @@ fn rounds_keep_each_sides_best_and_recompute_the_ratio() {
         ours_over_torch,
         goal: "",
     };
-    let r1 = vec![row("gemm", 100.0, 300.0, "GFLOP/s", true), row("fwd", 50.0, 20.0, "ms", true)];
-    let r2 = vec![row("gemm", 150.0, 250.0, "GFLOP/s", true), row("fwd", 40.0, 25.0, "ms", true)];
+    let r1 = vec![
+        row("gemm", 100.0, 300.0, "GFLOP/s", true),
+        row("fwd", 50.0, 20.0, "ms", true),
+        row("small", 900.0, 500.0, "img/s", true),
+    ];
+    let r2 = vec![
+        row("gemm", 150.0, 250.0, "GFLOP/s", true),
+        row("fwd", 40.0, 25.0, "ms", true),
+        row("small", 800.0, 600.0, "img/s", true),
+    ];
     let b = best_of_rounds(&[r1, r2]);
+    assert_eq!((b[2].ours, b[2].torch), (900.0, 600.0));
     assert_eq!((b[0].ours, b[0].torch), (150.0, 300.0));
     assert!((b[0].ratio - 0.5).abs() < 1e-12);
     assert_eq!((b[1].ours, b[1].torch), (40.0, 20.0));

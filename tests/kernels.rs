@@ -11,14 +11,16 @@
 //! * LayerNorm: `≤ 1e-5` abs on outputs, `≤ 1e-5·max(rstd)` on `dx`, relative `1e-5` for
 //!   `mean`, `rstd`, `dγ`, `dβ`.
 //! * GEMM (operands row-major, transposed via `.t()`, padded rows, every-other-column views):
-//!   `|C − C₆₄| ≤ 1e-5·(|α|·Σₚ|aᵢₚ·bₚⱼ| + |β·cᵢⱼ|)` for `K ≤ 4096`.
+//!   `|C − C₆₄| ≤ 1e-5·(|α|·Σₚ|aᵢₚ·bₚⱼ| + |β·cᵢⱼ|)` for `K ≤ 4096`; each SIMD micro-kernel
+//!   (AVX-512, AVX2) bit-identical to its scalar twin at tile edges, block edges and strides.
 //! * Thread count: every kernel gives bit-identical results with 1, 2 and 3 threads.
 
 use consolidator::kernels::activation::*;
 use consolidator::kernels::elementwise::*;
-use consolidator::kernels::gemm::{gemm, gemm_batched, MatRef};
+use consolidator::kernels::gemm::{gemm, gemm_batched, gemm_ext, gemm_isa, gemm_new, MatRef};
 use consolidator::kernels::layernorm::*;
 use consolidator::kernels::softmax::*;
+use consolidator::kernels::{Isa, PackedB, Rhs};
 use consolidator::par;
 use proptest::prelude::*;
 use rand::rngs::StdRng;
@@ -111,12 +113,18 @@ proptest! {
             let tol = 1e-6 * x[i].abs().max(1.0);
             prop_assert!((f[i] - o[i]).abs() <= tol, "gelu({}) = {} vs {}", x[i], f[i], o[i]);
         }
+        // The 16-lane (AVX-512) kernel, where the CPU has it, matches the 8-lane one bit for bit.
+        let mut w = vec![0.0; n];
+        gelu_erf_x8(&x, &mut w);
+        prop_assert_eq!(bits(&f), bits(&w));
         gelu_erf_backward(&x, &dy, &mut f);
         gelu_erf_backward_scalar(&x, &dy, &mut o);
         for i in 0..n {
             let tol = 1e-6 * x[i].abs().max(1.0) * dy[i].abs().max(1.0);
             prop_assert!((f[i] - o[i]).abs() <= tol, "gelu'({}) = {} vs {}", x[i], f[i], o[i]);
         }
+        gelu_erf_backward_x8(&x, &dy, &mut w);
+        prop_assert_eq!(bits(&f), bits(&w));
     }
 }
 
@@ -263,6 +271,14 @@ fn layernorm_case(rows: usize, c: usize, seed: u64, off: f32) -> Result<(), Test
     layernorm_backward(xs, gs, ms, rs, dys, None, None, Some(&mut db2));
     prop_assert_eq!(bits(&dg2), bits(&dgf));
     prop_assert_eq!(bits(&db2), bits(&dbf));
+    // The kernels that build new outputs give the same bits.
+    let (mut m3, mut r3) = (vec![0.0; rows], vec![0.0; rows]);
+    prop_assert_eq!(bits(&layernorm_forward_new(&x, &gamma, &beta, eps, &mut m3, &mut r3)), bits(&of));
+    prop_assert_eq!((bits(&m3), bits(&r3)), (bits(&mf), bits(&rf)));
+    let (mut dg3, mut db3) = (init.clone(), init.clone());
+    let dx3 = layernorm_backward_new(xs, gs, ms, rs, dys, Some(&mut dg3), Some(&mut db3));
+    prop_assert_eq!(bits(&dx3), bits(&dxf));
+    prop_assert_eq!((bits(&dg3), bits(&db3)), (bits(&dgf), bits(&dbf)));
     Ok(())
 }
 
@@ -407,6 +423,94 @@ proptest! {
     }
 }
 
+// ---------------------------------------------------------------- our GEMM's kernels
+
+/// One product on `isa`'s kernel and on its scalar twin: bit-identical, and within the GEMM
+/// tolerance of the `f64` reference.
+fn twin_case(isa: Isa, twin: Isa, t: &Case) -> Result<(), TestCaseError> {
+    let Case { m, k, n, .. } = *t;
+    let a_op = Operand::new(m, k, t.ta, t.pad, t.step, t.seed);
+    let b_op = Operand::new(k, n, t.tb, t.pad, t.step, t.seed ^ 11);
+    let (a, b) = (a_op.view(), b_op.view());
+    let ldc = n + t.pad;
+    let c0 = vals(m * ldc, -1.0, 1.0, t.seed ^ 13);
+    let (want, scale) = gemm_f64(t.alpha, a, b, t.beta, &c0, ldc);
+    let (mut c1, mut c2) = (c0.clone(), c0.clone());
+    gemm_isa(isa, t.alpha, a, b, t.beta, &mut c1, ldc);
+    gemm_isa(twin, t.alpha, a, b, t.beta, &mut c2, ldc);
+    prop_assert_eq!(bits(&c1), bits(&c2), "{:?} vs {:?}, {}x{}x{} ta={} tb={}", isa, twin, m, k, n, t.ta, t.tb);
+    for i in 0..m {
+        for j in 0..n {
+            let got = c1[i * ldc + j] as f64;
+            prop_assert!((got - want[i * n + j]).abs() <= 1e-5 * scale[i * n + j] + 1e-30, "C[{},{}] {:?}", i, j, isa);
+        }
+        prop_assert_eq!(bits(&c1[i * ldc + n..(i + 1) * ldc]), bits(&c0[i * ldc + n..(i + 1) * ldc]));
+    }
+    Ok(())
+}
+
+/// The SIMD kernels this CPU runs, each with its scalar twin (the twins alone elsewhere).
+fn kernel_pairs() -> Vec<(Isa, Isa)> {
+    let have = Isa::available();
+    let mut v = vec![(Isa::Scalar512, Isa::Scalar512), (Isa::Scalar256, Isa::Scalar256)];
+    for (simd, twin) in [(Isa::Avx512, Isa::Scalar512), (Isa::Avx2, Isa::Scalar256)] {
+        if have.contains(&simd) {
+            v.push((simd, twin));
+        }
+    }
+    v
+}
+
+proptest! {
+    #![proptest_config(cfg(64))]
+
+    /// Tile edges of both kernels (12 × 32 and 6 × 16: m, n over 1..3 tiles and one more),
+    /// depths around the block of 384 and its double, transposed and strided operands (the
+    /// in-place and packed paths for A, the copying and transposing packers for B).
+    #[test]
+    fn simd_kernels_equal_their_scalar_twins(m in prop_oneof![1usize..38, 60usize..75],
+                                            n in prop_oneof![1usize..100, 500usize..530],
+                                            k in prop_oneof![1usize..40, 380usize..390, 766usize..770],
+                                            ta in any::<bool>(), tb in any::<bool>(), pad in 0usize..3,
+                                            step in prop_oneof![3 => Just(1usize), 1 => Just(2usize)],
+                                            ab in prop_oneof![Just((1.0f32, 0.0f32)), Just((0.5, 1.0)), Just((-1.5, 0.25))],
+                                            seed in any::<u64>()) {
+        let (alpha, beta) = ab;
+        let t = Case { m, k, n, ta, tb, pad, step, alpha, beta, seed };
+        for (isa, twin) in kernel_pairs() {
+            twin_case(isa, twin, &t)?;
+        }
+    }
+
+    /// Panels packed once (a frozen weight's) and a bias epilogue give what packing on the fly
+    /// and adding the bias after give; a new output (`gemm_new`) equals a zeroed one.
+    #[test]
+    fn prepacked_panels_bias_and_new_outputs(m in 1usize..40, n in 1usize..80, k in prop_oneof![1usize..50, 380usize..400],
+                                             beta in prop_oneof![Just(0.0f32), Just(0.5)], seed in any::<u64>()) {
+        let a = vals(m * k, -1.0, 1.0, seed);
+        let w = vals(n * k, -1.0, 1.0, seed ^ 1); // [n, k]: the product is a·wᵀ
+        let bias = vals(n, -1.0, 1.0, seed ^ 2);
+        let c0 = vals(m * n, -1.0, 1.0, seed ^ 3);
+        let (av, bv) = (MatRef::new(&a, m, k), MatRef::new(&w, n, k).t());
+        for (isa, _) in kernel_pairs() {
+            let mut want = c0.clone();
+            gemm_isa(isa, 0.75, av, bv, beta, &mut want, n);
+            let mut got = c0.clone();
+            gemm_ext(0.75, av, Rhs::Packed(&PackedB::new(isa, bv)), beta, None, &mut got, n);
+            prop_assert_eq!(bits(&got), bits(&want), "{:?} prepacked", isa);
+            let mut with_bias = c0.clone();
+            gemm_ext(0.75, av, Rhs::Packed(&PackedB::new(isa, bv)), beta, Some(&bias), &mut with_bias, n);
+            for (i, (g, w)) in with_bias.iter().zip(&want).enumerate() {
+                prop_assert!((g - (w + bias[i % n])).abs() <= 1e-6 * (1.0 + w.abs()), "{:?} bias", isa);
+            }
+        }
+        let fresh = gemm_new(1.0, av, Rhs::View(bv), Some(&bias));
+        let mut zeroed = vec![0.0; m * n];
+        gemm_ext(1.0, av, Rhs::View(bv), 0.0, Some(&bias), &mut zeroed, n);
+        prop_assert_eq!(bits(&fresh), bits(&zeroed));
+    }
+}
+
 #[test]
 fn gemm_empty_and_k_zero() {
     let a = vec![1.0f32; 6];
@@ -484,14 +588,25 @@ fn all_kernels() -> Vec<Vec<u32>> {
     let (dxs, dgs, dbs) = (Some(&mut dx[..]), Some(&mut dg[..]), Some(&mut db[..]));
     layernorm_backward(x, &gamma, &m, &r, dy, dxs, dgs, dbs);
     out.extend([bits(&dx), bits(&dg), bits(&db)]);
-    // GEMM: tall (row split) and short-wide (column split), B transposed.
-    for &(gm, gk, gn) in &[(301, 129, 77), (5, 64, 3001), (1576, 192, 64)] {
+    let (mut m2, mut r2) = (vec![0.0; rows], vec![0.0; rows]);
+    out.push(bits(&layernorm_forward_new(x, &gamma, &beta, 1e-6, &mut m2, &mut r2)));
+    out.push(bits(&layernorm_backward_new(x, &gamma, &m, &r, dy, Some(&mut dg), None)));
+    // GEMM: tall (row split) and short-wide (column split), B transposed, a depth over two
+    // blocks; prepacked panels with a bias; every kernel this CPU runs.
+    for &(gm, gk, gn) in &[(301, 129, 77), (5, 64, 3001), (1576, 192, 64), (197, 800, 576)] {
         let ga = vals(gm * gk, -1.0, 1.0, 25);
         let gb = vals(gn * gk, -1.0, 1.0, 26);
         let mut gc = vec![0.0; gm * gn];
         let (av, bv) = (MatRef::new(&ga, gm, gk), MatRef::new(&gb, gn, gk).t());
         gemm(1.0, av, bv, 0.0, &mut gc, gn);
         out.push(bits(&gc));
+        for isa in Isa::available() {
+            gemm_isa(isa, 1.0, av, bv, 0.0, &mut gc, gn);
+            out.push(bits(&gc));
+            gemm_ext(1.0, av, Rhs::Packed(&PackedB::new(isa, bv)), 0.0, Some(&gb[..gn]), &mut gc, gn);
+            out.push(bits(&gc));
+        }
+        out.push(bits(&gemm_new(1.0, av, Rhs::View(bv), None)));
     }
     let mut bc = vec![0.0; 6 * 1600];
     let (av, bv) = (MatRef::new(&a, 40, 50), MatRef::new(&b, 50, 40));

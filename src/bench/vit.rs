@@ -9,13 +9,18 @@
 //!   (with bias, no reorder, no drop-path) beside qkv, proj, fc1 and fc2 of every block, the
 //!   branches and the head trained (`consolidator`);
 //! * ViT-Tiny at batch 8 as a backbone, with unmerged consolidator branches (the released recipe
-//!   scaled to width 192), and merged: the deployed model must cost what the backbone costs.
+//!   scaled to width 192), and merged: the deployed model must cost what the backbone costs;
+//! * the small model this project ships and trains (`vit_mnist_tiny`: 28², patch 4, width 64,
+//!   depth 4, 4 heads): a training step at batch 32 (what `adapt` and the suite use) and 128 (what
+//!   `pretrain` uses), full and consolidator, and inference at batch 1 and 128. Its rows are
+//!   read in images per second ([`VitRow::images_per_s`]): there fixed per-op costs dominate,
+//!   not FLOPs.
 //!
 //! Each workload reports its median time over a few repetitions after one warm-up, and the share
 //! of that time spent in the linear layers' GEMMs. The CLI runs each one in a child process to
 //! report its peak resident memory too ([`peak_rss_mb`]).
 
-use crate::autograd::Tape;
+use crate::autograd::{OpTime, Tape};
 use crate::model::Model;
 use crate::nn::{Pool, VisionTransformer, VitConfig};
 use crate::optim::Optimizer;
@@ -67,9 +72,15 @@ fn train_case(case: &str) -> Result<(VitConfig, usize)> {
             },
             64,
         )),
+        "vit_mnist_tiny_b32" => Ok((VitConfig::preset("vit_mnist_tiny")?, 32)),
+        "vit_mnist_tiny_b128" => Ok((VitConfig::preset("vit_mnist_tiny")?, 128)),
         _ => Err(Error::invalid("bench vit", format!("unknown training case `{case}`"))),
     }
 }
+
+/// The training cases, in report order.
+pub const TRAIN_CASES: [&str; 4] =
+    ["vit_tiny_224_b16", "vit_c32_p4_d192_l6_b64", "vit_mnist_tiny_b32", "vit_mnist_tiny_b128"];
 
 /// The method of the `consolidator` training rows (the PyTorch script's `GroupedBranch`).
 pub const TRAIN_CONSOLIDATOR: &str = "consolidator:g=8,dp=0,frozen-norms,frozen-biases";
@@ -79,14 +90,16 @@ pub const TRAIN_CONSOLIDATOR: &str = "consolidator:g=8,dp=0,frozen-norms,frozen-
 /// ViT-Tiny training step).
 pub fn workloads(quick: bool) -> Vec<String> {
     let mut v = Vec::new();
-    for model in ["vit_tiny_patch16_224", "vit_small_patch16_224"] {
-        for b in [1, 8] {
+    for (model, batches) in
+        [("vit_tiny_patch16_224", [1, 8]), ("vit_small_patch16_224", [1, 8]), ("vit_mnist_tiny", [1, 128])]
+    {
+        for b in batches {
             if !(quick && b == 8 && model.contains("small")) {
                 v.push(format!("{model} forward b{b}"));
             }
         }
     }
-    for case in ["vit_tiny_224_b16", "vit_c32_p4_d192_l6_b64"] {
+    for case in TRAIN_CASES {
         if !(quick && case == "vit_tiny_224_b16") {
             for mode in ["full", "consolidator"] {
                 v.push(format!("train {case} {mode}"));
@@ -115,11 +128,19 @@ fn timed(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
 
 /// One training step (forward + backward + AdamW) of `vit` on a batch.
 pub fn train_step(vit: &mut VisionTransformer, opt: &mut Optimizer, x: &Tensor, labels: &[usize]) -> Result<()> {
-    let grads = {
-        let tape = Tape::new();
-        let loss = vit.forward(&tape, &tape.constant(x.clone()))?.cross_entropy(labels, 0.0)?;
-        tape.backward(&loss)?
-    };
+    train_step_on(&Tape::new(), vit, opt, x, labels)
+}
+
+/// [`train_step`] on a given (fresh, recording) tape, e.g. a profiled one.
+fn train_step_on(
+    tape: &Tape,
+    vit: &mut VisionTransformer,
+    opt: &mut Optimizer,
+    x: &Tensor,
+    labels: &[usize],
+) -> Result<()> {
+    let loss = vit.forward(tape, &tape.constant(x.clone()))?.cross_entropy(labels, 0.0)?;
+    let grads = tape.backward(&loss)?;
     opt.step(vit, &grads, 1e-4, 1.0)
 }
 
@@ -160,6 +181,58 @@ pub fn run_one(name: &str, reps: usize) -> Result<Vec<VitRow>> {
     }
 }
 
+/// Where one workload's time goes: `reps` runs (after one warm-up) on profiled tapes
+/// ([`Tape::profiled`]), summed per op name, most expensive first, with the time outside the
+/// tape's ops (the optimizer step, building inputs) as `(outside ops)`, and the total wall time.
+/// Not for the deploy rows. Also gives the CPU time of the runs ([`cpu_seconds`]).
+pub fn profile_one(name: &str, reps: usize) -> Result<(Vec<(&'static str, OpTime)>, f64, Option<f64>)> {
+    let parts: Vec<&str> = name.split(' ').collect();
+    let mut total = std::collections::HashMap::<&'static str, OpTime>::new();
+    let mut add = |tape: &Tape| {
+        for (op, t) in tape.profile() {
+            let e = total.entry(op).or_default();
+            e.calls += t.calls;
+            e.forward += t.forward;
+            e.backward += t.backward;
+        }
+    };
+    let (start, cpu0);
+    match parts.as_slice() {
+        [model, "forward", b] => {
+            let b: usize = b.strip_prefix('b').and_then(|b| b.parse().ok()).unwrap_or(1);
+            let cfg = VitConfig::preset(model)?;
+            let vit = VisionTransformer::new(&cfg, 0)?;
+            let x = images(&cfg, b);
+            vit.predict(&x)?;
+            (start, cpu0) = (Instant::now(), cpu_seconds());
+            for _ in 0..reps {
+                let tape = Tape::inference().profiled();
+                vit.forward(&tape, &tape.constant(x.clone()))?;
+                add(&tape);
+            }
+        }
+        ["train", case, mode] => {
+            let (mut vit, x, labels) = train_setup(case, mode)?;
+            let mut opt = Optimizer::adamw(1e-4);
+            train_step(&mut vit, &mut opt, &x, &labels)?;
+            (start, cpu0) = (Instant::now(), cpu_seconds());
+            for _ in 0..reps {
+                let tape = Tape::new().profiled();
+                train_step_on(&tape, &mut vit, &mut opt, &x, &labels)?;
+                add(&tape);
+            }
+        }
+        _ => return Err(Error::invalid("bench profile", format!("unknown workload `{name}`"))),
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = cpu0.zip(cpu_seconds()).map(|(a, b)| b - a);
+    let in_ops: f64 = total.values().map(|t| t.forward + t.backward).sum();
+    total.insert("(outside ops)", OpTime { calls: 0, forward: wall - in_ops, backward: 0.0 });
+    let mut v: Vec<_> = total.into_iter().collect();
+    v.sort_by(|a, b| (b.1.forward + b.1.backward).total_cmp(&(a.1.forward + a.1.backward)));
+    Ok((v, wall, cpu))
+}
+
 /// ViT-Tiny at batch 8 as the backbone, with unmerged branches, and merged, the three timed in
 /// turn within each repetition (so machine noise hits all three alike); medians.
 fn deploy_rows(reps: usize) -> Result<Vec<VitRow>> {
@@ -195,6 +268,17 @@ pub fn run_vit_bench(quick: bool) -> Result<VitReport> {
     Ok(VitReport { rows })
 }
 
+/// CPU time this process has used so far (all threads, user + system), in seconds; `None` off
+/// Linux. On a shared machine it does not count the time the process waited for a CPU, so
+/// per-run CPU time compares one-thread runs fairly where wall time does not.
+pub fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<f64> = rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse().ok()).collect();
+    (f.len() == 2).then(|| (f[0] + f[1]) / 100.0)
+}
+
 /// Peak resident memory of this process so far (`VmHWM`), in MiB; `None` off Linux.
 pub fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -212,7 +296,7 @@ impl VitReport {
     pub fn ratios(&self) -> Vec<(String, f64)> {
         let mut v = Vec::new();
         let ms = |n: &str| self.get(n).map(|r| r.ms);
-        for case in ["vit_tiny_224_b16", "vit_c32_p4_d192_l6_b64"] {
+        for case in TRAIN_CASES {
             if let (Some(c), Some(f)) = (ms(&format!("train {case} consolidator")), ms(&format!("train {case} full"))) {
                 v.push((format!("{case}: consolidator step / full fine-tuning step"), c / f));
             }
@@ -229,11 +313,12 @@ impl VitReport {
 
 impl fmt::Display for VitReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "| workload | batch | median ms | share in linear-layer GEMMs | peak RSS MiB |")?;
-        writeln!(f, "|---|---:|---:|---:|---:|")?;
+        writeln!(f, "| workload | batch | median ms | images/s | share in linear-layer GEMMs | peak RSS MiB |")?;
+        writeln!(f, "|---|---:|---:|---:|---:|---:|")?;
         for r in &self.rows {
             let rss = r.rss_mb.map_or("-".to_string(), |m| format!("{m:.0}"));
-            writeln!(f, "| {} | {} | {:.1} | {:.0}% | {rss} |", r.name, r.batch, r.ms, 100.0 * r.gemm_share)?;
+            let (ms, ips, share) = (r.ms, r.images_per_s(), 100.0 * r.gemm_share);
+            writeln!(f, "| {} | {} | {ms:.2} | {ips:.0} | {share:.0}% | {rss} |", r.name, r.batch)?;
         }
         for (label, v) in self.ratios() {
             writeln!(f, "{label}: {v:.3}")?;
@@ -243,12 +328,20 @@ impl fmt::Display for VitReport {
 }
 
 impl VitRow {
+    /// Images per second: the batch over the median time.
+    pub fn images_per_s(&self) -> f64 {
+        self.batch as f64 / self.ms * 1e3
+    }
     /// The row as JSON.
     pub fn to_json(&self) -> String {
         let rss = self.rss_mb.map_or("null".to_string(), |m| format!("{m:.1}"));
         format!(
-            "{{\"name\":\"{}\",\"batch\":{},\"ms\":{:.3},\"gemm_share\":{:.3},\"rss_mb\":{rss}}}",
-            self.name, self.batch, self.ms, self.gemm_share
+            "{{\"name\":\"{}\",\"batch\":{},\"ms\":{:.3},\"images_per_s\":{:.1},\"gemm_share\":{:.3},\"rss_mb\":{rss}}}",
+            self.name,
+            self.batch,
+            self.ms,
+            self.images_per_s(),
+            self.gemm_share
         )
     }
 }

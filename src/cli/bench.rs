@@ -6,6 +6,10 @@
 //! the start of every round, so PyTorch and this engine take turns on the machine. `--rounds N`
 //! repeats everything N times and keeps each workload's best round on each side: the best GEMM
 //! rate, the fastest grouped forward, the lowest median.
+//!
+//! `bench --profile NAME [--reps N]` runs one ViT workload N times (default 20) on profiled
+//! tapes and prints where its time goes, per op (forward and backward), for profiling with
+//! `perf record` as well.
 
 use super::{note, say, R};
 use consolidator::bench::{self, gc::GcReport, gemm::GemmReport, vit::VitReport, vit::VitRow};
@@ -24,25 +28,45 @@ pub struct BenchArgs {
     #[arg(long)]
     quick: bool,
     /// Repeat everything N times; each workload keeps its best round
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
     rounds: u64,
+    /// Timed repetitions per workload [default: 7; 3 with --quick; 20 with --profile]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100000))]
+    reps: Option<u64>,
     /// Side by side with PyTorch: the JSON file of scripts/bench_torch.py
     #[arg(long, value_name = "FILE")]
     torch: Option<String>,
     /// A command that writes the --torch file, run at the start of every round
     #[arg(long, value_name = "CMD", requires = "torch")]
     torch_run: Option<String>,
+    /// Where one ViT workload's time goes, per op (e.g. `train vit_mnist_tiny_b128 full`)
+    #[arg(long, value_name = "NAME")]
+    profile: Option<String>,
     /// (internal) run one ViT workload in this process and print its row with its peak memory
     #[arg(long, hide = true)]
     worker: Option<String>,
 }
 
 pub fn bench(a: &BenchArgs) -> R {
-    let (what, json, quick, worker, torch, torch_run) =
-        (a.what.clone(), a.json, a.quick, a.worker.clone(), a.torch.clone(), a.torch_run.clone());
+    let (what, json, quick, worker, torch, torch_run, profile) =
+        (a.what.clone(), a.json, a.quick, a.worker.clone(), a.torch.clone(), a.torch_run.clone(), a.profile.clone());
     let rounds = a.rounds as usize;
+    let reps = a.reps.map_or(if quick { 3 } else { 7 }, |r| r as usize);
     let e = |r: consolidator::Error| r.to_string();
-    let reps = if quick { 3 } else { 7 };
+    if let Some(name) = profile {
+        let reps = a.reps.map_or(20, |r| r as usize);
+        let (ops, wall, cpu) = bench::vit::profile_one(&name, reps).map_err(e)?;
+        let per = |s: f64| s * 1e3 / reps as f64;
+        let cpu = cpu.map_or(String::new(), |c| format!(", CPU {:.1} ms per run", per(c)));
+        say!("{name}: {reps} runs, {:.2} ms per run{cpu}", per(wall));
+        say!("| op | calls/run | forward ms/run | backward ms/run | share |\n|---|---:|---:|---:|---:|");
+        for (op, t) in ops {
+            let (f, b) = (t.forward * 1e3 / reps as f64, t.backward * 1e3 / reps as f64);
+            let share = 100.0 * (t.forward + t.backward) / wall;
+            say!("| {op} | {} | {f:.3} | {b:.3} | {share:.1}% |", t.calls / reps.max(1));
+        }
+        return Ok(());
+    }
     if let Some(name) = worker {
         // A child process: one workload, then its peak memory.
         for mut row in bench::vit::run_one(&name, reps).map_err(e)? {

@@ -66,14 +66,27 @@ pub fn erf_f64(x: f64) -> f64 {
     }
 }
 
-/// `out[i] = gelu_erf(x[i])`.
+/// `out[i] = gelu_erf(x[i])`: 16 lanes at a time where the CPU has AVX-512 (the same lane
+/// arithmetic, so the same values, as [`gelu_erf_x8`]), else 8.
 pub fn gelu_erf(x: &[f32], out: &mut [f32]) {
     assert_eq!(x.len(), out.len());
     let chunk = simd::flat_chunk_len(x.len());
     par::for_each_chunk_mut(out, chunk, |i, o| {
         let xs = &x[i * chunk..i * chunk + o.len()];
-        simd::map1(xs, o, |v| v * phi_and_gauss8(v).0);
+        #[cfg(target_arch = "x86_64")]
+        if avx512::usable() {
+            // SAFETY: AVX-512F is present; the slices have equal lengths.
+            let done = unsafe { avx512::gelu(xs, &[], o) };
+            return gelu_erf_x8(&xs[done..], &mut o[done..]);
+        }
+        gelu_erf_x8(xs, o)
     });
+}
+
+/// [`gelu_erf`] eight lanes at a time, on the calling thread (the portable kernel, and the
+/// twin the AVX-512 kernel must match bit for bit).
+pub fn gelu_erf_x8(x: &[f32], out: &mut [f32]) {
+    simd::map1(x, out, |v| v * phi_and_gauss8(v).0);
 }
 /// Scalar twin of [`gelu_erf`].
 pub fn gelu_erf_scalar(x: &[f32], out: &mut [f32]) {
@@ -83,18 +96,96 @@ pub fn gelu_erf_scalar(x: &[f32], out: &mut [f32]) {
     }
 }
 
-/// `dx[i] = dy[i] · gelu_erf'(x[i])`.
+/// `dx[i] = dy[i] · gelu_erf'(x[i])`, 16 lanes at a time with AVX-512 (as [`gelu_erf`]).
 pub fn gelu_erf_backward(x: &[f32], dy: &[f32], dx: &mut [f32]) {
     assert!(x.len() == dy.len() && x.len() == dx.len());
     let chunk = simd::flat_chunk_len(x.len());
     par::for_each_chunk_mut(dx, chunk, |i, d| {
         let r = i * chunk..i * chunk + d.len();
-        simd::map2(&x[r.clone()], &dy[r], d, |v, g| {
-            let (cdf, gauss) = phi_and_gauss8(v);
-            g * v.mul_add(gauss * f32x8::splat(FRAC_1_SQRT_2PI), cdf)
-        });
+        let (xs, gs) = (&x[r.clone()], &dy[r]);
+        #[cfg(target_arch = "x86_64")]
+        if avx512::usable() {
+            // SAFETY: AVX-512F is present; the slices have equal lengths.
+            let done = unsafe { avx512::gelu(xs, gs, d) };
+            return gelu_erf_backward_x8(&xs[done..], &gs[done..], &mut d[done..]);
+        }
+        gelu_erf_backward_x8(xs, gs, d)
     });
 }
+
+/// [`gelu_erf_backward`] eight lanes at a time, on the calling thread (the AVX-512 kernel's
+/// twin).
+pub fn gelu_erf_backward_x8(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    simd::map2(x, dy, dx, |v, g| {
+        let (cdf, gauss) = phi_and_gauss8(v);
+        g * v.mul_add(gauss * f32x8::splat(FRAC_1_SQRT_2PI), cdf)
+    });
+}
+
+/// The GELU kernels on 16 lanes: `phi_and_gauss8` and `exp8` instruction for instruction
+/// (same constants, same order of operations, FMAs where they have them), so every value is
+/// bit-identical to the 8-lane kernels'.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{AS_A, AS_P, FRAC_1_SQRT_2, FRAC_1_SQRT_2PI};
+    use std::arch::x86_64::*;
+
+    /// The CPU has AVX-512F and the 8-lane kernels fuse their multiply-adds (a build for
+    /// x86-64-v3 or above), so both give the same values and chunk boundaries (which follow the
+    /// thread count) cannot change a result.
+    pub(super) fn usable() -> bool {
+        cfg!(target_feature = "fma") && is_x86_feature_detected!("avx512f")
+    }
+
+    /// The forward (`dy` empty) or the backward of the first `16·⌊len/16⌋` values into `out`;
+    /// returns how many were done.
+    ///
+    /// # Safety
+    /// AVX-512F present; `out.len() == x.len()`, and `dy.len() == x.len()` unless empty.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn gelu(x: &[f32], dy: &[f32], out: &mut [f32]) -> usize {
+        let n = x.len() / 16 * 16;
+        let s = _mm512_set1_ps;
+        for i in (0..n).step_by(16) {
+            let v = _mm512_loadu_ps(x[i..i + 16].as_ptr());
+            // exp8(−½·x·x)
+            let e = _mm512_mul_ps(_mm512_mul_ps(s(-0.5), v), v);
+            let ec = _mm512_min_ps(_mm512_max_ps(e, s(-87.5)), s(88.0));
+            let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
+                ec,
+                s(std::f32::consts::LOG2_E),
+            ));
+            let r = _mm512_fnmadd_ps(k, s(0.693_145_75), ec);
+            let r = _mm512_fnmadd_ps(k, s(1.428_606_8e-6), r);
+            let mut p = s(1.0 / 5040.0);
+            for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+                p = _mm512_fmadd_ps(p, r, s(c));
+            }
+            let two_k = _mm512_slli_epi32::<23>(_mm512_add_epi32(_mm512_cvtps_epi32(k), _mm512_set1_epi32(127)));
+            let y = _mm512_mul_ps(p, _mm512_castsi512_ps(two_k));
+            let gauss = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_LT_OQ>(e, s(-87.3)), y, _mm512_setzero_ps());
+            // Φ(x) from erfc(|x|/√2) (A&S 7.1.26)
+            let z = _mm512_mul_ps(_mm512_abs_ps(v), s(FRAC_1_SQRT_2));
+            let t = _mm512_div_ps(s(1.0), _mm512_fmadd_ps(z, s(AS_P), s(1.0)));
+            let mut h = s(AS_A[4]);
+            for &a in AS_A[..4].iter().rev() {
+                h = _mm512_fmadd_ps(h, t, s(a));
+            }
+            let half_erfc = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(s(0.5), t), h), gauss);
+            let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, _mm512_setzero_ps());
+            let cdf = _mm512_mask_blend_ps(neg, _mm512_sub_ps(s(1.0), half_erfc), half_erfc);
+            let o = if dy.is_empty() {
+                _mm512_mul_ps(v, cdf)
+            } else {
+                let g = _mm512_loadu_ps(dy[i..i + 16].as_ptr());
+                _mm512_mul_ps(g, _mm512_fmadd_ps(v, _mm512_mul_ps(gauss, s(FRAC_1_SQRT_2PI)), cdf))
+            };
+            _mm512_storeu_ps(out[i..i + 16].as_mut_ptr(), o);
+        }
+        n
+    }
+}
+
 /// Scalar twin of [`gelu_erf_backward`].
 pub fn gelu_erf_backward_scalar(x: &[f32], dy: &[f32], dx: &mut [f32]) {
     assert!(x.len() == dy.len() && x.len() == dx.len());

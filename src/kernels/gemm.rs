@@ -46,6 +46,7 @@
 //! assert_eq!(y, y_ref);
 //! ```
 
+use super::packed::{self, Epilogue, Isa, OutPtr, Rhs};
 use crate::par;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -111,12 +112,63 @@ const PAR_MIN_MACS: usize = 1 << 18;
 ///
 /// With `β = 0` the old contents of `C` are ignored (NaN included), as in BLAS.
 pub fn gemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], ldc: usize) {
-    if !PROFILE.load(Ordering::Relaxed) {
-        return gemm_untimed(alpha, a, b, beta, c, ldc);
+    gemm_ext(alpha, a, Rhs::View(b), beta, None, c, ldc)
+}
+
+/// [`gemm`] with the right operand a view or packed panels ([`Rhs`]), and a bias row added to
+/// every row of the result: `C = α·A·B + β·C + bias`, in one pass over `C`.
+pub fn gemm_ext(alpha: f32, a: MatRef, b: Rhs, beta: f32, bias: Option<&[f32]>, c: &mut [f32], ldc: usize) {
+    let t = PROFILE.load(Ordering::Relaxed).then(std::time::Instant::now);
+    let n = b.dims().1;
+    check_operands(a, &b, c.len(), ldc);
+    assert!(bias.is_none_or(|v| v.len() >= n), "gemm: bias shorter than n");
+    match b.isa().or_else(Isa::detect) {
+        // SAFETY: the operands and `c` were checked to cover the product.
+        Some(isa) => unsafe {
+            tiled(isa, a, b, Epilogue { alpha, beta, bias }, OutPtr { ptr: c.as_mut_ptr(), ldc }, par::threads())
+        },
+        None => {
+            let Rhs::View(b) = b else { unreachable!("packed panels always name their kernel") };
+            let mut beta = beta;
+            if let (Some(bias), true) = (bias, a.rows > 0) {
+                for row in c.chunks_mut(ldc).take(a.rows) {
+                    for (v, &s) in row[..n].iter_mut().zip(bias) {
+                        *v = if beta == 0.0 { s } else { beta.mul_add(*v, s) };
+                    }
+                }
+                beta = 1.0;
+            }
+            gemm_matrixmultiply(alpha, a, b, beta, c, ldc);
+        }
     }
-    let t = std::time::Instant::now();
-    gemm_untimed(alpha, a, b, beta, c, ldc);
-    GEMM_NANOS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    if let Some(t) = t {
+        GEMM_NANOS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+}
+
+/// A new `m × n` matrix `α·A·B (+ bias in every row)`, written once: no zeroing pass first.
+pub fn gemm_new(alpha: f32, a: MatRef, b: Rhs, bias: Option<&[f32]>) -> Vec<f32> {
+    let (m, (k, n)) = (a.rows, b.dims());
+    let isa = b.isa().or_else(Isa::detect).filter(|_| k > 0 && m > 0 && n > 0);
+    let Some(isa) = isa else {
+        let mut c = vec![0.0; m * n];
+        gemm_ext(alpha, a, b, 0.0, bias, &mut c, n.max(1));
+        return c;
+    };
+    check_operands(a, &b, m * n, n);
+    assert!(bias.is_none_or(|v| v.len() >= n), "gemm: bias shorter than n");
+    let t = PROFILE.load(Ordering::Relaxed).then(std::time::Instant::now);
+    let mut c: Vec<f32> = Vec::with_capacity(m * n);
+    // SAFETY: the operands were checked; with β = 0 and k > 0 the kernels write every value of
+    // the m × n output without reading it, so all `m·n` values are initialised before `set_len`.
+    unsafe {
+        tiled(isa, a, b, Epilogue { alpha, beta: 0.0, bias }, OutPtr { ptr: c.as_mut_ptr(), ldc: n }, par::threads());
+        c.set_len(m * n);
+    }
+    if let Some(t) = t {
+        GEMM_NANOS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+    c
 }
 
 static PROFILE: AtomicBool = AtomicBool::new(false);
@@ -134,7 +186,75 @@ pub fn gemm_seconds() -> f64 {
     GEMM_NANOS.load(Ordering::Relaxed) as f64 * 1e-9
 }
 
-fn gemm_untimed(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], ldc: usize) {
+/// Checks the operands of `C[m×n] = A·B` against each other and against `C`'s slice.
+fn check_operands(a: MatRef, b: &Rhs, c_len: usize, ldc: usize) {
+    let (m, (k, n)) = (a.rows, b.dims());
+    assert_eq!(k, a.cols, "gemm: inner dimensions {}x{} · {k}x{n}", a.rows, a.cols);
+    assert!(ldc >= n, "gemm: ldc {ldc} < n {n}");
+    if m > 0 && n > 0 {
+        assert!(c_len >= (m - 1) * ldc + n, "gemm: C slice too short for {m}x{n} (ldc {ldc})");
+        a.check("A");
+        if let Rhs::View(v) = b {
+            v.check("B");
+        }
+    }
+}
+
+/// [`gemm`] on a given micro-kernel (SIMD or scalar twin; see [`packed`]): the tests run every
+/// kernel this CPU has. Panics if the CPU cannot run `isa`.
+pub fn gemm_isa(isa: Isa, alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], ldc: usize) {
+    assert!(Isa::available().contains(&isa), "gemm: this CPU cannot run the {isa:?} kernel");
+    check_operands(a, &Rhs::View(b), c.len(), ldc);
+    let epi = Epilogue { alpha, beta, bias: None };
+    // SAFETY: the operands and `c` were checked to cover the product.
+    unsafe { tiled(isa, a, Rhs::View(b), epi, OutPtr { ptr: c.as_mut_ptr(), ldc }, par::threads()) }
+}
+
+/// Splits the output among `threads` workers (blocks of whole row tiles or column tiles,
+/// whichever leaves the busiest worker the least) and runs [`packed::run_block`] on each.
+///
+/// # Safety
+/// `a` covers `m × k`, `b` covers `k × n`, `out` is valid for `m × n` values `ldc` apart (read
+/// only if `β ≠ 0`) and `isa` runs on this CPU.
+unsafe fn tiled(isa: Isa, a: MatRef, b: Rhs, epi: Epilogue, out: OutPtr, threads: usize) {
+    let (m, k) = (a.rows, a.cols);
+    let n = b.dims().1;
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        for r in 0..m {
+            for j in 0..n {
+                let c = out.ptr.add(r * out.ldc + j);
+                let old = if epi.beta == 0.0 { 0.0 } else { epi.beta * *c };
+                *c = old + epi.bias.map_or(0.0, |v| v[j]);
+            }
+        }
+        return;
+    }
+    if threads <= 1 || m * k * n < PAR_MIN_MACS {
+        return packed::run_block(isa, a, b, epi, out, 0..m, 0..n);
+    }
+    let (mr, nr) = isa.tile();
+    let (pm, pn) = (m.div_ceil(mr), n.div_ceil(nr));
+    let busiest = |p: usize| p.div_ceil(threads) as f64 / p as f64;
+    let by_rows = busiest(pm) < busiest(pn) || (busiest(pm) == busiest(pn) && pm >= pn);
+    let (panels, unit, len) = if by_rows { (pm, mr, m) } else { (pn, nr, n) };
+    // Two blocks per worker when that duplicates no packing (split columns, or B packed
+    // before): on a shared machine a worker that loses its core mid-block leaves less behind.
+    let tasks = if by_rows && matches!(b, Rhs::View(_)) { threads } else { 2 * threads };
+    let per = panels.div_ceil(tasks) * unit;
+    par::for_each_index(len.div_ceil(per), |i| {
+        let r = i * per..(i * per + per).min(len);
+        let (rows, cols) = if by_rows { (r, 0..n) } else { (0..m, r) };
+        // SAFETY: the tasks' blocks of rows (or columns) are disjoint.
+        unsafe { packed::run_block(isa, a, b, epi, out, rows, cols) }
+    });
+}
+
+/// The portable path: matrixmultiply, the output split across workers by rows (or by columns
+/// when short and wide).
+fn gemm_matrixmultiply(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], ldc: usize) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "gemm: inner dimensions {}x{} · {}x{}", a.rows, a.cols, b.rows, b.cols);
     assert!(ldc >= n, "gemm: ldc {ldc} < n {n}");
@@ -146,7 +266,7 @@ fn gemm_untimed(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], ldc:
     b.check("B");
     let threads = par::threads();
     if threads <= 1 || m * k * n < PAR_MIN_MACS {
-        gemm_serial(alpha, a, b, beta, c, ldc);
+        gemm_serial_mm(alpha, a, b, beta, c, ldc);
         return;
     }
     // Split rows when each worker gets enough of them to amortise packing all of B; short
@@ -156,7 +276,7 @@ fn gemm_untimed(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], ldc:
         par::for_each_chunk_mut(&mut c[..(m - 1) * ldc + n], rows * ldc, |i, cc| {
             let r0 = i * rows;
             let nr = rows.min(m - r0);
-            gemm_serial(alpha, a.rows_range(r0, nr), b, beta, cc, ldc);
+            gemm_serial_mm(alpha, a.rows_range(r0, nr), b, beta, cc, ldc);
         });
     } else {
         // Short, wide outputs: each worker computes a block of columns into its own buffer
@@ -175,7 +295,7 @@ fn gemm_untimed(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], ldc:
             .collect();
         par::for_each_chunk_mut(&mut blocks, 1, |j, blk| {
             let (c0, nc) = span(j);
-            gemm_serial(alpha, a, b.cols_range(c0, nc), beta, &mut blk[0], nc);
+            gemm_serial_mm(alpha, a, b.cols_range(c0, nc), beta, &mut blk[0], nc);
         });
         for (j, blk) in blocks.iter().enumerate() {
             let (c0, nc) = span(j);
@@ -186,8 +306,21 @@ fn gemm_untimed(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], ldc:
     }
 }
 
-/// One-thread product through matrixmultiply (its AVX2/FMA kernel is chosen at run time).
+/// One-thread product on this CPU's kernel (matrixmultiply without one).
 fn gemm_serial(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], ldc: usize) {
+    match Isa::detect() {
+        Some(isa) if a.rows > 0 && b.cols > 0 => {
+            check_operands(a, &Rhs::View(b), c.len(), ldc);
+            let epi = Epilogue { alpha, beta, bias: None };
+            // SAFETY: the operands and `c` were checked to cover the product.
+            unsafe { tiled(isa, a, Rhs::View(b), epi, OutPtr { ptr: c.as_mut_ptr(), ldc }, 1) }
+        }
+        _ => gemm_serial_mm(alpha, a, b, beta, c, ldc),
+    }
+}
+
+/// One-thread product through matrixmultiply (its AVX2/FMA kernel is chosen at run time).
+fn gemm_serial_mm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], ldc: usize) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if m == 0 || n == 0 {
         return;
@@ -204,8 +337,9 @@ fn gemm_serial(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], ldc: 
     sgemm_checked(alpha, a, b, beta, c, ldc, 1);
 }
 
-/// One-thread `C = α·A·B + β·C` through matrixmultiply with `C`'s rows `rsc` and columns `csc`
-/// apart (any strides: the grouped kernels write reordered columns in place). Every view is
+/// One-thread `C = α·A·B + β·C` with `C`'s rows `rsc` and columns `csc` apart (any strides: the
+/// grouped kernels write reordered columns in place): our kernels when `csc = 1`, else
+/// matrixmultiply. Every view is
 /// bounds-checked here, once, before the unchecked call.
 pub(crate) fn sgemm_checked(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], rsc: usize, csc: usize) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
@@ -214,6 +348,13 @@ pub(crate) fn sgemm_checked(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut
         return;
     }
     assert!((m - 1) * rsc + (n - 1) * csc < c.len(), "gemm: C view exceeds its slice");
+    if let (Some(isa), 1) = (Isa::detect(), csc) {
+        // Unit column stride: our kernels (on this thread).
+        check_operands(a, &Rhs::View(b), c.len(), rsc);
+        let epi = Epilogue { alpha, beta, bias: None };
+        // SAFETY: the operands and `c` were checked to cover the product.
+        return unsafe { tiled(isa, a, Rhs::View(b), epi, OutPtr { ptr: c.as_mut_ptr(), ldc: rsc }, 1) };
+    }
     if k > 0 {
         a.check("A");
         b.check("B");

@@ -68,39 +68,60 @@ pub fn layernorm_forward(
     let c = gamma.len();
     assert!(c > 0 && beta.len() == c && x.len() == out.len() && x.len() == mean.len() * c);
     assert_eq!(mean.len(), rstd.len());
-    let rows = mean.len();
-    if rows == 0 {
+    if mean.is_empty() {
         return;
     }
-    let chunk_rows = simd::rows_chunk_len(rows, c) / c;
-    let split = c / W * W;
+    let chunk_rows = simd::rows_chunk_len(mean.len(), c) / c;
     // One work item per row range: its output rows and its statistics.
     let mut parts: Vec<_> =
         out.chunks_mut(chunk_rows * c).zip(mean.chunks_mut(chunk_rows)).zip(rstd.chunks_mut(chunk_rows)).collect();
     par::for_each_chunk_mut(&mut parts, 1, |i, p| {
         let ((os, ms), rss) = &mut p[0];
-        let r0 = i * chunk_rows;
-        for (j, or) in os.chunks_exact_mut(c).enumerate() {
-            let xr = &x[(r0 + j) * c..(r0 + j + 1) * c];
-            let (m, rs) = row_stats(xr, eps);
-            (ms[j], rss[j]) = (m, rs);
-            let (mv, rv) = (f32x8::splat(m), f32x8::splat(rs));
-            for (((o, xv), g), b) in or[..split]
-                .chunks_exact_mut(W)
-                .zip(xr.chunks_exact(W))
-                .zip(gamma.chunks_exact(W))
-                .zip(beta.chunks_exact(W))
-            {
-                let xh = (load(xv) - mv) * rv;
-                store(xh.mul_add(load(g), load(b)), o);
-            }
-            if split < c {
-                let xh = (load_partial(&xr[split..], 0.0) - mv) * rv;
-                let y = xh.mul_add(load_partial(&gamma[split..], 0.0), load_partial(&beta[split..], 0.0));
-                store_partial(y, &mut or[split..]);
-            }
-        }
+        forward_rows(&x[i * chunk_rows * c..][..os.len()], gamma, beta, eps, os, ms, rss);
     });
+}
+
+/// [`layernorm_forward`] into a new output (built chunk by chunk: no zeroing pass first).
+pub fn layernorm_forward_new(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    mean: &mut [f32],
+    rstd: &mut [f32],
+) -> Vec<f32> {
+    let c = gamma.len();
+    assert!(c > 0 && beta.len() == c && x.len() == mean.len() * c && mean.len() == rstd.len());
+    let rows = (BLOCK / c).max(1);
+    let mut side: Vec<_> = mean.chunks_mut(rows).zip(rstd.chunks_mut(rows)).collect();
+    par::build_with(x.len(), rows * c, &mut side, |i, os, (ms, rss)| {
+        forward_rows(&x[i * rows * c..][..os.len()], gamma, beta, eps, os, ms, rss)
+    })
+}
+
+/// Values per block of rows in the `*_new` kernels (whole rows; 64 KiB).
+const BLOCK: usize = 1 << 14;
+
+/// The forward of whole rows on the calling thread.
+fn forward_rows(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32], mean: &mut [f32], rstd: &mut [f32]) {
+    let c = gamma.len();
+    let split = c / W * W;
+    for (j, (or, xr)) in out.chunks_exact_mut(c).zip(x.chunks_exact(c)).enumerate() {
+        let (m, rs) = row_stats(xr, eps);
+        (mean[j], rstd[j]) = (m, rs);
+        let (mv, rv) = (f32x8::splat(m), f32x8::splat(rs));
+        for (((o, xv), g), b) in
+            or[..split].chunks_exact_mut(W).zip(xr.chunks_exact(W)).zip(gamma.chunks_exact(W)).zip(beta.chunks_exact(W))
+        {
+            let xh = (load(xv) - mv) * rv;
+            store(xh.mul_add(load(g), load(b)), o);
+        }
+        if split < c {
+            let xh = (load_partial(&xr[split..], 0.0) - mv) * rv;
+            let y = xh.mul_add(load_partial(&gamma[split..], 0.0), load_partial(&beta[split..], 0.0));
+            store_partial(y, &mut or[split..]);
+        }
+    }
 }
 
 /// Scalar twin of [`layernorm_forward`].
@@ -130,6 +151,10 @@ pub fn layernorm_forward_scalar(
 }
 
 /// Backward. Writes `dx` (if given) and adds into `dgamma`, `dbeta` (if given).
+///
+/// One pass over `x` and `dy`: each block of [`SUM_ROWS`] rows writes its `dx` rows and its own
+/// column sums for `dγ`, `dβ`; the blocks' sums are then added in block order, so nothing
+/// depends on how blocks are shared among workers.
 #[allow(clippy::too_many_arguments)]
 pub fn layernorm_backward(
     x: &[f32],
@@ -142,69 +167,119 @@ pub fn layernorm_backward(
     dbeta: Option<&mut [f32]>,
 ) {
     let c = gamma.len();
+    let rows = check_backward(x, gamma, mean, rstd, dy);
+    let sums = dgamma.is_some() || dbeta.is_some();
+    let mut partial = vec![0.0; if sums { rows.div_ceil(SUM_ROWS) * 2 * c } else { 0 }];
+    let mut parts: Vec<_> = partial.chunks_mut(2 * c).map(Some).collect();
+    parts.resize_with(rows.div_ceil(SUM_ROWS), || None);
+    match dx {
+        Some(dx) => {
+            assert_eq!(dx.len(), x.len());
+            let mut items: Vec<_> = dx.chunks_mut(SUM_ROWS * c).zip(&mut parts).collect();
+            par::for_each_chunk_mut(&mut items, 1, |i, p| {
+                let (d, s) = &mut p[0];
+                backward_rows(x, gamma, mean, rstd, dy, i * SUM_ROWS, Some(d), s.as_deref_mut());
+            });
+        }
+        None => par::for_each_chunk_mut(&mut parts, 1, |i, s| {
+            backward_rows(x, gamma, mean, rstd, dy, i * SUM_ROWS, None, s[0].as_deref_mut())
+        }),
+    }
+    add_partial_sums(&partial, c, dgamma, dbeta);
+}
+
+/// [`layernorm_backward`] with `dx` returned as a new buffer (built block by block: no zeroing
+/// pass first).
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm_backward_new(
+    x: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    dy: &[f32],
+    dgamma: Option<&mut [f32]>,
+    dbeta: Option<&mut [f32]>,
+) -> Vec<f32> {
+    let c = gamma.len();
+    let rows = check_backward(x, gamma, mean, rstd, dy);
+    let sums = dgamma.is_some() || dbeta.is_some();
+    let mut partial = vec![0.0; rows.div_ceil(SUM_ROWS) * 2 * c];
+    let mut parts: Vec<_> = partial.chunks_mut(2 * c).map(|p| sums.then_some(p)).collect();
+    let dx = par::build_with(x.len(), SUM_ROWS * c, &mut parts, |i, d, s| {
+        backward_rows(x, gamma, mean, rstd, dy, i * SUM_ROWS, Some(d), s.as_deref_mut())
+    });
+    add_partial_sums(&partial, c, dgamma, dbeta);
+    dx
+}
+
+/// Rows per block of the backward's column sums.
+const SUM_ROWS: usize = 64;
+
+fn check_backward(x: &[f32], gamma: &[f32], mean: &[f32], rstd: &[f32], dy: &[f32]) -> usize {
+    let c = gamma.len();
     assert!(c > 0 && x.len() == dy.len() && x.len() == mean.len() * c);
     assert_eq!(mean.len(), rstd.len());
-    let rows = mean.len();
-    if let Some(dx) = dx {
-        assert_eq!(dx.len(), x.len());
-        let chunk_rows = simd::rows_chunk_len(rows, c) / c;
-        par::for_each_chunk_mut(dx, chunk_rows * c, |i, ds| {
-            let r0 = i * chunk_rows;
-            for (j, dxr) in ds.chunks_exact_mut(c).enumerate() {
-                let r = r0 + j;
-                let (xr, dyr) = (&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c]);
-                let (mv, rv) = (f32x8::splat(mean[r]), f32x8::splat(rstd[r]));
-                // Padded lanes: dy = 0 there, so g = 0 and they add nothing.
-                let lanes = |k: usize| {
-                    let xv = load_partial(&xr[k..], 0.0);
-                    let g = load_partial(&dyr[k..], 0.0) * load_partial(&gamma[k..], 0.0);
-                    (g, (xv - mv) * rv)
-                };
-                let (mut sg, mut sgx) = (f32x8::ZERO, f32x8::ZERO);
-                for k in (0..c).step_by(W) {
-                    let (g, xh) = lanes(k);
-                    sg += g;
-                    sgx = g.mul_add(xh, sgx);
-                }
-                let mg = f32x8::splat(sg.reduce_add() / c as f32);
-                let mgx = f32x8::splat(sgx.reduce_add() / c as f32);
-                for k in (0..c).step_by(W) {
-                    let (g, xh) = lanes(k);
-                    let d = rv * xh.mul_neg_add(mgx, g - mg);
-                    store_partial(d, &mut dxr[k..]);
-                }
-            }
-        });
-    }
-    if dgamma.is_none() && dbeta.is_none() {
-        return;
-    }
-    // Column sums over rows: split the columns (multiples of 8) across workers.
-    let t = par::threads();
-    let cols = if x.len() < simd::PAR_MIN_ELEMS || t <= 1 { c } else { c.div_ceil(t).next_multiple_of(W) };
-    let mut parts: Vec<_> = split_cols(dgamma, c, cols).into_iter().zip(split_cols(dbeta, c, cols)).collect();
-    par::for_each_chunk_mut(&mut parts, 1, |i, p| {
-        let (g, b) = &mut p[0];
-        let c0 = i * cols;
-        let width = cols.min(c - c0);
-        for r in 0..rows {
-            let xr = &x[r * c + c0..r * c + c0 + width];
-            let dyr = &dy[r * c + c0..r * c + c0 + width];
-            let (mv, rv) = (f32x8::splat(mean[r]), f32x8::splat(rstd[r]));
-            for k in (0..width).step_by(W) {
-                let d = load_partial(&dyr[k..], 0.0);
-                if let Some(g) = g.as_deref_mut() {
-                    let xh = (load_partial(&xr[k..], 0.0) - mv) * rv;
-                    let v = d.mul_add(xh, load_partial(&g[k..], 0.0));
-                    store_partial(v, &mut g[k..]);
-                }
-                if let Some(b) = b.as_deref_mut() {
-                    let v = load_partial(&b[k..], 0.0) + d;
-                    store_partial(v, &mut b[k..]);
-                }
+    mean.len()
+}
+
+/// Rows `r0..` (as many as `dx` holds, or [`SUM_ROWS`]) of the backward: `dx` if given, and the
+/// rows' column sums `[Σ dy ⊙ x̂ ; Σ dy]` into `sums` (`2c` values) if given.
+#[allow(clippy::too_many_arguments)]
+fn backward_rows(
+    x: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    dy: &[f32],
+    r0: usize,
+    mut dx: Option<&mut [f32]>,
+    mut sums: Option<&mut [f32]>,
+) {
+    let c = gamma.len();
+    let n = dx.as_ref().map_or(SUM_ROWS.min(mean.len() - r0), |d| d.len() / c);
+    for r in r0..r0 + n {
+        let (xr, dyr) = (&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c]);
+        let (mv, rv) = (f32x8::splat(mean[r]), f32x8::splat(rstd[r]));
+        // Padded lanes: dy = 0 there, so g = 0 and they add nothing.
+        let lanes = |k: usize| {
+            let (xv, d) = (load_partial(&xr[k..], 0.0), load_partial(&dyr[k..], 0.0));
+            (d, d * load_partial(&gamma[k..], 0.0), (xv - mv) * rv)
+        };
+        if let Some(s) = sums.as_deref_mut() {
+            let (sg, sb) = s.split_at_mut(c);
+            for k in (0..c).step_by(W) {
+                let (d, _, xh) = lanes(k);
+                store_partial(d.mul_add(xh, load_partial(&sg[k..], 0.0)), &mut sg[k..]);
+                store_partial(load_partial(&sb[k..], 0.0) + d, &mut sb[k..]);
             }
         }
-    });
+        let Some(dx) = dx.as_deref_mut() else { continue };
+        let (mut sg, mut sgx) = (f32x8::ZERO, f32x8::ZERO);
+        for k in (0..c).step_by(W) {
+            let (_, g, xh) = lanes(k);
+            sg += g;
+            sgx = g.mul_add(xh, sgx);
+        }
+        let mg = f32x8::splat(sg.reduce_add() / c as f32);
+        let mgx = f32x8::splat(sgx.reduce_add() / c as f32);
+        let dxr = &mut dx[(r - r0) * c..(r - r0 + 1) * c];
+        for k in (0..c).step_by(W) {
+            let (_, g, xh) = lanes(k);
+            store_partial(rv * xh.mul_neg_add(mgx, g - mg), &mut dxr[k..]);
+        }
+    }
+}
+
+/// Adds the blocks' column sums (`[dγ ; dβ]` per block), in block order, into the gradients.
+fn add_partial_sums(partial: &[f32], c: usize, dgamma: Option<&mut [f32]>, dbeta: Option<&mut [f32]>) {
+    for (i, d) in [dgamma, dbeta].into_iter().enumerate() {
+        if let Some(d) = d {
+            assert_eq!(d.len(), c, "layernorm_backward: parameter gradient length");
+            for block in partial.chunks_exact(2 * c) {
+                d.iter_mut().zip(&block[i * c..(i + 1) * c]).for_each(|(a, &v)| *a += v);
+            }
+        }
+    }
 }
 
 /// Scalar twin of [`layernorm_backward`].
@@ -245,16 +320,5 @@ pub fn layernorm_backward_scalar(
                 dx[r * c + i] = rs * (dyr[i] * gamma[i] - mg - xh * mgx);
             }
         }
-    }
-}
-
-/// `d` (if given, of length `c`) cut into column blocks of `cols`; `None` for every block if not.
-fn split_cols(d: Option<&mut [f32]>, c: usize, cols: usize) -> Vec<Option<&mut [f32]>> {
-    match d {
-        Some(d) => {
-            assert_eq!(d.len(), c, "layernorm_backward: parameter gradient length");
-            d.chunks_mut(cols).map(Some).collect()
-        }
-        None => (0..c.div_ceil(cols)).map(|_| None).collect(),
     }
 }

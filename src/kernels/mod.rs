@@ -3,10 +3,10 @@
 //!
 //! The fast kernels work on eight lanes at a time with `wide::f32x8` (AVX2 when the build targets
 //! x86-64-v3, two SSE halves on a baseline x86-64 build). Lengths that are not multiples of 8 end
-//! in a *padded tail*: the last few values are copied into an 8-lane buffer and run through the
-//! same vector code, so every output value is computed by the same instructions wherever it sits.
-//! That, plus splitting work only at row boundaries, keeps results independent of the thread
-//! count.
+//! in a *tail*: the last eight values read as one window that overlaps the last full chunk (or,
+//! below eight values, copied into a padded 8-lane buffer), run through the same vector code. So
+//! every output value is computed by the same instructions wherever it sits; that, plus
+//! splitting work only at row boundaries, keeps results independent of the thread count.
 //!
 //! ```
 //! use consolidator::kernels::elementwise::{add, add_scalar};
@@ -22,13 +22,15 @@ pub mod elementwise;
 pub mod gemm;
 pub mod grouped;
 pub mod layernorm;
+pub mod packed;
 pub mod softmax;
 
-pub use gemm::{gemm, gemm_batched, gemm_naive, MatRef};
+pub use gemm::{gemm, gemm_batched, gemm_naive, gemm_new, MatRef};
+pub use packed::{Isa, PackedB, Rhs};
 
 /// Shared eight-lane helpers: loads, stores, padded tails, a vector `exp`, and the row split.
 pub(crate) mod simd {
-    use wide::{f32x8, i32x8, CmpLt};
+    use wide::{f32x8, i32x8, CmpGe, CmpLt};
 
     /// Lanes per vector.
     pub const W: usize = 8;
@@ -72,7 +74,31 @@ pub(crate) mod simd {
         s[..n].copy_from_slice(&v.as_array_ref()[..n]);
     }
 
-    /// `out[i] = f(x[i])` lane-wise, tail padded.
+    /// The last eight values of `s` (which has at least eight).
+    #[inline(always)]
+    pub fn load_last(s: &[f32]) -> f32x8 {
+        load(&s[s.len() - W..])
+    }
+
+    /// Stores `v` into the last eight values of `s` (which has at least eight).
+    #[inline(always)]
+    pub fn store_last(v: f32x8, s: &mut [f32]) {
+        let n = s.len();
+        store(v, &mut s[n - W..]);
+    }
+
+    /// For a slice of `n ≥ 8` values whose last eight are read as one window
+    /// ([`load_last`]): all-ones bits in the lanes not covered by the full chunks before it
+    /// (the last `n % 8`), zero elsewhere. Reading the tail as an overlapping window instead of
+    /// a padded copy avoids a store-to-load stall per row.
+    #[inline(always)]
+    pub fn tail_lanes(n: usize) -> f32x8 {
+        let lane = f32x8::new([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+        lane.cmp_ge(f32x8::splat((W - n % W) as f32))
+    }
+
+    /// `out[i] = f(x[i])` lane-wise. The tail is the last eight values as one overlapping
+    /// window (values in the overlap are computed twice, identically), or padded below eight.
     #[inline(always)]
     pub fn map1(x: &[f32], out: &mut [f32], f: impl Fn(f32x8) -> f32x8) {
         assert_eq!(x.len(), out.len());
@@ -81,13 +107,16 @@ pub(crate) mod simd {
         for (xs, os) in (&mut xc).zip(&mut oc) {
             store(f(load(xs)), os);
         }
-        let (xr, or) = (xc.remainder(), oc.into_remainder());
-        if !xr.is_empty() {
-            store_partial(f(load_partial(xr, 0.0)), or);
+        if !xc.remainder().is_empty() {
+            if x.len() >= W {
+                store_last(f(load_last(x)), out);
+            } else {
+                store_partial(f(load_partial(x, 0.0)), out);
+            }
         }
     }
 
-    /// `out[i] = f(a[i], b[i])` lane-wise, tail padded.
+    /// `out[i] = f(a[i], b[i])` lane-wise, the tail as in [`map1`].
     #[inline(always)]
     pub fn map2(a: &[f32], b: &[f32], out: &mut [f32], f: impl Fn(f32x8, f32x8) -> f32x8) {
         assert!(a.len() == b.len() && a.len() == out.len());
@@ -97,9 +126,12 @@ pub(crate) mod simd {
         for ((xs, ys), os) in (&mut ac).zip(&mut bc).zip(&mut oc) {
             store(f(load(xs), load(ys)), os);
         }
-        let (ar, br, or) = (ac.remainder(), bc.remainder(), oc.into_remainder());
-        if !ar.is_empty() {
-            store_partial(f(load_partial(ar, 0.0), load_partial(br, 0.0)), or);
+        if !ac.remainder().is_empty() {
+            if a.len() >= W {
+                store_last(f(load_last(a), load_last(b)), out);
+            } else {
+                store_partial(f(load_partial(a, 0.0), load_partial(b, 0.0)), out);
+            }
         }
     }
 
@@ -120,7 +152,7 @@ pub(crate) mod simd {
         const LOG2_E: f32 = std::f32::consts::LOG2_E;
         const LN2_HI: f32 = 0.693_145_75; // 0x3f317200: 16 significant bits, n·LN2_HI is exact
         const LN2_LO: f32 = 1.428_606_8e-6; // ln 2 − LN2_HI
-        let xc = x.max(f32x8::splat(-87.5)).min(f32x8::splat(88.0));
+        let xc = x.fast_max(f32x8::splat(-87.5)).fast_min(f32x8::splat(88.0)); // NaN → −87.5
         let n = (xc * f32x8::splat(LOG2_E)).round();
         let r = n.mul_neg_add(f32x8::splat(LN2_HI), xc);
         let r = n.mul_neg_add(f32x8::splat(LN2_LO), r);
@@ -128,7 +160,7 @@ pub(crate) mod simd {
         for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
             p = p.mul_add(r, f32x8::splat(c));
         }
-        let two_n = from_bits((n.round_int() + i32x8::splat(127)) << 23);
+        let two_n = from_bits((n.fast_round_int() + i32x8::splat(127)) << 23); // n is integral
         let y = p * two_n;
         x.cmp_lt(f32x8::splat(-87.3)).blend(f32x8::ZERO, y)
     }

@@ -13,29 +13,25 @@ use crate::{par, Error, Result, Tensor};
 /// result does not depend on the chunking or the thread count.
 const GELU_CHUNK: usize = 1 << 14;
 
-/// `f(x_chunk, out_chunk)` over matching chunks of `x` and `out`, in parallel (`par::threads`).
-fn chunked(x: &[f32], out: &mut [f32], f: impl Fn(&[f32], &mut [f32]) + Sync + Send) {
-    par::for_each_chunk_mut(out, GELU_CHUNK, |i, oc| {
-        let start = i * GELU_CHUNK;
-        f(&x[start..start + oc.len()], oc)
-    });
+/// A new buffer `out` with `f(x_chunk, out_chunk)` over matching chunks, in parallel
+/// (`par::threads`).
+fn chunked(x: &[f32], f: impl Fn(&[f32], &mut [f32]) + Sync + Send) -> Vec<f32> {
+    par::build(x.len(), GELU_CHUNK, |i, oc| f(&x[i * GELU_CHUNK..i * GELU_CHUNK + oc.len()], oc))
 }
 
 impl<'t> Var<'t> {
     /// Exact GELU, `x·Φ(x)`. See the module docs.
     pub fn gelu_erf(&self) -> Result<Var<'t>> {
         let x = self.value().clone();
-        let mut y = par::zeros(x.numel());
-        chunked(x.data(), &mut y, activation::gelu_erf);
+        let y = chunked(x.data(), activation::gelu_erf);
         let xn = self.node();
         let value = Tensor::from_parts(x.shape().to_vec(), y);
         self.tape().op("gelu_erf", value, &[self], move |dy, g| {
             g.add_with(xn, || {
-                let mut dx = par::zeros(x.numel());
-                let dyd = dy.data();
-                par::for_each_chunk_mut(&mut dx, GELU_CHUNK, |i, dc| {
+                let (xd, dyd) = (x.data(), dy.data());
+                let dx = par::build(x.numel(), GELU_CHUNK, |i, dc| {
                     let r = i * GELU_CHUNK..i * GELU_CHUNK + dc.len();
-                    activation::gelu_erf_backward(&x.data()[r.clone()], &dyd[r], dc)
+                    activation::gelu_erf_backward(&xd[r.clone()], &dyd[r], dc)
                 });
                 Ok(Tensor::from_parts(x.shape().to_vec(), dx))
             })

@@ -85,59 +85,53 @@ impl<'t> Var<'t> {
         let qkv = self.value().clone();
         let x = qkv.data();
         let tt = t * t;
-        let mut out = par::zeros(b * t * c);
-        // The probabilities P are kept for the backward pass only when one will run.
+        // The probabilities P are kept for the backward pass (per batch entry) only when one
+        // will run.
         let keep = self.requires_grad();
-        let mut probs = par::zeros(if keep { b * heads * tt } else { 0 });
-        if b >= par::threads() {
-            // One work item per batch entry: its heads in turn, O written in place.
-            // Each entry's slice of the kept P, or (inference) one head's scratch reused.
-            let mut kept = probs.chunks_mut((heads * tt).max(1));
-            let mut parts: Vec<_> = out.chunks_mut(t * c).map(|o| (o, kept.next())).collect();
-            par::for_each_chunk_mut(&mut parts, 1, |bi, part| {
-                let (o, kept) = &mut part[0];
-                let mut scratch = Vec::new();
-                let p: &mut [f32] = match kept {
-                    Some(p) => p,
-                    None => {
-                        scratch.resize(tt, 0.0);
-                        &mut scratch
-                    }
-                };
+        let (out, probs) = if b >= par::threads() || t == 0 {
+            // One work item per batch entry: its heads in turn, O written in place; P into the
+            // entry's kept buffer, or (inference) one head's scratch reused.
+            let mut probs: Vec<Vec<f32>> = vec![Vec::new(); if t == 0 { 0 } else { b }];
+            let out = par::build_with(b * t * c, t * c, &mut probs, |bi, o, p| {
+                *p = vec![0.0; if keep { heads * tt } else { tt }];
                 for hi in 0..heads {
                     let ph = if keep { &mut p[hi * tt..(hi + 1) * tt] } else { &mut p[..] };
                     forward_head(x, dims, scale, (bi, hi), (0, t), ph, &mut o[hi * dims.d..], c);
                 }
             });
+            (out, if keep { probs } else { Vec::new() })
         } else {
             // Few batch entries: one work item per (entry, head, block of queries), enough items
-            // to keep every worker busy (one image has only a few heads); O gathered afterwards.
+            // to keep every worker busy (one image has only a few heads); O and P gathered
+            // afterwards.
             let items = b * heads;
             let blocks = (2 * par::threads()).div_ceil(items.max(1)).clamp(1, t.max(1));
             let nq = t.div_ceil(blocks);
             let item = nq * (t + dims.d);
-            let mut work = par::zeros(items * blocks * item);
-            par::for_each_chunk_mut(&mut work, item, |i, chunk| {
+            let work = par::build(items * blocks * item, item, |i, chunk| {
                 let (bh, qb) = (i / blocks, i % blocks);
                 let r0 = (qb * nq).min(t);
                 let rows = nq.min(t - r0);
                 let (p, o) = chunk.split_at_mut(nq * t);
                 forward_head(x, dims, scale, (bh / heads, bh % heads), (r0, rows), p, o, dims.d);
             });
+            let mut out = vec![0.0; b * t * c];
+            let mut probs = vec![vec![0.0; if keep { heads * tt } else { 0 }]; b];
             for (i, chunk) in work.chunks_exact(item).enumerate() {
                 let (bh, qb) = (i / blocks, i % blocks);
                 let (bi, hi) = (bh / heads, bh % heads);
                 let r0 = (qb * nq).min(t);
                 let rows = nq.min(t - r0);
                 if keep {
-                    probs[bh * tt + r0 * t..bh * tt + (r0 + rows) * t].copy_from_slice(&chunk[..rows * t]);
+                    probs[bi][hi * tt + r0 * t..hi * tt + (r0 + rows) * t].copy_from_slice(&chunk[..rows * t]);
                 }
                 for (k, row) in chunk[nq * t..].chunks_exact(dims.d.max(1)).take(rows).enumerate() {
                     let o = (bi * t + r0 + k) * c + hi * dims.d;
                     out[o..o + dims.d].copy_from_slice(row);
                 }
             }
-        }
+            (out, probs)
+        };
         let xn = self.node();
         let value = Tensor::from_parts(vec![b, t, c], out);
         self.tape().op("attention", value, &[self], move |dy, g| {
@@ -171,18 +165,17 @@ fn forward_head(
     gemm_here(1.0, MatRef::new(p, rows, t), v, 0.0, o, ldo);
 }
 
-/// `dqkv` from the saved `qkv`, the saved per-head probabilities and `dy: [B, T, C]`. One work
+/// `dqkv` from the saved `qkv`, the saved per-entry probabilities and `dy: [B, T, C]`. One work
 /// item per batch entry: its heads in turn, `dQ`, `dK`, `dV` written in place into its rows.
-fn attention_backward(qkv: &Tensor, probs: &[f32], dy: &Tensor, dims: Dims, scale: f32) -> Tensor {
+fn attention_backward(qkv: &Tensor, probs: &[Vec<f32>], dy: &Tensor, dims: Dims, scale: f32) -> Tensor {
     let Dims { b, t, c, heads, d } = dims;
     let (tt, c3) = (t * t, 3 * c);
     let (x, dyd) = (qkv.data(), dy.data());
-    let mut dqkv = par::zeros(b * t * c3);
-    par::for_each_chunk_mut(&mut dqkv, t * c3, |bi, dx| {
+    let dqkv = par::build(b * t * c3, t * c3, |bi, dx| {
         let mut scratch = vec![0.0f32; 2 * tt];
         let (dp, ds) = scratch.split_at_mut(tt);
         for hi in 0..heads {
-            let p = MatRef::new(&probs[(bi * heads + hi) * tt..(bi * heads + hi + 1) * tt], t, t);
+            let p = MatRef::new(&probs[bi][hi * tt..(hi + 1) * tt], t, t);
             let (q, k, v) = (dims.view(x, bi, hi, 0), dims.view(x, bi, hi, 1), dims.view(x, bi, hi, 2));
             let d_o = MatRef::strided(&dyd[bi * t * c + hi * d..], t, d, c, 1);
             gemm_here(1.0, p.t(), d_o, 0.0, &mut dx[2 * c + hi * d..], c3);

@@ -96,6 +96,13 @@ fn for_each_row(shape: &[usize], sa: &[usize], sb: &[usize], mut f: impl FnMut(u
     }
 }
 
+/// `op(a, b, out)` on equal shapes, chunk by chunk into a new buffer (in parallel when large).
+fn same_shape(a: &Tensor, b: &Tensor, op: impl Fn(&[f32], &[f32], &mut [f32]) + Sync + Send) -> Vec<f32> {
+    const CHUNK: usize = 1 << 14;
+    let (a, b) = (a.data(), b.data());
+    par::build(a.len(), CHUNK, |i, out| op(&a[i * CHUNK..][..out.len()], &b[i * CHUNK..][..out.len()], out))
+}
+
 /// `out = op(a, b)` with both operands broadcast to `shape`.
 pub(crate) fn broadcast_binary(a: &Tensor, b: &Tensor, shape: &[usize], op: impl Fn(f32, f32) -> f32) -> Tensor {
     let n: usize = shape.iter().product();
@@ -173,9 +180,7 @@ impl<'t> Var<'t> {
     pub fn add(&self, other: &Var<'t>) -> Result<Var<'t>> {
         let shape = self.broadcast_with(other, "add")?;
         let value = if self.shape() == other.shape() {
-            let mut out = vec![0.0; self.value().numel()];
-            elementwise::add(self.value().data(), other.value().data(), &mut out);
-            Tensor::from_parts(shape, out)
+            Tensor::from_parts(shape, same_shape(self.value(), other.value(), elementwise::add))
         } else {
             broadcast_binary(self.value(), other.value(), &shape, |x, y| x + y)
         };
@@ -203,9 +208,7 @@ impl<'t> Var<'t> {
     pub fn mul(&self, other: &Var<'t>) -> Result<Var<'t>> {
         let shape = self.broadcast_with(other, "mul")?;
         let value = if self.shape() == other.shape() {
-            let mut out = vec![0.0; self.value().numel()];
-            elementwise::mul(self.value().data(), other.value().data(), &mut out);
-            Tensor::from_parts(shape, out)
+            Tensor::from_parts(shape, same_shape(self.value(), other.value(), elementwise::mul))
         } else {
             broadcast_binary(self.value(), other.value(), &shape, |x, y| x * y)
         };

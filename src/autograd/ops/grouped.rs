@@ -37,10 +37,10 @@
 //! # Ok::<(), consolidator::Error>(())
 //! ```
 
-use crate::autograd::ops::linear::{linear_forward, linear_into};
+use crate::autograd::ops::linear::{linear_forward, packed_weight, rhs};
 use crate::autograd::{Grads, Var};
 use crate::kernels::grouped::{grouped_backward_input, grouped_backward_weight, grouped_forward, GroupSpec};
-use crate::kernels::{elementwise, gemm, MatRef};
+use crate::kernels::{elementwise, gemm, gemm::gemm_ext, gemm_new, MatRef};
 use crate::{par, Error, Result, Tensor};
 use rand::Rng;
 
@@ -169,7 +169,7 @@ fn fused<'t>(
     let mut out_shape = x.shape().to_vec();
     *out_shape.last_mut().unwrap() = o_dim;
     let mut y = match base {
-        Some((w, b)) => linear_forward(x.value(), w.value(), b.map(|b| b.value())).into_vec(),
+        Some((w, b)) => linear_forward(x.value(), w.value(), b.map(|b| b.value()), !w.requires_grad()).into_vec(),
         None => vec![0.0; rows * o_dim],
     };
     let xd = x.value().data();
@@ -286,18 +286,27 @@ fn folded<'t>(
                 }
                 (Tensor::from_parts(vec![o_dim, i_dim], wm), bm)
             };
-            Pattern { samples: samples_m, weight: wm, bias: bm }
+            // The frozen weight itself (every branch dropped): its panels are packed once.
+            let packed = (m == 0).then(|| [packed_weight(&wm, true), packed_weight(&wm, false)]);
+            Pattern { samples: samples_m, weight: wm, bias: bm, packed: packed.unwrap_or_default() }
         })
         .collect();
     let xd = x.value().data();
-    let mut y = par::zeros(rows * o_dim);
-    for pat in &patterns {
-        let n = pat.samples.len() * rows_per_sample;
-        let wm = pat.weight.data();
-        pat.map_rows(xd, (rows_per_sample, i_dim), &mut y, o_dim, |xm, ym| {
-            linear_into(xm, n, wm, o_dim, i_dim, Some(&pat.bias), ym, false)
-        });
-    }
+    let y = match &patterns[..] {
+        // One pattern for the whole batch (no drop-path, or evaluation): one new output.
+        [pat] => gemm_new(1.0, MatRef::new(xd, rows, i_dim), pat.rhs((o_dim, i_dim), true), Some(&pat.bias)),
+        _ => {
+            let mut y = par::zeros(rows * o_dim);
+            for pat in &patterns {
+                let n = pat.samples.len() * rows_per_sample;
+                let wm = pat.rhs((o_dim, i_dim), true);
+                pat.map_rows(xd, (rows_per_sample, i_dim), &mut y, o_dim, |xm, ym| {
+                    gemm_ext(1.0, MatRef::new(xm, n, i_dim), wm, 0.0, Some(&pat.bias), ym, o_dim)
+                });
+            }
+            y
+        }
+    };
     let mut out_shape = x.shape().to_vec();
     *out_shape.last_mut().unwrap() = o_dim;
     let value = Tensor::from_parts(out_shape, y);
@@ -315,14 +324,27 @@ fn folded<'t>(
     x.tape().op("consolidated_linear", value, &inputs, move |dy, g| {
         let dyd = dy.data();
         g.add_with(xn, || {
-            let mut dx = par::zeros(rows * i_dim);
-            for pat in &patterns {
-                let n = pat.samples.len() * rows_per_sample;
-                let wm = MatRef::new(pat.weight.data(), o_dim, i_dim);
-                pat.map_rows(dyd, (rows_per_sample, o_dim), &mut dx, i_dim, |dym, dxm| {
-                    gemm(1.0, MatRef::new(dym, n, o_dim), wm, 0.0, dxm, i_dim)
-                });
-            }
+            let dx = match &patterns[..] {
+                [pat] => gemm_new(1.0, MatRef::new(dyd, rows, o_dim), pat.rhs((o_dim, i_dim), false), None),
+                _ => {
+                    let mut dx = par::zeros(rows * i_dim);
+                    for pat in &patterns {
+                        let n = pat.samples.len() * rows_per_sample;
+                        pat.map_rows(dyd, (rows_per_sample, o_dim), &mut dx, i_dim, |dym, dxm| {
+                            gemm_ext(
+                                1.0,
+                                MatRef::new(dym, n, o_dim),
+                                pat.rhs((o_dim, i_dim), false),
+                                0.0,
+                                None,
+                                dxm,
+                                i_dim,
+                            )
+                        });
+                    }
+                    dx
+                }
+            };
             Ok(Tensor::from_parts(xv.shape().to_vec(), dx))
         })?;
         g.add_with(bn, || {
@@ -339,9 +361,21 @@ struct Pattern {
     samples: Vec<usize>,
     weight: Tensor,
     bias: Vec<f32>,
+    /// The frozen weight's kept panels (`Wᵀ` for the forward, `W` for `dx`), if this is it.
+    packed: [Option<std::sync::Arc<crate::kernels::PackedB>>; 2],
 }
 
 impl Pattern {
+    /// The pattern's `[O, I]` weight as the forward's right operand (`Wᵀ`, `transposed`) or the
+    /// input gradient's (`W`): the kept panels if there are some.
+    fn rhs(&self, (o, i): (usize, usize), transposed: bool) -> crate::kernels::Rhs<'_> {
+        let v = MatRef::new(self.weight.data(), o, i);
+        if transposed {
+            rhs(&self.packed[0], v.t())
+        } else {
+            rhs(&self.packed[1], v)
+        }
+    }
     /// Runs `f(rows in, rows out)` on this pattern's samples as one contiguous block of rows:
     /// in place when the samples are consecutive, else on gathered copies whose results are
     /// scattered back (one pass each way, so that one GEMM serves the whole pattern).

@@ -1,7 +1,8 @@
 //! Linear layer: `y = x·Wᵀ + b` for `x: [.., I]`, `W: [O, I]`, `b: [O]`, `y: [.., O]`.
 //!
-//! Forward: one GEMM with `W` read through its transpose view (no copy), the bias written first
-//! and accumulated into (`β = 1`).
+//! Forward: one GEMM with `W` read through its transpose view (no copy), the bias added by the
+//! GEMM's epilogue as each output tile is written. A frozen `W` (no gradient: a frozen backbone,
+//! or any inference) is packed into the GEMM's panels once and kept with its tensor.
 //!
 //! Backward, with the rows of `x` flattened to `R = Π(leading dims)`:
 //! - `dx = dy·W` (`[R, O]·[O, I]`),
@@ -10,8 +11,9 @@
 //! - `db = Σ_rows dy`.
 
 use crate::autograd::Var;
-use crate::kernels::{elementwise, gemm, MatRef};
-use crate::{par, Error, Result, Tensor};
+use crate::kernels::{elementwise, gemm_new, Isa, MatRef, PackedB, Rhs};
+use crate::{Error, Result, Tensor};
+use std::sync::Arc;
 
 impl<'t> Var<'t> {
     /// `x·Wᵀ + b`: see the module docs.
@@ -28,7 +30,8 @@ impl<'t> Var<'t> {
         if let Some(b) = b {
             b.value().expect_shape("linear (bias)", &[o])?;
         }
-        let y = linear_forward(self.value(), w.value(), b.map(|b| b.value()));
+        let frozen = !w.requires_grad();
+        let y = linear_forward(self.value(), w.value(), b.map(|b| b.value()), frozen);
         let mut inputs = vec![self, w];
         inputs.extend(b);
         let (x, wv) = (self.value().clone(), w.value().clone());
@@ -36,13 +39,12 @@ impl<'t> Var<'t> {
         self.tape().op("linear", y, &inputs, move |dy, g| {
             let dyd = dy.data();
             g.add_with(xn, || {
-                let mut dx = par::zeros(rows * i);
-                gemm(1.0, MatRef::new(dyd, rows, o), MatRef::new(wv.data(), o, i), 0.0, &mut dx, i);
+                let packed = frozen.then(|| packed_weight(&wv, false)).flatten();
+                let dx = gemm_new(1.0, MatRef::new(dyd, rows, o), rhs(&packed, MatRef::new(wv.data(), o, i)), None);
                 Ok(Tensor::from_parts(x.shape().to_vec(), dx))
             })?;
             g.add_with(wn, || {
-                let mut dw = par::zeros(o * i);
-                gemm(1.0, MatRef::new(dyd, rows, o).t(), MatRef::new(x.data(), rows, i), 0.0, &mut dw, i);
+                let dw = gemm_new(1.0, MatRef::new(dyd, rows, o).t(), Rhs::View(MatRef::new(x.data(), rows, i)), None);
                 Ok(Tensor::from_parts(vec![o, i], dw))
             })?;
             g.add_with(bn, || {
@@ -54,45 +56,37 @@ impl<'t> Var<'t> {
     }
 }
 
-/// The forward computation on plain tensors (also used by inference paths).
-pub fn linear_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Tensor {
+/// A frozen weight `W: [O, I]` as packed GEMM panels of `Wᵀ` (`transposed`, the forward's
+/// operand) or of `W` (the input gradient's), packed on first use and kept with the weight's
+/// storage until it changes (see `Tensor::derived`). `None` without a SIMD kernel.
+pub(crate) fn packed_weight(w: &Tensor, transposed: bool) -> Option<Arc<PackedB>> {
+    let isa = Isa::detect()?;
+    let (o, i) = (w.shape()[0], w.shape()[1]);
+    let key = (o as u64) << 36 ^ (i as u64) << 8 ^ (isa as u64) << 1 ^ transposed as u64;
+    let p = w.derived(key, |d| {
+        let v = MatRef::new(d, o, i);
+        PackedB::new(isa, if transposed { v.t() } else { v })
+    });
+    let (k, n) = if transposed { (i, o) } else { (o, i) };
+    (p.dims() == (k, n) && p.isa() == isa).then_some(p)
+}
+
+/// Packed panels if there are some, else the view.
+pub(crate) fn rhs<'a>(packed: &'a Option<Arc<PackedB>>, view: MatRef<'a>) -> Rhs<'a> {
+    packed.as_deref().map_or(Rhs::View(view), Rhs::Packed)
+}
+
+/// The forward computation on plain tensors (also used by inference paths): one GEMM whose
+/// epilogue adds the bias; a frozen weight's panels are packed once and kept.
+pub fn linear_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>, frozen: bool) -> Tensor {
     let (o, i) = (w.shape()[0], w.shape()[1]);
     let (rows, _) = x.rows_cols();
-    let mut y = match b {
-        Some(b) => par::repeat_rows(b.data(), rows),
-        None => par::zeros(rows * o),
-    };
-    linear_into(x.data(), rows, w.data(), o, i, b.map(|b| b.data()), &mut y, b.is_some());
+    let packed = frozen.then(|| packed_weight(w, true)).flatten();
+    let view = MatRef::new(w.data(), o, i).t();
+    let y = gemm_new(1.0, MatRef::new(x.data(), rows, i), rhs(&packed, view), b.map(|b| b.data()));
     let mut shape = x.shape().to_vec();
     *shape.last_mut().unwrap() = o;
     Tensor::from_parts(shape, y)
-}
-
-/// `y = x·Wᵀ + b` for `x: [rows, i]`, `W: [o, i]`, written over `y: [rows, o]` (the bias is
-/// written first, unless `y` already holds it in every row, and the GEMM accumulates into it).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn linear_into(
-    x: &[f32],
-    rows: usize,
-    w: &[f32],
-    o: usize,
-    i: usize,
-    b: Option<&[f32]>,
-    y: &mut [f32],
-    y_holds_bias: bool,
-) {
-    let beta = match b {
-        Some(b) => {
-            if !y_holds_bias {
-                par::for_each_chunk_mut(y, par::row_chunk(rows, 64) * o, |_, c| {
-                    c.chunks_exact_mut(o).for_each(|r| r.copy_from_slice(b))
-                });
-            }
-            1.0
-        }
-        None => 0.0,
-    };
-    gemm(1.0, MatRef::new(x, rows, i), MatRef::new(w, o, i).t(), beta, y, o);
 }
 
 #[cfg(test)]

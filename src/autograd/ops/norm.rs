@@ -10,7 +10,7 @@
 
 use crate::autograd::Var;
 use crate::kernels::layernorm;
-use crate::{par, Error, Result, Tensor};
+use crate::{Error, Result, Tensor};
 
 impl<'t> Var<'t> {
     /// LayerNorm over the last dimension with `gamma`, `beta` of shape `[C]`. See the module docs.
@@ -26,26 +26,23 @@ impl<'t> Var<'t> {
         }
         let x = self.value().clone();
         let gv = gamma.value().clone();
-        let mut y = par::zeros(x.numel());
         let mut mean = vec![0.0; rows];
         let mut rstd = vec![0.0; rows];
-        layernorm::layernorm_forward(x.data(), gv.data(), beta.value().data(), eps, &mut y, &mut mean, &mut rstd);
+        let y = layernorm::layernorm_forward_new(x.data(), gv.data(), beta.value().data(), eps, &mut mean, &mut rstd);
         let (xn, gn, bn) = (self.node(), gamma.node(), beta.node());
         let value = Tensor::from_parts(x.shape().to_vec(), y);
         self.tape().op("layer_norm", value, &[self, gamma, beta], move |dy, g| {
-            let mut dx = xn.map(|_| par::zeros(x.numel()));
             let mut dgamma = gn.map(|_| vec![0.0; c]);
             let mut dbeta = bn.map(|_| vec![0.0; c]);
-            layernorm::layernorm_backward(
-                x.data(),
-                gv.data(),
-                &mean,
-                &rstd,
-                dy.data(),
-                dx.as_deref_mut(),
-                dgamma.as_deref_mut(),
-                dbeta.as_deref_mut(),
-            );
+            let (xd, gd, dyd) = (x.data(), gv.data(), dy.data());
+            let (dg, db) = (dgamma.as_deref_mut(), dbeta.as_deref_mut());
+            let dx = match xn {
+                Some(_) => Some(layernorm::layernorm_backward_new(xd, gd, &mean, &rstd, dyd, dg, db)),
+                None => {
+                    layernorm::layernorm_backward(xd, gd, &mean, &rstd, dyd, None, dg, db);
+                    None
+                }
+            };
             g.add_with(xn, || Ok(Tensor::from_parts(x.shape().to_vec(), dx.unwrap())))?;
             g.add_with(gn, || Ok(Tensor::from_parts(vec![c], dgamma.unwrap())))?;
             g.add_with(bn, || Ok(Tensor::from_parts(vec![c], dbeta.unwrap())))

@@ -1,0 +1,590 @@
+//! Our GEMM: register-tiled micro-kernels over packed panels of `B`, chosen at run time.
+//!
+//! `C = α·A·B + β·C (+ a bias row)` is computed one `MR × NR` tile at a time: the tile's
+//! accumulators live in registers while the depth index `p` runs over a block of `KC` values,
+//! each step broadcasting `MR` values of `A` and loading `NR` values of `B`:
+//!
+//! | kernel | tile `MR × NR` | registers | chosen when |
+//! |---|---|---|---|
+//! | AVX-512 | 12 × 32 | 24 accumulators (16 lanes), 2 `B` vectors, 1 broadcast | the CPU has AVX-512F |
+//! | AVX2 + FMA | 6 × 16 | 12 accumulators (8 lanes), 2 `B` vectors, 1 broadcast | AVX2 and FMA |
+//!
+//! Without either, `gemm` uses `matrixmultiply` (the portable fallback). Each kernel has a
+//! scalar twin ([`Isa::Scalar512`], [`Isa::Scalar256`]): the same tiles, packing and order of
+//! operations with `f32::mul_add`, so a SIMD kernel and its twin agree bit for bit (the tests
+//! check this).
+//!
+//! **Packing.** `B` is copied into panels of `NR` columns, `KC` rows deep, zero-padded past
+//! column `N`, so the kernel reads it with aligned, contiguous vector loads ([`PackedB`]); a
+//! frozen weight's panels can be packed once and kept ([`PackedB`] is what `Tensor` caches).
+//! `A` is read in place when its rows or its columns are contiguous (a row-major activation,
+//! or a transposed one): the kernel broadcasts `A[r][p]` straight from memory, so the common
+//! `x·Wᵀ` packs nothing but the weight. Partial row tiles and other strides are packed into a
+//! zero-padded `KC × MR` panel.
+//!
+//! **Blocking.** For each depth block of `KC` (the first block writes `α·acc + β·C + bias`,
+//! later ones add `α·acc`), for each block of `NC` columns (its panels stay in L2), for each
+//! row tile (its `A` stays in L1), for each column tile: one kernel call. Every output value is
+//! therefore accumulated in the same order (its depth blocks in turn, `p` increasing within
+//! each) wherever its tile sits and whichever worker computes it: the results do not depend on
+//! how the output is split among workers.
+
+use super::gemm::MatRef;
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Depth of a block: a 12-row tile of `A` (12·384·4 B = 18 KiB) stays in L1 while the column
+/// tiles pass.
+pub(crate) const KC: usize = 384;
+/// Columns of `B` packed at a time: `KC × NC` values (768 KiB) stay in L2.
+const NC: usize = 512;
+
+/// A micro-kernel: the SIMD kernels and their scalar twins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// 12 × 32 tiles, AVX-512F.
+    Avx512,
+    /// 6 × 16 tiles, AVX2 + FMA.
+    Avx2,
+    /// The scalar twin of [`Isa::Avx512`]: 12 × 32 tiles, `f32::mul_add`.
+    Scalar512,
+    /// The scalar twin of [`Isa::Avx2`]: 6 × 16 tiles, `f32::mul_add`.
+    Scalar256,
+}
+
+impl Isa {
+    /// The best SIMD kernel this CPU runs, if any (detected once).
+    pub fn detect() -> Option<Isa> {
+        use std::sync::OnceLock;
+        static ISA: OnceLock<Option<Isa>> = OnceLock::new();
+        *ISA.get_or_init(|| {
+            if std::env::var("CONSOLIDATOR_GEMM").is_ok_and(|v| v == "matrixmultiply") {
+                return None;
+            }
+            #[cfg(target_arch = "x86_64")]
+            {
+                let avx2 = std::env::var("CONSOLIDATOR_GEMM").is_ok_and(|v| v == "avx2");
+                if is_x86_feature_detected!("avx512f") && !avx2 {
+                    return Some(Isa::Avx512);
+                }
+                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                    return Some(Isa::Avx2);
+                }
+            }
+            None
+        })
+    }
+    /// Every kernel this CPU can run: the SIMD ones it supports and both scalar twins.
+    pub fn available() -> Vec<Isa> {
+        let mut v = vec![Isa::Scalar512, Isa::Scalar256];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                v.push(Isa::Avx512);
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                v.push(Isa::Avx2);
+            }
+        }
+        v
+    }
+    /// `(MR, NR)`.
+    pub fn tile(self) -> (usize, usize) {
+        match self {
+            Isa::Avx512 | Isa::Scalar512 => (12, 32),
+            Isa::Avx2 | Isa::Scalar256 => (6, 16),
+        }
+    }
+}
+
+/// Whether `isa` is a SIMD kernel (not a scalar twin).
+fn is_simd(isa: Isa) -> bool {
+    matches!(isa, Isa::Avx512 | Isa::Avx2)
+}
+
+/// One kernel call: `rows × cols` of C (at most `MR × NR`) from `k` depth steps.
+struct Tile {
+    k: usize,
+    /// `A[r][p]` is `a[r·lda + p]` when `a_rows` (contiguous rows), else `a[r + p·lda]`.
+    a: *const f32,
+    lda: usize,
+    a_rows: bool,
+    /// `k × NR` packed values.
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    alpha: f32,
+    /// Applied to the old `C` (not read when 0).
+    beta: f32,
+    /// `cols` values added to every row, or null.
+    bias: *const f32,
+}
+
+impl Tile {
+    /// Runs the tile on `isa`'s kernel.
+    ///
+    /// # Safety
+    /// `a` must be readable at every `(r, p)` with `r < MR` (or `< rows` when packed and padded),
+    /// `p < k`; `b` at `k·NR` values; `c` readable (if `beta ≠ 0`) and writable at `rows × cols`
+    /// values `ldc` apart; `bias` (if not null) at `cols` values; `isa` supported by the CPU.
+    unsafe fn run(&self, isa: Isa) {
+        match (isa, self.a_rows) {
+            // A tile of at most 16 columns needs one vector per row: half the FMAs.
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512, true) if self.cols <= 16 => avx512::<true, 1>(self),
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512, false) if self.cols <= 16 => avx512::<false, 1>(self),
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512, true) => avx512::<true, 2>(self),
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512, false) => avx512::<false, 2>(self),
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx2, true) => avx2::<true>(self),
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx2, false) => avx2::<false>(self),
+            (Isa::Scalar256, _) => scalar::<6, 16>(self),
+            _ => scalar::<12, 32>(self),
+        }
+    }
+    /// `A[r][p]`.
+    #[inline(always)]
+    unsafe fn a_at<const ROWS: bool>(&self, r: usize, p: usize) -> f32 {
+        if ROWS {
+            *self.a.add(r * self.lda + p)
+        } else {
+            *self.a.add(r + p * self.lda)
+        }
+    }
+}
+
+/// The scalar twin: the SIMD kernels' arithmetic, one lane at a time.
+unsafe fn scalar<const MR: usize, const NR: usize>(t: &Tile) {
+    let mut acc = [[0.0f32; NR]; MR];
+    for p in 0..t.k {
+        let b = std::slice::from_raw_parts(t.b.add(p * NR), NR);
+        for (r, row) in acc.iter_mut().enumerate() {
+            let x = if t.a_rows { t.a_at::<true>(r, p) } else { t.a_at::<false>(r, p) };
+            for (v, &bv) in row.iter_mut().zip(b) {
+                *v = x.mul_add(bv, *v);
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate().take(t.rows) {
+        for (j, &v) in row.iter().enumerate().take(t.cols) {
+            let c = t.c.add(r * t.ldc + j);
+            let mut v = v * t.alpha;
+            if t.beta != 0.0 {
+                v = t.beta.mul_add(*c, v);
+            }
+            if !t.bias.is_null() {
+                v += *t.bias.add(j);
+            }
+            *c = v;
+        }
+    }
+}
+
+/// The AVX-512 kernel, 12 × 32 (`NV = 2` vectors per row), or 12 × 16 (`NV = 1`, the first
+/// 16 columns of the panel).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512<const ROWS: bool, const NV: usize>(t: &Tile) {
+    // Ask for the output's lines now, for writing: their transfer overlaps the FMAs (a fresh
+    // output buffer is not in cache, and a store that misses waits for its line).
+    for r in 0..12 {
+        if r < t.rows {
+            for h in 0..NV {
+                _mm_prefetch::<_MM_HINT_ET0>(t.c.wrapping_add(r * t.ldc + 16 * h) as *const i8);
+            }
+        }
+    }
+    let mut acc = [_mm512_setzero_ps(); 24];
+    let mut b = t.b;
+    for p in 0..t.k {
+        let bv = [_mm512_loadu_ps(b), _mm512_loadu_ps(b.add(16 * (NV - 1)))];
+        for r in 0..12 {
+            let x = _mm512_set1_ps(t.a_at::<ROWS>(r, p));
+            for h in 0..NV {
+                acc[2 * r + h] = _mm512_fmadd_ps(x, bv[h], acc[2 * r + h]);
+            }
+        }
+        b = b.add(32);
+    }
+    let lanes = |n: usize| if n >= 16 { 0xffff } else { (1u32 << n) as u16 - 1 };
+    let masks = [lanes(t.cols), lanes(t.cols.saturating_sub(16))];
+    let (alpha, beta) = (_mm512_set1_ps(t.alpha), _mm512_set1_ps(t.beta));
+    let bias = masks.map(|_| _mm512_setzero_ps());
+    let bias = if t.bias.is_null() {
+        bias
+    } else {
+        [_mm512_maskz_loadu_ps(masks[0], t.bias), _mm512_maskz_loadu_ps(masks[1], t.bias.wrapping_add(16))]
+    };
+    for r in 0..12 {
+        if r < t.rows {
+            for h in 0..NV {
+                let c = t.c.wrapping_add(r * t.ldc + 16 * h);
+                let mut v = _mm512_mul_ps(acc[2 * r + h], alpha);
+                if t.beta != 0.0 {
+                    v = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(masks[h], c), v);
+                }
+                if !t.bias.is_null() {
+                    v = _mm512_add_ps(v, bias[h]);
+                }
+                _mm512_mask_storeu_ps(c, masks[h], v);
+            }
+        }
+    }
+}
+
+/// The AVX2 + FMA kernel, 6 × 16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2<const ROWS: bool>(t: &Tile) {
+    // The output's lines, as in `avx512`.
+    for r in 0..6 {
+        if r < t.rows {
+            for h in 0..2 {
+                _mm_prefetch::<_MM_HINT_ET0>(t.c.wrapping_add(r * t.ldc + 8 * h) as *const i8);
+            }
+        }
+    }
+    let mut acc = [_mm256_setzero_ps(); 12];
+    let mut b = t.b;
+    for p in 0..t.k {
+        let b0 = _mm256_loadu_ps(b);
+        let b1 = _mm256_loadu_ps(b.add(8));
+        for r in 0..6 {
+            let x = _mm256_set1_ps(t.a_at::<ROWS>(r, p));
+            acc[2 * r] = _mm256_fmadd_ps(x, b0, acc[2 * r]);
+            acc[2 * r + 1] = _mm256_fmadd_ps(x, b1, acc[2 * r + 1]);
+        }
+        b = b.add(16);
+    }
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let masks = [t.cols as i32, t.cols as i32 - 8].map(|n| _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane));
+    let (alpha, beta) = (_mm256_set1_ps(t.alpha), _mm256_set1_ps(t.beta));
+    let bias = if t.bias.is_null() {
+        [_mm256_setzero_ps(); 2]
+    } else {
+        [_mm256_maskload_ps(t.bias, masks[0]), _mm256_maskload_ps(t.bias.wrapping_add(8), masks[1])]
+    };
+    for r in 0..6 {
+        if r < t.rows {
+            for h in 0..2 {
+                let c = t.c.wrapping_add(r * t.ldc + 8 * h);
+                let mut v = _mm256_mul_ps(acc[2 * r + h], alpha);
+                if t.beta != 0.0 {
+                    v = _mm256_fmadd_ps(beta, _mm256_maskload_ps(c, masks[h]), v);
+                }
+                if !t.bias.is_null() {
+                    v = _mm256_add_ps(v, bias[h]);
+                }
+                _mm256_maskstore_ps(c, masks[h], v);
+            }
+        }
+    }
+}
+
+/// `B` (`K × N`) packed for one kernel: for each depth block of [`KC`] rows, its panels of `NR`
+/// columns one after another, each `kc × NR` values, zero-padded past column `N`. A frozen
+/// weight's `PackedB` is built once and kept with its tensor (see `Tensor`'s pack cache).
+#[derive(Debug)]
+pub struct PackedB {
+    isa: Isa,
+    k: usize,
+    n: usize,
+    buf: Vec<f32>,
+    /// Offset of the first value in `buf` (64-byte alignment).
+    off: usize,
+}
+
+impl PackedB {
+    /// Packs all of `b` for `isa`'s kernel.
+    pub fn new(isa: Isa, b: MatRef) -> PackedB {
+        let (k, n) = (b.rows, b.cols);
+        let nr = isa.tile().1;
+        let mut p = PackedB { isa, k, n, buf: Vec::new(), off: 0 };
+        p.off = alloc_aligned(&mut p.buf, k * n.div_ceil(nr) * nr);
+        let mut pc = 0;
+        while pc < k {
+            let kc = KC.min(k - pc);
+            let start = p.off + pc * n.div_ceil(nr) * nr;
+            pack_b(b, nr, pc, kc, 0, n, &mut p.buf[start..], is_simd(isa));
+            pc += kc;
+        }
+        p
+    }
+    /// Rows (depth) and columns of the packed matrix.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+    /// The kernel it was packed for.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+    /// Panel `j` (columns `j·NR..`) of the depth block starting at row `pc`.
+    fn panel(&self, pc: usize, j: usize) -> *const f32 {
+        let nr = self.isa.tile().1;
+        let kc = KC.min(self.k - pc);
+        self.buf[self.off + pc * self.n.div_ceil(nr) * nr + j * kc * nr..].as_ptr()
+    }
+}
+
+/// Grows `buf` to hold `len` values from a 64-byte aligned offset, which it returns (the
+/// values are whatever was there: every packer writes all of its output).
+fn alloc_aligned(buf: &mut Vec<f32>, len: usize) -> usize {
+    if buf.len() < len + 16 {
+        *buf = vec![0.0; len + 16];
+    }
+    buf.as_ptr().align_offset(64).min(16)
+}
+
+/// Packs columns `j0..j1` of rows `pc..pc + kc` of `b` into panels of `nr` columns (`j0` a
+/// multiple of `nr`), zero-padded to whole panels.
+/// `simd`: transposes may use AVX (the SIMD kernels' packing; their scalar twins pack
+/// element by element).
+#[allow(clippy::too_many_arguments)]
+fn pack_b(b: MatRef, nr: usize, pc: usize, kc: usize, j0: usize, j1: usize, out: &mut [f32], simd: bool) {
+    for (jp, panel) in out.chunks_exact_mut(kc * nr).take((j1 - j0).div_ceil(nr)).enumerate() {
+        let c0 = j0 + jp * nr;
+        let w = nr.min(j1 - c0);
+        if b.cs == 1 {
+            for (p, dst) in panel.chunks_exact_mut(nr).enumerate() {
+                let src = &b.data[(pc + p) * b.rs + c0..][..w];
+                #[cfg(target_arch = "x86_64")]
+                if simd && is_x86_feature_detected!("avx2") {
+                    // SAFETY: `src` holds `w ≤ nr` values, `dst` holds `nr`; AVX2 is present.
+                    unsafe { copy_padded(src, dst) };
+                    continue;
+                }
+                dst[..w].copy_from_slice(src);
+                dst[w..].fill(0.0);
+            }
+        } else {
+            if w < nr {
+                panel.fill(0.0);
+            }
+            // Columns contiguous (B = Wᵀ): 8 × 8 blocks transposed in registers.
+            #[cfg(target_arch = "x86_64")]
+            if b.rs == 1 && simd && (w, kc) >= (8, 8) && is_x86_feature_detected!("avx") {
+                let col = |j: usize| &b.data[(c0 + j) * b.cs + pc..(c0 + j) * b.cs + pc + kc];
+                for j in (0..w / 8 * 8).step_by(8) {
+                    // The last column of the block bounds every read of the transpose.
+                    let _ = col(j + 7);
+                    for p in (0..kc / 8 * 8).step_by(8) {
+                        // SAFETY: rows c0 + j .. c0 + j + 8 of the stored matrix hold values
+                        // pc + p .. pc + p + 8 (checked above through `col`); the panel holds
+                        // rows p .. p + 8 of nr values from column j + 8 ≤ nr.
+                        unsafe { transpose8(col(j)[p..].as_ptr(), b.cs, panel[p * nr + j..].as_mut_ptr(), nr) };
+                    }
+                    for jj in j..j + 8 {
+                        for p in kc / 8 * 8..kc {
+                            panel[p * nr + jj] = col(jj)[p];
+                        }
+                    }
+                }
+                for jj in w / 8 * 8..w {
+                    for (p, &v) in col(jj).iter().enumerate() {
+                        panel[p * nr + jj] = v;
+                    }
+                }
+                continue;
+            }
+            for j in 0..w {
+                let col = &b.data[(c0 + j) * b.cs + pc * b.rs..];
+                for (p, d) in panel.iter_mut().skip(j).step_by(nr).take(kc).enumerate() {
+                    *d = col[p * b.rs];
+                }
+            }
+        }
+    }
+}
+
+/// `dst = src` then zeros: one row of a panel by masked 8-lane loads, no `memmove` and
+/// `memset` calls per short row (a 16-wide attention head in a 32-wide panel).
+///
+/// # Safety
+/// `src.len() ≤ dst.len()`, `dst.len()` a multiple of 8, AVX2 present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn copy_padded(src: &[f32], dst: &mut [f32]) {
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for j in (0..dst.len()).step_by(8) {
+        let n = src.len().saturating_sub(j).min(8);
+        let m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lane);
+        let v = _mm256_maskload_ps(src.as_ptr().wrapping_add(j), m);
+        _mm256_storeu_ps(dst[j..j + 8].as_mut_ptr(), v);
+    }
+}
+
+/// `dst[p·ldd + i] = src[i·lds + p]` for `i, p < 8`: an 8 × 8 transpose in AVX registers.
+///
+/// # Safety
+/// `src` readable at `i·lds + p`, `dst` writable at `p·ldd + i` for `i, p < 8`; AVX present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn transpose8(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
+    let half = |i: usize, p: usize| _mm_loadu_ps(src.add(i * lds + p));
+    let rows = |i: usize, p: usize| _mm256_insertf128_ps(_mm256_castps128_ps256(half(i, p)), half(i + 4, p), 1);
+    let r = [rows(0, 0), rows(1, 0), rows(2, 0), rows(3, 0), rows(0, 4), rows(1, 4), rows(2, 4), rows(3, 4)];
+    for h in 0..2 {
+        let (r0, r1, r2, r3) = (r[4 * h], r[4 * h + 1], r[4 * h + 2], r[4 * h + 3]);
+        let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
+        let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
+        let out = [
+            _mm256_shuffle_ps::<0x44>(t0, t2),
+            _mm256_shuffle_ps::<0xee>(t0, t2),
+            _mm256_shuffle_ps::<0x44>(t1, t3),
+            _mm256_shuffle_ps::<0xee>(t1, t3),
+        ];
+        for (q, v) in out.into_iter().enumerate() {
+            _mm256_storeu_ps(dst.add((4 * h + q) * ldd), v);
+        }
+    }
+}
+
+/// Packs rows `r0..r0 + rows` (at most `mr`) of columns `pc..pc + kc` of `a` as `kc × mr`,
+/// zero-padded past `rows`.
+fn pack_a(a: MatRef, mr: usize, r0: usize, rows: usize, pc: usize, kc: usize, out: &mut [f32]) {
+    let out = &mut out[..kc * mr];
+    if rows < mr {
+        out.fill(0.0);
+    }
+    for r in 0..rows {
+        let row = &a.data[(r0 + r) * a.rs + pc * a.cs..];
+        for (p, d) in out.iter_mut().skip(r).step_by(mr).take(kc).enumerate() {
+            *d = row[p * a.cs];
+        }
+    }
+}
+
+/// The right operand of a product: a view (packed on the fly), or panels packed before.
+#[derive(Clone, Copy, Debug)]
+pub enum Rhs<'a> {
+    /// Any strided view.
+    View(MatRef<'a>),
+    /// Panels packed for one kernel (e.g. a frozen weight's, kept with its tensor).
+    Packed(&'a PackedB),
+}
+
+impl Rhs<'_> {
+    /// `(K, N)`.
+    pub fn dims(&self) -> (usize, usize) {
+        match self {
+            Rhs::View(v) => (v.rows, v.cols),
+            Rhs::Packed(p) => p.dims(),
+        }
+    }
+    /// The kernel packed panels are for.
+    pub(crate) fn isa(&self) -> Option<Isa> {
+        match self {
+            Rhs::View(_) => None,
+            Rhs::Packed(p) => Some(p.isa),
+        }
+    }
+}
+
+/// What the kernels write: `α·A·B + β·C + bias` (bias: one value per column, every row).
+#[derive(Clone, Copy)]
+pub(crate) struct Epilogue<'a> {
+    pub alpha: f32,
+    pub beta: f32,
+    pub bias: Option<&'a [f32]>,
+}
+
+/// The output: `C[r][j]` at `ptr[r·ldc + j]`; a raw pointer so that workers can write disjoint
+/// tiles of it.
+#[derive(Clone, Copy)]
+pub(crate) struct OutPtr {
+    pub ptr: *mut f32,
+    pub ldc: usize,
+}
+// SAFETY: an `OutPtr` is only shared between workers that write disjoint tiles (see `run`).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+std::thread_local! {
+    /// Per-thread packing buffers (panels of B, one row tile of A), reused across calls.
+    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Computes rows `rows` × columns `cols` (`cols.start` a multiple of `NR`) of
+/// `C = epilogue(A·B)` on the calling thread.
+///
+/// # Safety
+/// `out` must be valid for reads (if `β ≠ 0`) and writes at every `(r, j)` of the block,
+/// nobody else may access those values meanwhile, `a` and `b` must cover `m × k` and `k × n`
+/// (checked by the caller), the bias (if any) `n` values, and `isa` must run on this CPU.
+pub(crate) unsafe fn run_block(
+    isa: Isa,
+    a: MatRef,
+    b: Rhs,
+    epi: Epilogue,
+    out: OutPtr,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+) {
+    let (mr, nr) = isa.tile();
+    let k = a.cols;
+    SCRATCH.with(|s| {
+        let (bbuf, abuf) = &mut *s.borrow_mut();
+        let mut pc = 0;
+        while pc < k {
+            let kc = KC.min(k - pc);
+            let first = pc == 0;
+            let mut jc = cols.start;
+            while jc < cols.end {
+                let jn = NC.min(cols.end - jc);
+                let bp: *const f32 = match b {
+                    Rhs::Packed(p) => p.panel(pc, jc / nr),
+                    Rhs::View(v) => {
+                        let off = alloc_aligned(bbuf, kc * jn.div_ceil(nr) * nr);
+                        pack_b(v, nr, pc, kc, jc, jc + jn, &mut bbuf[off..], is_simd(isa));
+                        bbuf[off..].as_ptr()
+                    }
+                };
+                let mut ir = rows.start;
+                while ir < rows.end {
+                    let rr = mr.min(rows.end - ir);
+                    let (ap, lda, a_rows) = if rr == mr && a.cs == 1 {
+                        (a.data[ir * a.rs + pc..].as_ptr(), a.rs, true)
+                    } else if rr == mr && a.rs == 1 {
+                        (a.data[ir + pc * a.cs..].as_ptr(), a.cs, false)
+                    } else {
+                        let off = alloc_aligned(abuf, kc * mr);
+                        pack_a(a, mr, ir, rr, pc, kc, &mut abuf[off..]);
+                        (abuf[off..].as_ptr(), mr, false)
+                    };
+                    let mut jr = 0;
+                    while jr < jn {
+                        let j = jc + jr;
+                        let tile = Tile {
+                            k: kc,
+                            a: ap,
+                            lda,
+                            a_rows,
+                            b: bp.add(jr * kc),
+                            c: out.ptr.add(ir * out.ldc + j),
+                            ldc: out.ldc,
+                            rows: rr,
+                            cols: nr.min(cols.end - j),
+                            alpha: epi.alpha,
+                            beta: if first { epi.beta } else { 1.0 },
+                            bias: match (first, epi.bias) {
+                                (true, Some(bias)) => bias[j..].as_ptr(),
+                                _ => std::ptr::null(),
+                            },
+                        };
+                        tile.run(isa);
+                        jr += nr;
+                    }
+                    ir += mr;
+                }
+                jc += jn;
+            }
+            pc += kc;
+        }
+    });
+}
