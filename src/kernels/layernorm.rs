@@ -152,7 +152,7 @@ pub fn layernorm_forward_scalar(
 
 /// Backward. Writes `dx` (if given) and adds into `dgamma`, `dbeta` (if given).
 ///
-/// One pass over `x` and `dy`: each block of [`SUM_ROWS`] rows writes its `dx` rows and its own
+/// One pass over `x` and `dy`: each block of `SUM_ROWS` rows writes its `dx` rows and its own
 /// column sums for `dγ`, `dβ`; the blocks' sums are then added in block order, so nothing
 /// depends on how blocks are shared among workers.
 #[allow(clippy::too_many_arguments)]

@@ -287,7 +287,7 @@ unsafe fn avx2<const ROWS: bool>(t: &Tile) {
     }
 }
 
-/// `B` (`K × N`) packed for one kernel: for each depth block of [`KC`] rows, its panels of `NR`
+/// `B` (`K × N`) packed for one kernel: for each depth block of `KC` rows, its panels of `NR`
 /// columns one after another, each `kc × NR` values, zero-padded past column `N`. A frozen
 /// weight's `PackedB` is built once and kept with its tensor (see `Tensor`'s pack cache).
 #[derive(Debug)]
