@@ -3,6 +3,7 @@
 //! fine-tuning vs a frozen backbone with g = 8 consolidator branches).
 
 use consolidator::bench::vit::{train_setup, train_step};
+use consolidator::model::Model;
 use consolidator::nn::{VisionTransformer, VitConfig};
 use consolidator::optim::Optimizer;
 use consolidator::peft::{ConsolidatorConfig, Method};
@@ -19,12 +20,11 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("vit");
     g.sample_size(10);
     let cfg = VitConfig::preset("vit_tiny_patch16_224").unwrap();
-    let backbone = VisionTransformer::new(&cfg, 0).unwrap();
+    let backbone = Model::plain(VisionTransformer::new(&cfg, 0).unwrap());
     let x = images(&cfg, 1);
-    let released = Method::Consolidator(ConsolidatorConfig::released(cfg.embed_dim));
-    let mut adapted = backbone.clone();
-    released.apply(&mut adapted, cfg.num_classes, 0).unwrap();
-    let merged = merge(&backbone, &consolidate(&adapted, &backbone, &released).unwrap()).unwrap().model;
+    let released = Method::new(ConsolidatorConfig::released(cfg.embed_dim));
+    let adapted = backbone.adapt(&released, cfg.num_classes, 0).unwrap();
+    let merged = merge(&backbone, &consolidate(&adapted, &backbone.vit).unwrap()).unwrap().model;
     g.bench_function("vit_tiny forward b1 backbone", |b| b.iter(|| backbone.predict(&x).unwrap()));
     g.bench_function("vit_tiny forward b1 unmerged", |b| b.iter(|| adapted.predict(&x).unwrap()));
     g.bench_function("vit_tiny forward b1 merged", |b| b.iter(|| merged.predict(&x).unwrap()));

@@ -5,7 +5,7 @@
 //! 2. `Method::parse("consolidator", dim)` — the released recipe scaled to the model (one branch
 //!    with g = dim/2 beside all four FC layers of every block) — is applied: the backbone is
 //!    frozen, branches and a fresh head are attached.
-//! 3. Four epochs of `train::train` on a downstream task: the same patterns with inverted intensities.
+//! 3. Four epochs of `train::Trainer` on a downstream task: the same patterns with inverted intensities.
 //! 4. `reparam::consolidate` folds every layer's branches into one sparse delta (stage 1);
 //!    `reparam::merge` adds the delta into the dense weights (stage 2).
 //! 5. Checks: the merged plain ViT gives the adapted model's logits; the stored values per layer
@@ -13,12 +13,13 @@
 //!
 //! Run: `cargo run --release --example adapt_and_merge [-- METHOD]` (default `consolidator`).
 
+use consolidator::algebra::{Affine, LayerDelta, Pattern};
 use consolidator::data::Dataset;
-use consolidator::nn::{LinearPeft, Module, VisionTransformer, VitConfig};
-use consolidator::optim::Optimizer;
+use consolidator::model::Model;
+use consolidator::nn::{Module, VisionTransformer, VitConfig};
 use consolidator::peft::Method;
-use consolidator::reparam::{attach_delta, consolidate, merge, Affine, LayerDelta, Pattern};
-use consolidator::train::{train, Position, TrainConfig};
+use consolidator::reparam::{attach_delta, consolidate, merge};
+use consolidator::train::{TrainConfig, Trainer};
 use consolidator::{Result, Tensor};
 use rand::{Rng, SeedableRng};
 
@@ -56,20 +57,20 @@ fn main() -> Result<()> {
     let path = std::path::Path::new("data/backbone.safetensors");
     let backbone = if path.exists() {
         println!("backbone: {}", path.display());
-        VisionTransformer::load(path)?
+        Model::load(path)?
     } else {
         // A random ViT has no features worth adapting: pre-train one briefly (full training on
         // the upright patterns), standing in for the shipped pre-trained backbone.
         println!("backbone: vit_mnist_tiny, pre-trained here for 3 epochs (data/backbone.safetensors not found)");
         let cfg = VitConfig::preset("vit_mnist_tiny")?;
-        let mut vit = VisionTransformer::new(&cfg, 0)?;
-        Method::Full.apply(&mut vit, 4, 0)?;
+        let mut model = Model::plain(VisionTransformer::new(&cfg, 0)?).adapt(&Method::parse("full", 0)?, 4, 0)?;
         let upstream = patterns(384, cfg.img_size.0, cfg.img_size.1, false, 1)?;
-        let tc = TrainConfig { epochs: 3, batch_size: 32, lr: 1e-3, ..TrainConfig::default() };
-        train(&mut vit, &mut Optimizer::adamw(0.05), &upstream, None, &tc, Position::default(), &mut |_| {})?;
-        vit
+        let tc = TrainConfig { epochs: 3, batch_size: 32, lr: 1e-3, weight_decay: 0.05, ..TrainConfig::default() };
+        Trainer::new(tc).run(&mut model, &upstream, None)?;
+        model.vit.freeze();
+        Model::plain(model.vit)
     };
-    let cfg = backbone.config.clone();
+    let cfg = backbone.vit.config.clone();
     anyhow_like(cfg.in_chans == 1, "this example makes 1-channel images")?;
     let (h, w) = cfg.img_size;
 
@@ -77,33 +78,24 @@ fn main() -> Result<()> {
     // Any mergeable method string works here, e.g. `-- lora:r=4` or `-- consolidator:g=16+32,reorder`.
     let spec = std::env::args().nth(1).unwrap_or_else(|| "consolidator".to_string());
     let method = Method::parse(&spec, cfg.embed_dim)?;
-    let mut model = backbone.clone();
-    method.apply(&mut model, 4, 1)?;
+    let mut model = backbone.adapt(&method, 4, 1)?;
     println!(
-        "method: {spec}\nparameters: {} in the backbone, {} trainable after apply",
-        backbone.num_params(),
-        model.num_trainable()
+        "method: {method}\nparameters: {} in the backbone, {} trainable after adapt",
+        backbone.vit.num_params(),
+        model.vit.num_trainable()
     );
 
     // 3. Adapt.
     let (train_set, val_set) = (patterns(256, h, w, true, 10)?, patterns(128, h, w, true, 11)?);
     let lr = std::env::var("LR").ok().and_then(|v| v.parse().ok()).unwrap_or(1e-2);
     let tc = TrainConfig { epochs: 4, batch_size: 32, lr, warmup_epochs: 0, ..TrainConfig::default() };
-    let report = train(
-        &mut model,
-        &mut Optimizer::adamw(0.0),
-        &train_set,
-        Some(&val_set),
-        &tc,
-        Position::default(),
-        &mut |_| {},
-    )?;
+    let report = Trainer::new(tc).run(&mut model, &train_set, Some(&val_set))?;
     for e in &report.epochs {
         println!("epoch {}  loss {:.4}  val accuracy {:.3}", e.epoch, e.train_loss, e.val_acc.unwrap_or(f32::NAN));
     }
 
     // 4. Stage 1 and stage 2.
-    let delta = consolidate(&model, &backbone, &method)?;
+    let delta = consolidate(&model, &backbone.vit)?;
     let served = attach_delta(&backbone, &delta)?; // stage 1 served on the fly (no folding)
     let merged = merge(&backbone, &delta)?; // stage 2: a plain ViT
 
@@ -113,7 +105,7 @@ fn main() -> Result<()> {
     let (d1, d2) = (adapted.max_abs_diff(&on_the_fly), adapted.max_abs_diff(&plain));
     println!("max |logit difference|: adapted vs stage 1 {d1:.2e}, adapted vs merged {d2:.2e}");
     assert!(d1 < 1e-4 && d2 < 1e-4, "merging must not change the logits");
-    assert!(merged.model.fc_layers().iter().all(|(_, l)| matches!(l.peft, LinearPeft::None)));
+    assert!(!merged.model.vit.has_adapters(), "the merged model is a plain ViT");
 
     let mut stored_values = 0;
     for (key, layer) in &delta.layers {
@@ -131,7 +123,7 @@ fn main() -> Result<()> {
             );
         }
     }
-    let backbone_bytes = 4 * backbone.num_params();
+    let backbone_bytes = 4 * backbone.vit.num_params();
     let delta_bytes = delta.storage_bytes();
     println!(
         "stored: {} layer deltas ({stored_values} values), {} dense tensors (head, norms); {delta_bytes} bytes = {:.2}% of the backbone's {backbone_bytes}",
@@ -139,7 +131,7 @@ fn main() -> Result<()> {
         delta.dense.len(),
         100.0 * delta_bytes as f64 / backbone_bytes as f64
     );
-    println!("merged model: {} parameters (backbone + the task's head)", merged.model.num_params());
+    println!("merged model: {} parameters (backbone + the task's head)", merged.model.vit.num_params());
     Ok(())
 }
 

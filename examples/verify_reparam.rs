@@ -13,8 +13,8 @@
 //!
 //! Run: `cargo run --release --example verify_reparam`
 
+use consolidator::algebra::{Affine, BlockDiagonal, Dense, ScaleShift};
 use consolidator::kernels::grouped::GroupSpec;
-use consolidator::reparam::{Affine, BlockDiagonal, Dense, ScaleShift};
 use consolidator::Result;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -8,8 +8,10 @@
 #![allow(dead_code)]
 
 use consolidator::io::safetensors::TensorFile;
+use consolidator::model::{import_official, LoadOptions, Model};
 use consolidator::nn::{Module, VisionTransformer, VitConfig};
-use consolidator::peft::{import_official, Method};
+use consolidator::optim::Optimizer;
+use consolidator::peft::Method;
 use consolidator::reparam::TaskDelta;
 
 /// safetensors reader (with a write → read round trip of what it accepts).
@@ -65,19 +67,32 @@ pub fn checkpoint(bytes: &[u8]) {
     assert_eq!(sd.tensors.len(), f.tensors.len());
 }
 
-/// Method strings (CLI `--method`), UTF-8 only.
+/// Method strings (CLI `--method`), UTF-8 only: an accepted string prints losslessly.
 pub fn method(bytes: &[u8]) {
     let Ok(s) = std::str::from_utf8(bytes) else { return };
-    let _ = Method::parse(s, 64);
+    let Ok(m) = Method::parse(s, 64) else { return };
+    let again = Method::parse(&m.to_string(), 64).expect("a method string we print must parse");
+    assert_eq!(again, m, "`{s}` printed as `{m}` does not read back the same");
+}
+
+/// Training checkpoints as a resume reads them: the model (its method re-applied from the
+/// metadata, within the file's budget), then the optimiser state checked against it.
+pub fn resume(bytes: &[u8]) {
+    let Ok(f) = TensorFile::from_bytes(bytes, "fuzz input") else { return };
+    let Ok(model) = Model::from_file(f.clone(), &LoadOptions::default()) else { return };
+    let held: usize = f.tensors.values().map(|t| t.numel()).sum();
+    assert!(model.vit.num_params() <= held, "a model bigger than its file was built");
+    let _ = Optimizer::adamw(0.0).load_state_dict(&f, &model.vit);
+    let _ = Optimizer::sgd(0.9, 0.0).load_state_dict(&f, &model.vit);
 }
 
 /// The official consolidator state-dict import (the first byte picks the channel shuffle).
 pub fn official(bytes: &[u8]) {
     let reorder = bytes.first().is_some_and(|b| b & 1 == 1);
     let Ok(f) = TensorFile::from_bytes(bytes, "fuzz input") else { return };
-    if let Ok(vit) = import_official(&f, None, reorder, 0.0) {
+    if let Ok(m) = import_official(&f, None, reorder, 0.0) {
         let held: usize = f.tensors.values().map(|t| t.numel()).sum();
-        assert!(vit.num_params() <= held, "a model bigger than its file was built");
+        assert!(m.vit.num_params() <= held, "a model bigger than its file was built");
     }
 }
 
@@ -94,6 +109,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("checkpoint", checkpoint),
     ("method", method),
     ("official", official),
+    ("resume", resume),
     ("image", image),
     ("tensor_source", tensor_source),
 ];

@@ -311,7 +311,7 @@ def make_posres_fixtures(sd_src):
 # ---------------------------------------------------------------------------
 # 3. official-consolidator interop fixtures
 #
-# Re-implemented from the spec (shared/research/consolidator-spec.md 1-2); only the
+# Re-implemented from the paper and the official code (THU-MIG/Consolidator); only the
 # module and parameter NAMES and SHAPES follow the official code
 # (THU-MIG/Consolidator model/vision_transformer_timm.py), so that state_dict()
 # keys equal what that code saves:

@@ -4,6 +4,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== the crate as published: cargo package, and its docs with warnings as errors"
+cargo package --no-verify --locked
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked
+echo "== the library alone (no default features: no rayon, no CLI)"
+cargo check --lib --no-default-features --locked
 echo "== cargo test --release (x86-64-v3: AVX2/FMA)"
 cargo test --release --all-targets
 cargo test --release --doc

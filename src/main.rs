@@ -3,12 +3,5 @@
 mod cli;
 
 fn main() {
-    let raw: Vec<String> = std::env::args().skip(1).collect();
-    match cli::run(&raw) {
-        Ok(()) => {}
-        Err(msg) => {
-            eprintln!("error: {msg}");
-            std::process::exit(1);
-        }
-    }
+    std::process::exit(cli::main(std::env::args_os().collect()));
 }

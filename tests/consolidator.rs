@@ -2,8 +2,9 @@
 //! fly) and stage 2 (a plain dense ViT) give the same logits; the delta file round-trips; the
 //! storage counts are those of the specification; the merge contract holds.
 
-use consolidator::nn::{LinearPeft, Module, Pool, VisionTransformer, VitConfig};
-use consolidator::peft::{ConsolidatorConfig, Init, LayerSet, Method};
+use consolidator::model::Model;
+use consolidator::nn::{Module, Pool, VisionTransformer, VitConfig};
+use consolidator::peft::{BranchConfig, ConsolidatorConfig, Init, LayerSet, Method};
 use consolidator::reparam::{attach_delta, consolidate, fingerprint, merge, TaskDelta};
 use consolidator::Tensor;
 use rand::{Rng, SeedableRng};
@@ -25,7 +26,8 @@ fn small_config() -> VitConfig {
 
 /// Perturbs every trainable parameter so that nothing passes trivially (non-zero branches,
 /// changed norms, biases and head).
-fn perturb(vit: &mut VisionTransformer, seed: u64) {
+fn perturb(model: &mut Model, seed: u64) {
+    let vit = &mut model.vit;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     vit.visit_mut("", &mut |_, p| {
         if p.trainable {
@@ -44,19 +46,22 @@ fn scale(t: &Tensor) -> f32 {
     t.max_abs().max(1.0)
 }
 
+fn backbone() -> Model {
+    Model::plain(VisionTransformer::new(&small_config(), 1).unwrap())
+}
+
 fn check_method(method: Method) {
-    let backbone = VisionTransformer::new(&small_config(), 1).unwrap();
-    let mut adapted = backbone.clone();
-    method.apply(&mut adapted, 3, 7).unwrap();
+    let backbone = backbone();
+    let mut adapted = backbone.adapt(&method, 3, 7).unwrap();
     perturb(&mut adapted, 11);
     let x = images(4, 3);
     let unmerged = adapted.predict(&x).unwrap();
     let base_logits = {
-        let mut b = backbone.clone();
+        let mut b = backbone.vit.clone();
         b.reset_head(3, 7);
         b.predict(&x).unwrap()
     };
-    let delta = consolidate(&adapted, &backbone, &method).unwrap();
+    let delta = consolidate(&adapted, &backbone.vit).unwrap();
     // Round trip through the file format.
     let delta = TaskDelta::from_file(&delta.to_file().unwrap()).unwrap();
     let served = attach_delta(&backbone, &delta).unwrap().predict(&x).unwrap();
@@ -79,15 +84,15 @@ fn check_method(method: Method) {
     // the same fresh head.
     assert!(deployed.max_abs_diff(&base_logits) > 1e-3, "{}: merged model equals the backbone", method.name());
     // A plain ViT: same parameter count as the backbone, no method modules.
-    let mut b3 = backbone.clone();
+    let mut b3 = backbone.vit.clone();
     b3.reset_head(3, 0);
-    assert_eq!(merged.model.num_params(), b3.num_params());
-    assert!(merged.model.fc_layers().iter().all(|(_, l)| matches!(l.peft, LinearPeft::None)));
+    assert_eq!(merged.model.vit.num_params(), b3.num_params());
+    assert!(!merged.model.vit.has_adapters());
     // Merging the same delta into the merged model is refused; unmerge is bit-exact.
     let again = merge(&merged.model, &delta).map(|_| ()).unwrap_err().to_string();
     assert!(again.contains("already has a delta merged"), "{again}");
     let restored = merged.unmerge();
-    assert_eq!(fingerprint(&restored), fingerprint(&backbone));
+    assert_eq!(fingerprint(&restored.vit), fingerprint(&backbone.vit));
     assert_eq!(restored.predict(&x).unwrap().data(), backbone.predict(&x).unwrap().data());
 }
 
@@ -96,62 +101,67 @@ fn consolidator_unmerged_stage1_stage2_agree() {
     for (branches, reorder) in [(vec![4], false), (vec![2, 4], true), (vec![8, 16, 4], false), (vec![1, 16], true)] {
         let cfg = ConsolidatorConfig {
             layers: LayerSet::ALL,
-            branches: branches.iter().map(|&g| (g, reorder)).collect(),
+            branches: branches.iter().map(|&groups| BranchConfig { groups, reorder }).collect(),
             drop_path: 0.5,
             init: Init::Uniform(1e-3),
             train_norms: true,
             train_biases: true,
         };
-        check_method(Method::Consolidator(cfg));
+        check_method(Method::new(cfg));
     }
 }
 
+/// Every registered method, through the seam: the mergeable ones reproduce their outputs after
+/// stage 1 and stage 2, the others refuse to consolidate.
 #[test]
-fn every_mergeable_baseline_merges_exactly() {
-    for m in ["linear", "full", "bitfit", "lora:r=2", "ssf", "lora:r=3,layers=qkv+fc2"] {
-        check_method(Method::parse(m, 16).unwrap());
+fn every_method_merges_exactly_or_refuses() {
+    let mut checked = 0;
+    for method in Method::all(16)
+        .into_iter()
+        .chain(["lora:r=3,layers=qkv+fc2", "consolidator:g=4+8r"].map(|m| Method::parse(m, 16).unwrap()))
+    {
+        if method.mergeable() {
+            check_method(method);
+            checked += 1;
+        } else {
+            let adapted = backbone().adapt(&method, 3, 7).unwrap();
+            let e = consolidate(&adapted, &backbone().vit).unwrap_err().to_string();
+            assert!(e.contains("not mergeable"), "{e}");
+        }
     }
+    assert_eq!(checked, 8, "linear, full, bitfit, lora ×2, ssf, consolidator ×2");
 }
 
 #[test]
-fn non_mergeable_methods_refuse_to_consolidate() {
-    let backbone = VisionTransformer::new(&small_config(), 1).unwrap();
+fn non_mergeable_methods_still_run() {
     for m in ["adapter", "vpt"] {
-        let method = Method::parse(m, 16).unwrap();
-        let mut adapted = backbone.clone();
-        method.apply(&mut adapted, 3, 7).unwrap();
-        let e = consolidate(&adapted, &backbone, &method).unwrap_err().to_string();
-        assert!(e.contains("not mergeable"), "{e}");
-        // They still run.
+        let adapted = backbone().adapt(&Method::parse(m, 16).unwrap(), 3, 7).unwrap();
         assert_eq!(adapted.predict(&images(2, 1)).unwrap().shape(), &[2, 3]);
     }
 }
 
 #[test]
 fn a_delta_for_another_backbone_is_refused() {
-    let backbone = VisionTransformer::new(&small_config(), 1).unwrap();
-    let other = VisionTransformer::new(&small_config(), 2).unwrap();
-    let method = Method::parse("consolidator:g=4", 16).unwrap();
-    let mut adapted = backbone.clone();
-    method.apply(&mut adapted, 3, 7).unwrap();
-    let delta = consolidate(&adapted, &backbone, &method).unwrap();
+    let backbone = backbone();
+    let other = Model::plain(VisionTransformer::new(&small_config(), 2).unwrap());
+    let adapted = backbone.adapt(&Method::parse("consolidator:g=4", 16).unwrap(), 3, 7).unwrap();
+    let delta = consolidate(&adapted, &backbone.vit).unwrap();
     let e = merge(&other, &delta).map(|_| ()).unwrap_err().to_string();
     assert!(e.contains("made for backbone"), "{e}");
 }
 
 #[test]
 fn unmerge_is_bit_exact_over_many_cycles() {
-    let backbone = VisionTransformer::new(&small_config(), 1).unwrap();
+    let backbone = backbone();
     let method = Method::parse("consolidator:g=2+4,reorder", 16).unwrap();
     let mut current = backbone.clone();
     for cycle in 0..20 {
-        let mut adapted = current.clone();
-        method.apply(&mut adapted, 3, cycle).unwrap();
+        let mut adapted = current.adapt(&method, 3, cycle).unwrap();
         perturb(&mut adapted, cycle);
-        let delta = consolidate(&adapted, &current, &method).unwrap();
+        let delta = consolidate(&adapted, &current.vit).unwrap();
         current = merge(&current, &delta).unwrap().unmerge();
     }
-    let (a, b) = (backbone.state_dict(), current.state_dict());
+    let (a, b) = (backbone.vit.state_dict(), current.vit.state_dict());
     for (k, t) in &a.tensors {
         if !k.starts_with("head.") {
             assert_eq!(t.data(), b.tensors[k].data(), "{k} drifted");
@@ -181,22 +191,16 @@ fn vit_b_branch_parameter_count_matches_the_paper() {
     assert!((pct - 0.3545).abs() < 5e-4, "{pct}");
     // And the module built by the released preset counts the same.
     let mut adapted = vit;
-    Method::Consolidator(ConsolidatorConfig::released(768)).apply(&mut adapted, 1000, 0).unwrap();
-    let mut branch_params = 0;
-    adapted.visit("", &mut |k, p| {
-        if k.contains(".consolidator.") {
-            branch_params += p.numel();
-        }
-    });
+    Method::new(ConsolidatorConfig::released(768)).apply(&mut adapted, 1000, 0).unwrap();
+    let branch_params: usize = adapted.adapter_params().iter().map(|(_, p)| p.numel()).sum();
     assert_eq!(branch_params, 304_128);
 }
 
 #[test]
 fn drop_path_is_identity_in_eval_and_active_in_training() {
-    let backbone = VisionTransformer::new(&small_config(), 1).unwrap();
-    let mut adapted = backbone.clone();
-    Method::parse("consolidator:g=4,dp=0.9", 16).unwrap().apply(&mut adapted, 3, 7).unwrap();
+    let mut adapted = backbone().adapt(&Method::parse("consolidator:g=4,dp=0.9", 16).unwrap(), 3, 7).unwrap();
     perturb(&mut adapted, 1);
+    let adapted = adapted.vit;
     let x = images(8, 2);
     let eval1 = adapted.predict(&x).unwrap();
     let eval2 = adapted.predict(&x).unwrap();

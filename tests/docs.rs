@@ -13,10 +13,10 @@
 //! quantity of a worked example (`merge4 S`). Every marked check must be understood here: an
 //! unknown name fails the test, so a page cannot carry an unchecked marker either.
 
+use consolidator::algebra::{Affine, BlockDiagonal, Dense, LowRank, Pattern, ScaleShift};
 use consolidator::kernels::grouped::GroupSpec;
 use consolidator::nn::{Module, VisionTransformer, VitConfig};
-use consolidator::peft::{ConsolidatorConfig, Method};
-use consolidator::reparam::{Affine, BlockDiagonal, Dense, LowRank, Pattern, ScaleShift};
+use consolidator::peft::{BranchConfig, ConsolidatorConfig, Method};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -147,8 +147,11 @@ fn vit_counts(preset: &str, g: usize) -> (usize, usize, usize) {
     let per_block = two - one;
     let backbone = one - per_block + full.depth * per_block;
     let mut vit = VisionTransformer::new(&VitConfig { depth: 1, ..full.clone() }, 0).unwrap();
-    let cfg = ConsolidatorConfig { branches: vec![(g, false)], ..ConsolidatorConfig::released(full.embed_dim) };
-    Method::Consolidator(cfg).apply(&mut vit, 10, 0).unwrap();
+    let cfg = ConsolidatorConfig {
+        branches: vec![BranchConfig { groups: g, reorder: false }],
+        ..ConsolidatorConfig::released(full.embed_dim)
+    };
+    Method::new(cfg).apply(&mut vit, 10, 0).unwrap();
     let (mut weights, mut params) = (0, 0);
     for (k, p) in vit.named_params() {
         if k.contains(".consolidator.") {

@@ -9,10 +9,13 @@
 #[path = "../fuzz/bodies.rs"]
 mod bodies;
 
+use consolidator::data::Dataset;
 use consolidator::io::safetensors::TensorFile;
+use consolidator::model::{import_official, Model};
 use consolidator::nn::{Module, Pool, VisionTransformer, VitConfig};
-use consolidator::peft::{import_official, Method};
+use consolidator::peft::Method;
 use consolidator::reparam::{consolidate, TaskDelta};
+use consolidator::train::{TrainConfig, Trainer};
 use consolidator::Tensor;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -126,10 +129,9 @@ fn seeds(target: &str) -> Vec<Vec<u8>> {
                 .iter()
                 .map(|m| {
                     let method = Method::parse(m, 16).unwrap();
-                    let mut adapted = backbone.clone();
-                    method.apply(&mut adapted, 3, 7).unwrap();
-                    perturb(&mut adapted, 11);
-                    consolidate(&adapted, &backbone, &method).unwrap().to_file().unwrap().to_bytes()
+                    let mut adapted = Model::plain(backbone.clone()).adapt(&method, 3, 7).unwrap();
+                    perturb(&mut adapted.vit, 11);
+                    consolidate(&adapted, &backbone).unwrap().to_file().unwrap().to_bytes()
                 })
                 .collect()
         }
@@ -164,6 +166,28 @@ fn seeds(target: &str) -> Vec<Vec<u8>> {
         "official" => vec![official_file(&[2]).to_bytes(), official_file(&[4, 8]).to_bytes()],
         "image" => image_seeds(),
         "tensor_source" => tensor_source_seeds(),
+        "resume" => {
+            // Real training checkpoints (model, method, optimiser state, position) of a few runs.
+            let dir = std::env::temp_dir().join(format!("consolidator-fuzz-resume-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let ck = dir.join("ck.safetensors");
+            let mut rng = StdRng::seed_from_u64(3);
+            let data =
+                Dataset::new(Tensor::randn(&[8, 1, 8, 8], 1.0, &mut rng), (0..8).map(|i| i % 3).collect(), 3).unwrap();
+            let seeds = [None, Some("consolidator:g=2+4r"), Some("lora:r=2,layers=qkv")].map(|m| {
+                let backbone = Model::plain(VisionTransformer::new(&tiny_config(), 1).unwrap());
+                let mut model = match m {
+                    Some(m) => backbone.adapt(&Method::parse(m, 16).unwrap(), 3, 0).unwrap(),
+                    None => backbone,
+                };
+                let cfg =
+                    TrainConfig { epochs: 1, batch_size: 4, checkpoint: Some(ck.clone()), ..TrainConfig::default() };
+                Trainer::new(cfg).run(&mut model, &data, None).unwrap();
+                std::fs::read(&ck).unwrap()
+            });
+            std::fs::remove_dir_all(&dir).unwrap();
+            seeds.to_vec()
+        }
         other => panic!("no target {other}"),
     }
 }
@@ -392,6 +416,11 @@ fn fuzz_official_body() {
 }
 
 #[test]
+fn fuzz_resume_body() {
+    assert!(run_target("resume", 300) > 300);
+}
+
+#[test]
 fn fuzz_image_body() {
     assert!(run_target("image", 3000) > 3000);
 }
@@ -581,8 +610,15 @@ fn official_import_with_hostile_shapes_is_refused() {
     // The untouched files import.
     for g in [&[2][..], &[4, 8]] {
         let f = official_file(g);
-        let vit = import_official(&f, None, false, 0.0).unwrap();
-        assert_eq!(vit.config.embed_dim, 16);
+        let m = import_official(&f, None, false, 0.0).unwrap();
+        assert_eq!(m.vit.config.embed_dim, 16);
+        assert_eq!(
+            m.method.unwrap().to_string(),
+            format!(
+                "consolidator:g={},dp=0,init=0.001,layers=qkv+proj+fc1+fc2",
+                g.iter().map(|g| g.to_string()).collect::<Vec<_>>().join("+")
+            )
+        );
     }
 }
 

@@ -1,4 +1,4 @@
-//! The engine core stays small enough to read in an evening (STYLE.md, habit 13).
+//! The engine core stays small enough to read in an evening (CONTRIBUTING.md, habit 13).
 //!
 //! The core is the tensor, the error type, the thread switch, the kernels and the autograd:
 //! `src/tensor.rs`, `src/error.rs`, `src/par.rs`, `src/kernels/`, `src/autograd/`. Its size is

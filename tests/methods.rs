@@ -2,10 +2,11 @@
 //! count follows the method's formula, and bad inputs get clear errors.
 
 use consolidator::data::Dataset;
+use consolidator::model::Model;
 use consolidator::nn::{Module, Pool, VisionTransformer, VitConfig};
-use consolidator::optim::Optimizer;
+use consolidator::optim::OptimizerKind;
 use consolidator::peft::Method;
-use consolidator::train::{evaluate, train, Position, TrainConfig};
+use consolidator::train::{evaluate, TrainConfig, TrainReport, Trainer};
 use consolidator::{Error, Tensor};
 use rand::{Rng, SeedableRng};
 
@@ -54,6 +55,10 @@ fn cfg(lr: f32, epochs: usize) -> TrainConfig {
     TrainConfig { epochs, batch_size: 16, lr, warmup_epochs: 0, eval_every: 0, ..TrainConfig::default() }
 }
 
+fn train(model: &mut Model, data: &Dataset, cfg: TrainConfig) -> consolidator::Result<TrainReport> {
+    Trainer::new(cfg).run(model, data, None)
+}
+
 /// Tunable parameters each method should have on the small config (formulas from each method's
 /// definition; `head` = the new K-class head).
 fn expected_tunable(name: &str) -> usize {
@@ -86,14 +91,14 @@ fn expected_tunable(name: &str) -> usize {
 fn every_method_learns_and_counts_its_parameters() {
     consolidator::par::set_threads(1);
     // A backbone pre-trained briefly on a related task (so features exist to adapt).
-    let mut backbone = VisionTransformer::new(&config(), 0).unwrap();
+    let mut backbone = Model::plain(VisionTransformer::new(&config(), 0).unwrap());
     let pre = dataset(160, 9);
     let mut pre_cfg = cfg(3e-3, 6);
     pre_cfg.seed = 1;
     let mut pre10 = pre.clone();
     pre10.num_classes = 10;
-    train(&mut backbone, &mut Optimizer::adamw(0.0), &pre10, None, &pre_cfg, Position::default(), &mut |_| {}).unwrap();
-    backbone.freeze();
+    train(&mut backbone, &pre10, pre_cfg).unwrap();
+    backbone.vit.freeze();
     let data = dataset(96, 1);
     for (name, lr) in [
         ("linear", 3e-2),
@@ -106,48 +111,43 @@ fn every_method_learns_and_counts_its_parameters() {
         ("consolidator:g=4+8", 1e-2),
     ] {
         let method = Method::parse(name, E).unwrap();
-        let mut vit = backbone.clone();
-        method.apply(&mut vit, K, 0).unwrap();
-        assert_eq!(vit.num_trainable(), expected_tunable(name), "{name}: tunable parameters");
-        let (_, before) = evaluate(&vit, &data, 64).unwrap();
-        let mut opt = Optimizer::adamw(0.0);
-        train(&mut vit, &mut opt, &data, None, &cfg(lr as f32, 10), Position::default(), &mut |_| {}).unwrap();
-        let (_, after) = evaluate(&vit, &data, 64).unwrap();
+        let mut model = backbone.adapt(&method, K, 0).unwrap();
+        assert_eq!(model.vit.num_trainable(), expected_tunable(name), "{name}: tunable parameters");
+        let (_, before) = evaluate(&model.vit, &data, 64).unwrap();
+        train(&mut model, &data, cfg(lr as f32, 10)).unwrap();
+        let (_, after) = evaluate(&model.vit, &data, 64).unwrap();
         assert!(after < 0.8 * before, "{name}: loss {before} → {after}");
     }
 }
 
 #[test]
 fn absurd_learning_rate_stops_with_a_clear_error() {
-    let backbone = VisionTransformer::new(&config(), 0).unwrap();
-    let mut vit = backbone.clone();
-    Method::Full.apply(&mut vit, K, 0).unwrap();
-    let mut c = cfg(1e12, 3);
+    let backbone = Model::plain(VisionTransformer::new(&config(), 0).unwrap());
+    let mut model = backbone.adapt(&Method::parse("full", E).unwrap(), K, 0).unwrap();
+    // The largest learning rate the config accepts, held constant: SGD diverges.
+    let mut c = cfg(10.0, 20);
+    c.min_lr = 10.0;
     c.clip_grad = 0.0;
-    let e = train(&mut vit, &mut Optimizer::sgd(0.9, 0.0), &dataset(64, 2), None, &c, Position::default(), &mut |_| {})
-        .unwrap_err();
+    c.optimizer = OptimizerKind::SGD;
+    let e = train(&mut model, &dataset(64, 2), c).unwrap_err();
     assert!(matches!(e, Error::NonFinite { .. }), "{e}");
     assert!(e.to_string().contains("training loss"), "{e}");
 }
 
 #[test]
 fn mismatched_datasets_are_refused() {
-    let mut vit = VisionTransformer::new(&config(), 0).unwrap();
-    Method::LinearProbe.apply(&mut vit, K, 0).unwrap();
+    let backbone = Model::plain(VisionTransformer::new(&config(), 0).unwrap());
+    let mut model = backbone.adapt(&Method::parse("linear", E).unwrap(), K, 0).unwrap();
     // Image size.
     let big = Dataset::new(Tensor::zeros(&[4, 1, 9, 8]), vec![0; 4], K).unwrap();
-    let e = train(&mut vit, &mut Optimizer::adamw(0.0), &big, None, &cfg(1e-3, 1), Position::default(), &mut |_| {})
-        .unwrap_err()
-        .to_string();
+    let e = train(&mut model, &big, cfg(1e-3, 1)).unwrap_err().to_string();
     assert!(e.contains('9') && e.contains('8'), "{e}");
     // Labels out of the head's range.
     let many = Dataset::new(Tensor::zeros(&[4, 1, 8, 8]), vec![0, 1, 2, 5], 6).unwrap();
-    let e = train(&mut vit, &mut Optimizer::adamw(0.0), &many, None, &cfg(1e-3, 1), Position::default(), &mut |_| {})
-        .unwrap_err()
-        .to_string();
+    let e = train(&mut model, &many, cfg(1e-3, 1)).unwrap_err().to_string();
     assert!(e.contains("class") || e.contains("label"), "{e}");
     // Wrong image size at inference.
-    let e = vit.predict(&Tensor::zeros(&[1, 1, 16, 16])).unwrap_err().to_string();
+    let e = model.predict(&Tensor::zeros(&[1, 1, 16, 16])).unwrap_err().to_string();
     assert!(e.contains("[B, 1, 8, 8]"), "{e}");
 }
 
@@ -159,5 +159,44 @@ fn bad_method_strings_are_errors() {
             m.apply(&mut vit, K, 0)
         });
         assert!(r.is_err(), "`{s}` was accepted");
+    }
+}
+
+#[path = "common/mod.rs"]
+mod common;
+
+mod method_strings {
+    use super::common::method_string;
+    use consolidator::peft::{
+        AdapterConfig, BitFit, ConsolidatorConfig, Full, LinearProbe, LoraConfig, Method, SsfConfig, VptConfig,
+    };
+    use proptest::prelude::*;
+
+    /// The settings themselves (not only their strings) survive printing and parsing.
+    fn same_settings(a: &Method, b: &Method) -> bool {
+        fn eq<T: consolidator::peft::MethodConfig + PartialEq>(a: &Method, b: &Method) -> Option<bool> {
+            Some(a.config::<T>()? == b.config::<T>()?)
+        }
+        eq::<LinearProbe>(a, b)
+            .or_else(|| eq::<Full>(a, b))
+            .or_else(|| eq::<BitFit>(a, b))
+            .or_else(|| eq::<LoraConfig>(a, b))
+            .or_else(|| eq::<AdapterConfig>(a, b))
+            .or_else(|| eq::<VptConfig>(a, b))
+            .or_else(|| eq::<SsfConfig>(a, b))
+            .or_else(|| eq::<ConsolidatorConfig>(a, b))
+            .unwrap_or(false)
+    }
+
+    proptest! {
+        #[test]
+        fn every_method_string_round_trips(s in method_string(), dim in prop::sample::select(vec![16usize, 64, 768])) {
+            let m = Method::parse(&s, dim).map_err(|e| TestCaseError::fail(format!("`{s}`: {e}")))?;
+            let printed = m.to_string();
+            // Printed strings are complete: another width's defaults change nothing.
+            let back = Method::parse(&printed, 1).map_err(|e| TestCaseError::fail(format!("`{printed}`: {e}")))?;
+            prop_assert!(same_settings(&m, &back), "`{}` → `{}` → `{}`", s, printed, back);
+            prop_assert_eq!(back.to_string(), printed);
+        }
     }
 }

@@ -1,8 +1,8 @@
 //! Laws of the reparameterization algebra on random shapes and values, and the storage counts
 //! of the specification (consolidator-spec.md §2.2, computed there by an independent script).
 
+use consolidator::algebra::*;
 use consolidator::kernels::grouped::GroupSpec;
-use consolidator::reparam::*;
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 

@@ -4,22 +4,18 @@
 
 use consolidator::data::Dataset;
 use consolidator::io::safetensors::TensorFile;
+use consolidator::model::Model;
 use consolidator::nn::{Module, Pool, VisionTransformer, VitConfig};
 use consolidator::optim::Optimizer;
 use consolidator::peft::Method;
-use consolidator::train::{load_checkpoint, train, Position, TrainConfig, STOP};
+use consolidator::train::{load_checkpoint, Position, StopHandle, TrainConfig, Trainer};
 use consolidator::Tensor;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::Ordering;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// `STOP` is one flag per process: the tests that raise it run one at a time.
-static STOP_LOCK: Mutex<()> = Mutex::new(());
 
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("consolidator-robustness-{name}-{}", std::process::id()));
@@ -57,20 +53,19 @@ fn weights(vit: &VisionTransformer) -> Vec<(String, Vec<u32>)> {
     v
 }
 
-/// A fresh model (with `method` applied) and optimiser: what a restarted process builds.
-fn fresh(method: Option<&str>) -> (VisionTransformer, Optimizer) {
-    let mut vit = VisionTransformer::new(&tiny_config(), 1).unwrap();
-    if let Some(m) = method {
-        Method::parse(m, 16).unwrap().apply(&mut vit, 3, 7).unwrap();
+/// A fresh model (with `method` applied): what a restarted process builds.
+fn fresh(method: Option<&str>) -> Model {
+    let backbone = Model::plain(VisionTransformer::new(&tiny_config(), 1).unwrap());
+    match method {
+        Some(m) => backbone.adapt(&Method::parse(m, 16).unwrap(), 3, 7).unwrap(),
+        None => backbone,
     }
-    (vit, Optimizer::adamw(0.01))
 }
 
-/// Trains uninterrupted; then trains again, stopping (through `STOP`, as Ctrl-C does) at
-/// `stop_at` global steps, and resumes from the checkpoint into a fresh model and optimiser.
-/// Both must end bit-identical.
+/// Trains uninterrupted; then trains again, stopping (through a [`StopHandle`], as Ctrl-C does)
+/// at `stop_at` global steps, and resumes from the checkpoint into a fresh model. Both must end
+/// bit-identical.
 fn check_resume(method: Option<&str>, stop_at: usize, name: &str) {
-    let _guard = STOP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     consolidator::par::set_threads(1);
     let data = tiny_dataset(40, 3);
     let val = tiny_dataset(8, 4);
@@ -79,6 +74,7 @@ fn check_resume(method: Option<&str>, stop_at: usize, name: &str) {
     let cfg = TrainConfig {
         epochs: 3,
         batch_size: 8,
+        weight_decay: 0.01,
         warmup_epochs: 1,
         clip_grad: 1.0,
         label_smoothing: 0.1,
@@ -87,31 +83,36 @@ fn check_resume(method: Option<&str>, stop_at: usize, name: &str) {
         ..TrainConfig::default()
     };
 
-    STOP.store(false, Ordering::SeqCst);
-    let (mut straight, mut opt) = fresh(method);
-    train(&mut straight, &mut opt, &data, Some(&val), &cfg, Position::default(), &mut |_| {}).unwrap();
+    let mut straight = fresh(method);
+    Trainer::new(cfg.clone()).run(&mut straight, &data, Some(&val)).unwrap();
     std::fs::remove_file(&ck).unwrap();
 
-    let (mut first, mut opt) = fresh(method);
-    let mut steps = 0;
-    let stopped = train(&mut first, &mut opt, &data, Some(&val), &cfg, Position::default(), &mut |_| {
-        steps += 1;
-        if steps == stop_at {
-            STOP.store(true, Ordering::SeqCst);
-        }
-    });
-    STOP.store(false, Ordering::SeqCst);
-    let msg = stopped.unwrap_err().to_string();
-    assert!(msg.contains("stopped by request"), "{msg}");
-
-    let (mut resumed, mut opt) = fresh(method);
-    let at = load_checkpoint(&ck, &mut resumed, &mut opt).unwrap();
+    let mut first = fresh(method);
+    let (mut steps, stop) = (0, StopHandle::new());
+    let report = Trainer::new(cfg.clone())
+        .on_progress(|_| {
+            steps += 1;
+            if steps == stop_at {
+                stop.stop();
+            }
+        })
+        .with_stop(stop.clone())
+        .run(&mut first, &data, Some(&val))
+        .unwrap();
     let steps_per_epoch = 5;
-    assert_eq!(at, Position { epoch: stop_at / steps_per_epoch, step: stop_at % steps_per_epoch });
-    // The resumed model is the stopped one, exactly.
-    assert_eq!(weights(&resumed), weights(&first));
-    train(&mut resumed, &mut opt, &data, Some(&val), &cfg, at, &mut |_| {}).unwrap();
-    let (a, b) = (weights(&straight), weights(&resumed));
+    let at = Position { epoch: stop_at / steps_per_epoch, step: stop_at % steps_per_epoch };
+    assert_eq!(report.stopped_at, Some(at));
+
+    // The checkpoint holds the stopped model, exactly.
+    let mut loaded = fresh(method);
+    let mut opt = Optimizer::adamw(0.01);
+    assert_eq!(load_checkpoint(&ck, &mut loaded, &mut opt).unwrap(), at);
+    assert_eq!(weights(&loaded.vit), weights(&first.vit));
+    // A fresh process resumes from it and ends where the uninterrupted run ended.
+    let mut resumed = fresh(method);
+    let report = Trainer::new(TrainConfig { resume: true, ..cfg }).run(&mut resumed, &data, Some(&val)).unwrap();
+    assert_eq!(report.resumed_from, Some(at));
+    let (a, b) = (weights(&straight.vit), weights(&resumed.vit));
     assert_eq!(a.len(), b.len());
     for ((ka, va), (kb, vb)) in a.iter().zip(&b) {
         assert_eq!(ka, kb);
@@ -179,9 +180,9 @@ fn pretrain(data: &Path, ck: &Path, out: &Path, epochs: usize, resume: bool) -> 
 
 /// The checkpoint loads strictly into a fresh `vit_mnist_tiny` and its optimiser.
 fn checkpoint_loads(ck: &Path) -> Position {
-    let mut vit = VisionTransformer::new(&VitConfig::preset("vit_mnist_tiny").unwrap(), 0).unwrap();
+    let mut model = Model::plain(VisionTransformer::new(&VitConfig::preset("vit_mnist_tiny").unwrap(), 0).unwrap());
     let mut opt = Optimizer::adamw(0.05);
-    load_checkpoint(ck, &mut vit, &mut opt).unwrap_or_else(|e| panic!("checkpoint does not load: {e}"))
+    load_checkpoint(ck, &mut model, &mut opt).unwrap_or_else(|e| panic!("checkpoint does not load: {e}"))
 }
 
 #[test]
@@ -474,9 +475,8 @@ fn bad_input_table() {
     let other = root.join("other.safetensors");
     VisionTransformer::new(&VitConfig::preset("vit_mnist_tiny").unwrap(), 1).unwrap().save(&other).unwrap();
     let method = Method::parse("consolidator:g=4", 64).unwrap();
-    let mut adapted = vit.clone();
-    method.apply(&mut adapted, 10, 7).unwrap();
-    let delta = consolidator::reparam::consolidate(&adapted, &vit, &method).unwrap();
+    let adapted = Model::plain(vit.clone()).adapt(&method, 10, 7).unwrap();
+    let delta = consolidator::reparam::consolidate(&adapted, &vit).unwrap();
     let delta_path = root.join("delta.safetensors");
     delta.save(&delta_path).unwrap();
     let merged = p("merged.safetensors");
@@ -546,4 +546,64 @@ fn bad_input_table() {
         println!("| {case} | {shown} | {msg} |");
     }
     std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// A training checkpoint is checked against the run that resumes from it: its optimiser state
+/// (missing, extra, mis-shaped or non-finite moments), its position (against the optimiser's
+/// step count and the run's length) and its method. Nothing is silently reset.
+#[test]
+fn a_checkpoint_that_does_not_fit_is_refused() {
+    consolidator::par::set_threads(1);
+    let dir = temp_dir("misfit");
+    let ck = dir.join("ck.safetensors");
+    let data = tiny_dataset(16, 3);
+    let cfg = TrainConfig { epochs: 2, batch_size: 8, checkpoint: Some(ck.clone()), ..TrainConfig::default() };
+    let method = Some("consolidator:g=4");
+    let mut model = fresh(method);
+    Trainer::new(TrainConfig { epochs: 1, ..cfg.clone() }).run(&mut model, &data, None).unwrap();
+    let good = TensorFile::load(&ck).unwrap();
+    let resume = |f: &TensorFile, method: Option<&str>, cfg: &TrainConfig| -> String {
+        f.save(&ck).unwrap();
+        let mut m = fresh(method);
+        match Trainer::new(TrainConfig { resume: true, ..cfg.clone() }).run(&mut m, &data, None) {
+            Ok(_) => "accepted".into(),
+            Err(e) => e.to_string(),
+        }
+    };
+    // The untouched checkpoint resumes.
+    assert_eq!(resume(&good, method, &cfg), "accepted");
+    let moment = good.tensors.keys().find(|k| k.starts_with("opt.m.") && k.contains("consolidator")).unwrap().clone();
+    type Edit<'a> = Box<dyn Fn(&mut TensorFile) + 'a>;
+    let edits: Vec<(&str, Edit, &str)> = vec![
+        ("NaN moment", Box::new(|f| f.tensors.get_mut(&moment).unwrap().data_mut()[0] = f32::NAN), "NaN"),
+        ("missing moment", Box::new(|f| drop(f.tensors.remove(&moment))), "no first moment"),
+        ("extra moment", Box::new(|f| f.insert("opt.m.pos_embed", Tensor::zeros(&[80]))), "not a trainable"),
+        ("mis-shaped moment", Box::new(|f| f.insert(moment.clone(), Tensor::zeros(&[3]))), "values"),
+        (
+            "step count near 2^64",
+            Box::new(|f| drop(f.metadata.insert("opt.t".into(), "18446744073709551615".into()))),
+            "does not fit",
+        ),
+        (
+            "absurd epochs_done",
+            Box::new(|f| drop(f.metadata.insert("epochs_done".into(), "1000000".into()))),
+            "does not fit",
+        ),
+        ("absurd steps_done", Box::new(|f| drop(f.metadata.insert("steps_done".into(), "9".into()))), "does not fit"),
+        (
+            "NaN weight",
+            Box::new(|f| f.tensors.get_mut("head.weight").unwrap().data_mut()[1] = f32::INFINITY),
+            "NaN or infinite",
+        ),
+    ];
+    for (what, edit, expect) in edits {
+        let mut f = good.clone();
+        edit(&mut f);
+        let e = resume(&f, method, &cfg);
+        assert!(e.contains(expect), "{what}: {e}");
+    }
+    // Another method's run does not resume from it.
+    let e = resume(&good, Some("lora:r=2"), &cfg);
+    assert!(e.contains("made with method"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

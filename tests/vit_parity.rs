@@ -5,8 +5,9 @@
 
 use consolidator::autograd::Tape;
 use consolidator::io::safetensors::TensorFile;
+use consolidator::model::import_official;
 use consolidator::nn::{resample_pos_embed, Module, VisionTransformer, VitConfig};
-use consolidator::peft::{import_official, Method};
+use consolidator::peft::{ConsolidatorConfig, Method};
 use consolidator::reparam::{consolidate, merge};
 use consolidator::{Error, Tensor};
 
@@ -149,13 +150,18 @@ fn check_official(name: &str, reorder: bool) {
     // Consolidate against the backbone (the fc_origin weights), merge, compare with the fixture's
     // independently merged weights and logits.
     let mut backbone = adapted.clone();
-    for (_, lin) in backbone.fc_layers_mut() {
-        lin.peft = consolidator::nn::LinearPeft::None;
+    for (_, lin) in backbone.vit.fc_layers_mut() {
+        lin.adapter = None;
     }
+    backbone.method = None;
     let method = Method::parse(if reorder { "consolidator:g=4+8,reorder" } else { "consolidator:g=4+8" }, 32).unwrap();
-    let delta = consolidate(&adapted, &backbone, &method).unwrap();
+    assert_eq!(
+        adapted.method.as_ref().map(|m| m.config::<ConsolidatorConfig>().unwrap().branches.clone()),
+        Some(method.config::<ConsolidatorConfig>().unwrap().branches.clone())
+    );
+    let delta = consolidate(&adapted, &backbone.vit).unwrap();
     let merged = merge(&backbone, &delta).unwrap().model;
-    for (key, lin) in merged.fc_layers() {
+    for (key, lin) in merged.vit.fc_layers() {
         let w = f.get(&format!("merged.{key}weight")).unwrap();
         let b = f.get(&format!("merged.{key}bias")).unwrap();
         assert!(lin.weight.value.max_abs_diff(w) < 1e-6, "{name}: merged {key}weight");

@@ -16,9 +16,10 @@
 //! report its peak resident memory too ([`peak_rss_mb`]).
 
 use crate::autograd::Tape;
+use crate::model::Model;
 use crate::nn::{Pool, VisionTransformer, VitConfig};
 use crate::optim::Optimizer;
-use crate::peft::{ConsolidatorConfig, Method};
+use crate::peft::{ConsolidatorConfig, Full, Method};
 use crate::reparam::{consolidate, merge};
 use crate::{Error, Result, Tensor};
 use rand::SeedableRng;
@@ -127,7 +128,7 @@ pub fn train_setup(case: &str, mode: &str) -> Result<(VisionTransformer, Tensor,
     let (cfg, b) = train_case(case)?;
     let mut vit = VisionTransformer::new(&cfg, 0)?;
     let method = match mode {
-        "full" => Method::Full,
+        "full" => Method::new(Full),
         "consolidator" => Method::parse(TRAIN_CONSOLIDATOR, cfg.embed_dim)?,
         _ => return Err(Error::invalid("bench vit", format!("unknown training mode `{mode}`"))),
     };
@@ -163,11 +164,11 @@ pub fn run_one(name: &str, reps: usize) -> Result<Vec<VitRow>> {
 /// turn within each repetition (so machine noise hits all three alike); medians.
 fn deploy_rows(reps: usize) -> Result<Vec<VitRow>> {
     let cfg = VitConfig::preset("vit_tiny_patch16_224")?;
-    let backbone = VisionTransformer::new(&cfg, 0)?;
-    let released = Method::Consolidator(ConsolidatorConfig::released(cfg.embed_dim));
-    let mut adapted = backbone.clone();
-    released.apply(&mut adapted, cfg.num_classes, 0)?;
-    let merged = merge(&backbone, &consolidate(&adapted, &backbone, &released)?)?.model;
+    let backbone = Model::plain(VisionTransformer::new(&cfg, 0)?);
+    let released = Method::new(ConsolidatorConfig::released(cfg.embed_dim));
+    let adapted = backbone.adapt(&released, cfg.num_classes, 0)?;
+    let merged = merge(&backbone, &consolidate(&adapted, &backbone.vit)?)?.model;
+    let (backbone, adapted, merged) = (backbone.vit, adapted.vit, merged.vit);
     let models = [("backbone", &backbone), ("unmerged", &adapted), ("merged", &merged)];
     let x = images(&cfg, 8);
     let (mut f0, mut f1, mut f2) =

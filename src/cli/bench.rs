@@ -7,38 +7,53 @@
 //! repeats everything N times and keeps each workload's best round on each side: the best GEMM
 //! rate, the fastest grouped forward, the lowest median.
 
-use super::args::Args;
+use super::{note, say, R};
 use consolidator::bench::{self, gc::GcReport, gemm::GemmReport, vit::VitReport, vit::VitRow};
 use consolidator::io::json::Json;
 
-pub fn bench(args: &Args) -> Result<(), String> {
-    let what = args.positional.first().cloned().unwrap_or_else(|| "all".into());
-    let json = args.has("json");
-    let quick = args.has("quick");
-    let worker = args.str("worker");
-    let torch = args.str("torch");
-    let torch_run = args.str("torch-run");
-    let rounds: usize = args.get("rounds", 1)?;
-    args.finish(1)?;
+/// `consolidator bench`.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Which benchmarks
+    #[arg(default_value = "all", value_parser = ["gemm", "gc", "vit", "all"])]
+    what: String,
+    /// Print the results as JSON
+    #[arg(long)]
+    json: bool,
+    /// Fewer repetitions and workloads
+    #[arg(long)]
+    quick: bool,
+    /// Repeat everything N times; each workload keeps its best round
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    rounds: u64,
+    /// Side by side with PyTorch: the JSON file of scripts/bench_torch.py
+    #[arg(long, value_name = "FILE")]
+    torch: Option<String>,
+    /// A command that writes the --torch file, run at the start of every round
+    #[arg(long, value_name = "CMD", requires = "torch")]
+    torch_run: Option<String>,
+    /// (internal) run one ViT workload in this process and print its row with its peak memory
+    #[arg(long, hide = true)]
+    worker: Option<String>,
+}
+
+pub fn bench(a: &BenchArgs) -> R {
+    let (what, json, quick, worker, torch, torch_run) =
+        (a.what.clone(), a.json, a.quick, a.worker.clone(), a.torch.clone(), a.torch_run.clone());
+    let rounds = a.rounds as usize;
     let e = |r: consolidator::Error| r.to_string();
     let reps = if quick { 3 } else { 7 };
     if let Some(name) = worker {
         // A child process: one workload, then its peak memory.
         for mut row in bench::vit::run_one(&name, reps).map_err(e)? {
             row.rss_mb = bench::vit::peak_rss_mb();
-            println!("{}", row.to_json());
+            say!("{}", row.to_json());
         }
         return Ok(());
     }
-    if rounds == 0 {
-        return Err("--rounds must be at least 1".into());
-    }
-    if torch_run.is_some() && torch.is_none() {
-        return Err("--torch-run needs --torch FILE (the JSON file the command writes)".into());
-    }
     let all = what == "all";
     if !all && !["gemm", "gc", "vit"].contains(&what.as_str()) {
-        return Err(format!("unknown benchmark `{what}` (gemm, gc, vit, all)"));
+        return Err(format!("unknown benchmark `{what}` (gemm, gc, vit, all)").into());
     }
     let read_torch = |path: &str| -> Result<Json, String> {
         let bytes = std::fs::read(path).map_err(|err| format!("cannot read {path}: {err}"))?;
@@ -52,14 +67,14 @@ pub fn bench(args: &Args) -> Result<(), String> {
     for round in 1..=rounds {
         let say = |m: &str| {
             if !json {
-                eprintln!("bench (round {round}/{rounds}): {m}");
+                note!("bench (round {round}/{rounds}): {m}");
             }
         };
         if let Some(cmd) = &torch_run {
             say(&format!("PyTorch: {cmd}"));
             let status = std::process::Command::new("sh").arg("-c").arg(cmd).status();
             if !status.is_ok_and(|s| s.success()) {
-                return Err(format!("--torch-run command failed: {cmd}"));
+                return Err(format!("--torch-run command failed: {cmd}").into());
             }
         }
         // This round's reports; each section keeps its best round.
@@ -79,7 +94,7 @@ pub fn bench(args: &Args) -> Result<(), String> {
             for name in bench::vit::workloads(quick) {
                 say(&name);
                 let rows = run_in_child(&name, quick).or_else(|err| {
-                    eprintln!("bench: {err}; running `{name}` in this process (no peak memory)");
+                    note!("bench: {err}; running `{name}` in this process (no peak memory)");
                     bench::vit::run_one(&name, reps)
                 });
                 report.rows.extend(rows.map_err(e)?);
@@ -131,10 +146,10 @@ pub fn bench(args: &Args) -> Result<(), String> {
     }
     if json {
         let body: Vec<String> = parts.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
-        println!("{{\"threads\":{},\"rounds\":{rounds},{}}}", consolidator::par::threads(), body.join(","));
+        say!("{{\"threads\":{},\"rounds\":{rounds},{}}}", consolidator::par::threads(), body.join(","));
     } else {
         for (k, v) in parts {
-            println!("== {k}\n{v}\n");
+            say!("== {k}\n{v}\n");
         }
     }
     Ok(())

@@ -1,101 +1,203 @@
-//! Helpers shared by the subcommands: data loading, model files, progress lines, tables.
+//! What several verbs share: finding the shipped data, loading models and tasks, one adaptation
+//! run, progress lines, output guards.
 
+use super::{note, CliError, R};
 use consolidator::data::suite::{build_task, Task, TaskData};
-use consolidator::data::{load_mnist, load_optdigits, shipped_data_dir, Dataset};
-use consolidator::io::safetensors::TensorFile;
+use consolidator::data::{load_mnist, load_optdigits};
+use consolidator::io::json::Json;
+use consolidator::model::{LoadOptions, Model, Normalization};
 use consolidator::nn::{Module, VisionTransformer, VitConfig};
 use consolidator::peft::Method;
-use consolidator::train::Progress;
-use consolidator::{Error, Result};
-use std::io::Write;
+use consolidator::reparam::consolidate;
+use consolidator::train::{evaluate, Progress, StopHandle, TrainConfig, TrainReport, Trainer};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-/// MNIST pixel statistics; every dataset of this project is normalised with them.
-pub const MEAN: f32 = 0.1307;
-pub const STD: f32 = 0.3081;
 
 /// The seed that builds the transfer suite's tasks.
 pub const SUITE_SEED: u64 = 2023;
 
-/// The shipped backbone.
-pub fn default_backbone() -> PathBuf {
-    shipped_data_dir().join("backbone.safetensors")
+/// The shipped-data directory: `--data-dir`, else `$CONSOLIDATOR_DATA`, else `./data`, else
+/// `data/` beside the executable. The error lists every place it looked.
+pub fn data_dir(explicit: Option<&Path>) -> R<PathBuf> {
+    if let Some(d) = explicit {
+        return if d.is_dir() {
+            Ok(d.to_path_buf())
+        } else {
+            Err(format!("--data-dir {}: not a directory", d.display()).into())
+        };
+    }
+    let mut tried = Vec::new();
+    if let Some(d) = std::env::var_os("CONSOLIDATOR_DATA") {
+        let d = PathBuf::from(d);
+        if d.is_dir() {
+            return Ok(d);
+        }
+        tried.push(format!("$CONSOLIDATOR_DATA = {}", d.display()));
+    }
+    let here = PathBuf::from("data");
+    if here.is_dir() {
+        return Ok(here);
+    }
+    tried.push("./data".into());
+    if let Some(d) = std::env::current_exe().ok().and_then(|e| e.parent().map(|p| p.join("data"))) {
+        if d.is_dir() {
+            return Ok(d);
+        }
+        tried.push(d.display().to_string());
+    }
+    Err(format!("the shipped data directory was not found (looked at: {}); pass --data-dir DIR", tried.join(", "))
+        .into())
 }
 
-/// Loads a task of the transfer suite from the shipped data, normalised.
-pub fn load_task(task: Task) -> Result<TaskData> {
-    let dir = shipped_data_dir();
+/// The given backbone file, or the shipped one.
+pub fn backbone_path(explicit: Option<&Path>, data: Option<&Path>) -> R<PathBuf> {
+    match explicit {
+        Some(p) => Ok(p.to_path_buf()),
+        None => Ok(data_dir(data)?.join("backbone.safetensors")),
+    }
+}
+
+/// Loads a model file (`arch`: a preset for files without architecture metadata).
+pub fn load_model(path: &Path, arch: Option<&str>) -> R<Model> {
+    let arch = arch.map(VitConfig::preset).transpose()?;
+    Ok(Model::load_with(path, &LoadOptions { arch, ..LoadOptions::default() })?)
+}
+
+/// Loads a plain backbone (an adapted model is refused).
+pub fn load_backbone(path: &Path, arch: Option<&str>) -> R<Model> {
+    if !path.exists() {
+        return Err(format!(
+            "backbone {} not found (see README: `consolidator pretrain`, or pass --backbone)",
+            path.display()
+        )
+        .into());
+    }
+    let m = load_model(path, arch)?;
+    if m.method.is_some() {
+        return Err(format!("{} is an adapted model; pass a plain backbone", path.display()).into());
+    }
+    Ok(m)
+}
+
+/// A task of the transfer suite from the shipped data, normalised as `norm` says.
+pub fn load_task(task: Task, data: Option<&Path>, norm: &Normalization) -> R<TaskData> {
+    let dir = data_dir(data)?;
     let mnist = load_mnist(dir.join("mnist"), false)?;
     let opt = load_optdigits(dir.join("optdigits").join("optdigits-test.csv.gz"))?;
     let mut t = build_task(task, &mnist, &opt, SUITE_SEED)?;
+    let (&mean, &std) = match (norm.mean.as_slice(), norm.std.as_slice()) {
+        ([m], [s]) => (m, s),
+        _ => return Err("the suite's tasks are grayscale: the model must normalise one channel".into()),
+    };
     for ds in [&mut t.train, &mut t.val, &mut t.test] {
-        ds.normalize(MEAN, STD)?;
+        ds.normalize(mean, std)?;
     }
     Ok(t)
 }
 
-/// Loads MNIST from `dir`, normalised.
-pub fn load_mnist_normalised(dir: &Path, train: bool) -> Result<Dataset> {
-    let mut d = load_mnist(dir, train)?;
-    d.normalize(MEAN, STD)?;
-    Ok(d)
+/// Number of backbone parameters (everything but the head and the method's modules).
+pub fn backbone_params(vit: &VisionTransformer) -> usize {
+    vit.backbone_params().iter().map(|(_, p)| p.numel()).sum()
 }
 
-/// Loads a model file: a plain ViT, or an adapted one (metadata `method`), whose method is
-/// re-applied before the strict load.
-pub fn load_model(path: &Path, arch: Option<&str>) -> Result<(VisionTransformer, Option<Method>)> {
-    let f = TensorFile::load(path)?;
-    if f.metadata.get("format").map(String::as_str) == Some("consolidator-delta") {
-        return Err(Error::invalid(
-            "load model",
-            format!("{} is a task delta, not a model: merge it into a backbone first", path.display()),
-        ));
+/// Hyper-parameters of the demo's and the suite's runs of `method` at learning rate `lr`.
+pub fn suite_config(method: &Method, epochs: usize, lr: f32, seed: u64) -> TrainConfig {
+    TrainConfig {
+        epochs,
+        batch_size: 32,
+        lr,
+        weight_decay: if method.name() == "full" { 0.05 } else { 1e-4 },
+        warmup_epochs: (epochs / 10).max(1),
+        clip_grad: 1.0,
+        eval_every: epochs,
+        seed,
+        ..TrainConfig::default()
     }
-    let cfg = match arch {
-        Some(a) => {
-            let mut c = VitConfig::preset(a)?;
-            c.num_classes = f.get("head.weight")?.dims::<2>("head.weight")?[0];
-            c
-        }
-        None => VitConfig::from_checkpoint(&f)?,
-    };
-    let mut vit = VisionTransformer::new(&cfg, 0)?;
-    let method = match f.metadata.get("method") {
-        Some(m) => {
-            let m = Method::parse(m, cfg.embed_dim)?;
-            m.apply(&mut vit, cfg.num_classes, 0)?;
-            Some(m)
-        }
-        None => None,
-    };
-    let mut f = f;
-    f.tensors.retain(|k, _| !k.starts_with("opt."));
-    vit.load_state_dict(&f, true)?;
-    vit.merged_deltas =
-        f.metadata.get("merged_deltas").map(|s| s.split(';').map(String::from).collect()).unwrap_or_default();
-    Ok((vit, method))
 }
 
-/// Saves a model with extra metadata.
-pub fn save_model(path: &Path, vit: &VisionTransformer, extra: &[(&str, String)]) -> Result<()> {
-    let mut f = vit.state_dict();
-    for (k, v) in extra {
-        f.metadata.insert(k.to_string(), v.clone());
+/// The learning-rate grid of a method in the demo and the suite (chosen on validation accuracy).
+pub fn lr_grid(method: &Method) -> Vec<f32> {
+    match method.name() {
+        "full" => vec![2e-4, 5e-4],
+        "linear" | "bitfit" | "ssf" | "vpt" => vec![5e-3, 2e-2],
+        _ => vec![2e-3, 5e-3],
     }
-    f.save(path)
 }
 
-/// A live progress line on stderr (at most every 250 ms).
+/// One adaptation run and its measurements.
+pub struct AdaptResult {
+    pub model: Model,
+    pub report: TrainReport,
+    pub val_acc: f32,
+    pub test_acc: f32,
+    pub tunable: usize,
+    pub stored_bytes: usize,
+}
+
+/// Adapts a copy of `backbone` to `task` with `method`, then measures it.
+pub fn run_adapt(
+    backbone: &Model,
+    method: &Method,
+    task: &TaskData,
+    cfg: &TrainConfig,
+    label: String,
+    show: bool,
+    stop: Option<StopHandle>,
+) -> R<AdaptResult> {
+    let mut model = backbone.adapt(method, task.train.num_classes, cfg.seed)?;
+    let mut cfg = cfg.clone();
+    cfg.eval_every = cfg.eval_every.max(1);
+    let mut trainer = Trainer::new(cfg).on_progress(progress_line(label, show));
+    if let Some(s) = stop {
+        trainer = trainer.with_stop(s);
+    }
+    let report = trainer.run(&mut model, &task.train, Some(&task.val))?;
+    if let Some(at) = report.stopped_at {
+        return Err(stopped(at));
+    }
+    let (val_acc, _) = evaluate(&model.vit, &task.val, 256)?;
+    let (test_acc, _) = evaluate(&model.vit, &task.test, 256)?;
+    let tunable = model.vit.num_trainable();
+    let stored_bytes =
+        if method.mergeable() { consolidate(&model, &backbone.vit)?.storage_bytes() } else { 4 * tunable };
+    Ok(AdaptResult { model, report, val_acc, test_acc, tunable, stored_bytes })
+}
+
+/// The error of a run stopped by Ctrl-C.
+pub fn stopped(at: consolidator::train::Position) -> CliError {
+    let when = if at.step > 0 {
+        format!("at epoch {}, step {}", at.epoch + 1, at.step)
+    } else {
+        format!("after epoch {}", at.epoch)
+    };
+    CliError::Msg(format!("stopped by request {when}; the checkpoint holds that position (continue with --resume)"))
+}
+
+/// The first Ctrl-C (SIGINT) asks training to stop after the current step (a checkpoint is
+/// saved at that exact position); a second one exits at once (checkpoints are written
+/// atomically, so the last one survives either way).
+pub fn install_ctrlc(stop: &StopHandle) {
+    let stop = stop.clone();
+    // A second installation in one process fails harmlessly (the first handler stays).
+    let _ = ctrlc::set_handler(move || {
+        if stop.stop() {
+            note!("\nsecond interrupt: exiting now");
+            std::process::exit(130);
+        }
+        note!("\ninterrupt: stopping after the current step (Ctrl-C again to exit now)");
+    });
+}
+
+/// A live progress line on stderr (at most every 250 ms; one line per epoch when stderr is not
+/// a terminal).
 pub fn progress_line(label: String, enabled: bool) -> impl FnMut(&Progress) {
-    use std::io::IsTerminal;
+    use std::io::{IsTerminal, Write};
     let tty = std::io::stderr().is_terminal();
     let mut last = Instant::now() - std::time::Duration::from_secs(1);
     move |p: &Progress| {
         let done = p.epoch == p.epochs && p.step == p.steps;
         if enabled && !tty && p.step == p.steps {
-            // Logs (not a terminal): one line per epoch.
-            eprintln!(
+            note!(
                 "{label} epoch {}/{} loss {:.4} acc {:.2}% {:.0} img/s",
                 p.epoch,
                 p.epochs,
@@ -105,14 +207,15 @@ pub fn progress_line(label: String, enabled: bool) -> impl FnMut(&Progress) {
             );
             return;
         }
-        let enabled = enabled && tty;
-        if !enabled || (last.elapsed().as_millis() < 250 && !done) {
+        if !(enabled && tty) || (last.elapsed().as_millis() < 250 && !done) {
             return;
         }
         last = Instant::now();
         let eta = p.eta_secs as u64;
-        eprint!(
-            "\r\x1b[2K{label} epoch {}/{} step {}/{} loss {:.4} acc {:.1}% {:.0} img/s lr {:.2e} ETA {}:{:02}",
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r\x1b[2K{label} epoch {}/{} step {}/{} loss {:.4} acc {:.1}% {:.0} img/s lr {:.2e} ETA {}:{:02}{}",
             p.epoch,
             p.epochs,
             p.step,
@@ -122,12 +225,10 @@ pub fn progress_line(label: String, enabled: bool) -> impl FnMut(&Progress) {
             p.images_per_sec,
             p.lr,
             eta / 60,
-            eta % 60
+            eta % 60,
+            if done { "\n" } else { "" }
         );
-        if done {
-            eprintln!();
-        }
-        let _ = std::io::stderr().flush();
+        let _ = err.flush();
     }
 }
 
@@ -142,19 +243,55 @@ pub fn bytes(n: usize) -> String {
     }
 }
 
-/// Number of backbone parameters (everything but the head).
-pub fn backbone_params(vit: &VisionTransformer) -> usize {
-    let mut n = 0;
-    vit.visit("", &mut |k, p| {
-        if !k.starts_with("head.")
-            && !k.contains(".consolidator.")
-            && !k.contains(".lora_")
-            && !k.contains(".ssf_")
-            && !k.contains(".adapter.")
-            && !k.ends_with(".prompts")
-        {
-            n += p.numel()
+/// A JSON number, or `null` when not finite.
+pub fn num(v: f64) -> Json {
+    if v.is_finite() {
+        Json::Num(v)
+    } else {
+        Json::Null
+    }
+}
+
+/// A JSON number of an `f32` as it prints (its shortest decimal form, not its `f64` expansion).
+pub fn num32(v: f32) -> Json {
+    num(v.to_string().parse().unwrap_or(f64::NAN))
+}
+
+/// A JSON string of a path.
+pub fn path_json(p: &Path) -> Json {
+    Json::Str(p.display().to_string())
+}
+
+/// Text from a file made safe for a terminal: control characters are escaped.
+pub fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
+/// Refuses an output that is one of the inputs (compared as canonical paths), and an output
+/// whose directory does not exist or is not writable — before any work is done.
+pub fn check_output(out: &Path, inputs: &[&Path]) -> R {
+    if let Ok(o) = out.canonicalize() {
+        for i in inputs {
+            if i.canonicalize().is_ok_and(|i| i == o) {
+                return Err(format!(
+                    "the output {} is also an input ({}); refusing to overwrite an input",
+                    out.display(),
+                    i.display()
+                )
+                .into());
+            }
         }
-    });
-    n
+        if o.is_dir() {
+            return Err(format!("the output {} is a directory", out.display()).into());
+        }
+    }
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    match std::fs::metadata(&dir) {
+        Ok(m) if m.is_dir() && !m.permissions().readonly() => Ok(()),
+        Ok(_) => Err(format!("cannot write {}: {} is not a writable directory", out.display(), dir.display()).into()),
+        Err(_) => Err(format!("cannot write {}: the directory {} does not exist", out.display(), dir.display()).into()),
+    }
 }

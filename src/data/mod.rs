@@ -50,6 +50,8 @@
 
 pub mod decode;
 pub mod folder;
+/// Fuzz entry points (the bodies of `fuzz/` and `tests/fuzz.rs`). Hidden: for our fuzzers, not an API.
+#[doc(hidden)]
 pub mod fuzz;
 pub mod idx;
 pub mod image;

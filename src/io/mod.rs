@@ -22,6 +22,8 @@
 
 pub mod atomic;
 pub mod fs;
+/// Fuzz entry points (the bodies of `fuzz/` and `tests/fuzz.rs`). Hidden: for our fuzzers, not an API.
+#[doc(hidden)]
 pub mod fuzz;
 pub mod json;
 pub mod safetensors;

@@ -56,7 +56,7 @@ impl VitConfig {
     }
 
     /// The configuration of a checkpoint: from its metadata where present, otherwise inferred
-    /// from tensor shapes (the head count then assumes timm's head width of 64).
+    /// from tensor shapes; the head count must be in the metadata (`num_heads`).
     pub fn from_checkpoint(f: &TensorFile) -> Result<Self> {
         let m = &f.metadata;
         let shape = |k: &str| f.get(k).map(|t| t.shape().to_vec());
@@ -97,16 +97,14 @@ impl VitConfig {
                 (g * patch.0, g * patch.1)
             }
         };
-        let heads = match meta_usize(m, "num_heads")? {
-            Some(h) => h,
-            None if e % 64 == 0 => e / 64,
-            None => {
-                return Err(Error::format(
-                    "checkpoint",
-                    format!("cannot infer the head count of width {e}; pass an architecture"),
-                ))
-            }
-        };
+        // The head count leaves no trace in the shapes (qkv is [3C, C] for any H): it is read
+        // from the metadata, never guessed.
+        let heads = meta_usize(m, "num_heads")?.ok_or_else(|| {
+            Error::format(
+                "checkpoint",
+                format!("its metadata does not give the head count (`num_heads`) of its width-{e} blocks, and the shapes cannot tell it: name the architecture (e.g. --arch vit_base_patch16_224)"),
+            )
+        })?;
         let cfg = VitConfig {
             img_size: img,
             patch_size: patch,
@@ -120,7 +118,20 @@ impl VitConfig {
             drop_path_rate: 0.0,
         };
         cfg.validate()?;
-        check_fits_file(&cfg, f)?;
+        // Metadata that contradicts the tensors is an error, not something to ignore.
+        for (k, inferred) in
+            [("depth", depth), ("embed_dim", e), ("in_chans", c), ("mlp_hidden", hidden), ("num_classes", classes)]
+        {
+            if let Some(v) = meta_usize(m, k)? {
+                if v != inferred {
+                    return Err(Error::format(
+                        "checkpoint",
+                        format!("metadata says {k} = {v}, but the tensors give {inferred}"),
+                    ));
+                }
+            }
+        }
+        cfg.check_fits_file(f)?;
         Ok(cfg)
     }
 }
@@ -133,27 +144,31 @@ impl VitConfig {
 /// inferred from a file is loaded strictly from that same file, so its parameters can never
 /// outnumber the file's values; the count below (saturating, so it cannot overflow) is a lower
 /// bound on the model's parameters: the block weights, the position embedding and the head.
-fn check_fits_file(cfg: &VitConfig, f: &TensorFile) -> Result<()> {
-    let u = |v: usize| v as u128;
-    let (e, h) = (u(cfg.embed_dim), u(cfg.mlp_hidden));
-    let tokens = u(cfg.img_size.0 / cfg.patch_size.0).saturating_mul(u(cfg.img_size.1 / cfg.patch_size.1)) + 1;
-    let per_block = e.saturating_mul(e).saturating_mul(4).saturating_add(e.saturating_mul(h).saturating_mul(2));
-    let needed = u(cfg.depth)
-        .saturating_mul(per_block)
-        .saturating_add(tokens.saturating_mul(e))
-        .saturating_add(u(cfg.num_classes).saturating_mul(e));
-    let held: u128 = f.tensors.values().map(|t| t.numel() as u128).sum();
-    if needed > held {
-        return Err(Error::format(
-            "checkpoint",
-            format!(
+impl VitConfig {
+    /// Refuses a configuration whose model would hold more values than `f` has (see above).
+    pub fn check_fits_file(&self, f: &TensorFile) -> Result<()> {
+        let cfg = self;
+        let u = |v: usize| v as u128;
+        let (e, h) = (u(cfg.embed_dim), u(cfg.mlp_hidden));
+        let tokens = u(cfg.img_size.0 / cfg.patch_size.0).saturating_mul(u(cfg.img_size.1 / cfg.patch_size.1)) + 1;
+        let per_block = e.saturating_mul(e).saturating_mul(4).saturating_add(e.saturating_mul(h).saturating_mul(2));
+        let needed = u(cfg.depth)
+            .saturating_mul(per_block)
+            .saturating_add(tokens.saturating_mul(e))
+            .saturating_add(u(cfg.num_classes).saturating_mul(e));
+        let held: u128 = f.tensors.values().map(|t| t.numel() as u128).sum();
+        if needed > held {
+            return Err(Error::format(
+                "checkpoint",
+                format!(
                 "its shapes and metadata describe a model of at least {needed} parameters, but the file holds only \
                  {held} values (img {:?}, patch {:?}, embed_dim {}, depth {}, mlp {}, classes {})",
                 cfg.img_size, cfg.patch_size, cfg.embed_dim, cfg.depth, cfg.mlp_hidden, cfg.num_classes
             ),
-        ));
+            ));
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 impl VisionTransformer {

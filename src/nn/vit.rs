@@ -1,11 +1,11 @@
 //! The Vision Transformer, as timm builds it (`VisionTransformer` with class token, absolute
 //! position embedding added after the class token is prepended, pre-norm blocks, final norm).
 
+use super::adapter::BlockAdapter;
 use super::layers::{Attention, LayerNorm, Linear, Mlp, PatchEmbed};
-use super::Module;
+use super::{Keyed, Module};
 use crate::autograd::{Tape, Var};
-use crate::peft::Adapter;
-use crate::{Error, Param, Result, Tensor};
+use crate::{module_keys, Error, Param, Result, Tensor};
 use rand::SeedableRng;
 
 /// How the token sequence becomes one vector per image.
@@ -43,24 +43,26 @@ pub struct VitConfig {
 }
 
 impl VitConfig {
-    /// Names of the built-in presets.
-    pub const PRESETS: [&'static str; 5] =
-        ["vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224", "vit_mnist_tiny", "vit_mnist_small"];
+    /// Names of the built-in presets: timm's `vit_{tiny,small,base,large}_patch{16,32}_{224,384}`
+    /// and this project's 28×28 grayscale `vit_mnist_tiny`, `vit_mnist_small`.
+    pub fn presets() -> Vec<String> {
+        let mut v = Vec::new();
+        for size in ["tiny", "small", "base", "large"] {
+            for patch in [16, 32] {
+                for res in [224, 384] {
+                    v.push(format!("vit_{size}_patch{patch}_{res}"));
+                }
+            }
+        }
+        v.extend(["vit_mnist_tiny".to_string(), "vit_mnist_small".to_string()]);
+        v
+    }
 
-    /// A preset: timm's three ViTs at 224, and this project's 28×28 grayscale models.
+    /// A preset by name (see [`VitConfig::presets`]). The timm presets have timm's widths,
+    /// depths and head counts (tiny 192/12/3, small 384/12/6, base 768/12/12, large 1024/24/16),
+    /// 3 channels, 1000 classes, class-token pooling; a checkpoint's own head size replaces the
+    /// 1000 when it is loaded.
     pub fn preset(name: &str) -> Result<Self> {
-        let timm = |dim, heads| VitConfig {
-            img_size: (224, 224),
-            patch_size: (16, 16),
-            in_chans: 3,
-            embed_dim: dim,
-            depth: 12,
-            num_heads: heads,
-            mlp_hidden: dim * 4,
-            num_classes: 1000,
-            pool: Pool::Token,
-            drop_path_rate: 0.0,
-        };
         let mnist = |dim, depth, heads| VitConfig {
             img_size: (28, 28),
             patch_size: (4, 4),
@@ -73,19 +75,49 @@ impl VitConfig {
             pool: Pool::Token,
             drop_path_rate: 0.0,
         };
-        Ok(match name {
-            "vit_tiny_patch16_224" => timm(192, 3),
-            "vit_small_patch16_224" => timm(384, 6),
-            "vit_base_patch16_224" => timm(768, 12),
+        match name {
             // 7×7 patches of 4×4 pixels: 50 tokens.
-            "vit_mnist_tiny" => mnist(64, 4, 4),
-            "vit_mnist_small" => mnist(96, 6, 4),
-            _ => {
-                return Err(Error::invalid(
-                    "VitConfig::preset",
-                    format!("unknown preset `{name}`; known: {}", Self::PRESETS.join(", ")),
-                ))
-            }
+            "vit_mnist_tiny" => return Ok(mnist(64, 4, 4)),
+            "vit_mnist_small" => return Ok(mnist(96, 6, 4)),
+            _ => {}
+        }
+        let unknown = || {
+            Error::invalid(
+                "VitConfig::preset",
+                format!("unknown architecture `{}`; known: {}", name.escape_debug(), Self::presets().join(", ")),
+            )
+        };
+        let rest = name.strip_prefix("vit_").ok_or_else(unknown)?;
+        let (size, rest) = rest.split_once("_patch").ok_or_else(unknown)?;
+        let (patch, res) = rest.split_once('_').ok_or_else(unknown)?;
+        let (dim, depth, heads) = match size {
+            "tiny" => (192, 12, 3),
+            "small" => (384, 12, 6),
+            "base" => (768, 12, 12),
+            "large" => (1024, 24, 16),
+            _ => return Err(unknown()),
+        };
+        let patch = match patch {
+            "16" => 16,
+            "32" => 32,
+            _ => return Err(unknown()),
+        };
+        let res = match res {
+            "224" => 224,
+            "384" => 384,
+            _ => return Err(unknown()),
+        };
+        Ok(VitConfig {
+            img_size: (res, res),
+            patch_size: (patch, patch),
+            in_chans: 3,
+            embed_dim: dim,
+            depth,
+            num_heads: heads,
+            mlp_hidden: dim * 4,
+            num_classes: 1000,
+            pool: Pool::Token,
+            drop_path_rate: 0.0,
         })
     }
 
@@ -124,8 +156,8 @@ impl VitConfig {
     }
 }
 
-/// A pre-norm transformer block: `x + DP(attn(norm1(x)))`, then `x + DP(mlp(norm2(x)))`.
-/// Optional attachments: an AdaptFormer adapter beside the MLP, VPT-deep prompt tokens.
+/// A pre-norm transformer block: `x + DP(attn(norm1(x)))`, then `x + DP(mlp(norm2(x)))`, with
+/// a slot for a method's module (prompt tokens, a module beside the MLP: see [`BlockAdapter`]).
 #[derive(Clone, Debug)]
 pub struct Block {
     /// LayerNorm before attention.
@@ -138,23 +170,26 @@ pub struct Block {
     pub mlp: Mlp,
     /// Stochastic depth rate of both residual branches.
     pub drop_path: f32,
-    /// AdaptFormer adapter beside the MLP, if attached.
-    pub adapter: Option<Adapter>,
-    /// VPT-deep prompts `[P, C]`, inserted after the class token for this block only.
-    pub prompts: Option<Param>,
+    /// A method's module in this block, if any.
+    pub adapter: Option<Box<dyn BlockAdapter>>,
 }
+
+module_keys!(Block { "norm1." => norm1, "attn." => attn, "norm2." => norm2, "mlp." => mlp, "" => adapter });
 
 impl Block {
     /// Forward `[B, T, C] → [B, T, C]`.
     pub fn forward<'t>(&self, tape: &'t Tape, x: &Var<'t>) -> Result<Var<'t>> {
-        let (x, n_prompts) = match &self.prompts {
+        let [b, t, c] = x.value().dims::<3>("block")?;
+        let prompts = match &self.adapter {
+            Some(a) => a.prompts(tape, b, c)?,
+            None => None,
+        };
+        // Prompt tokens go right after the class token, for this block only.
+        let (x, n_prompts) = match prompts {
             None => (x.clone(), 0),
             Some(p) => {
-                let [b, _, c] = x.value().dims::<3>("block")?;
-                let n = p.shape()[0];
-                let prompts = tape.param(p).reshape(&[1, n, c])?.broadcast_to(&[b, n, c])?;
-                let t = x.shape()[1];
-                (Var::concat(&[&x.narrow(1, 0, 1)?, &prompts, &x.narrow(1, 1, t - 1)?], 1)?, n)
+                let n = p.shape()[1];
+                (Var::concat(&[&x.narrow(1, 0, 1)?, &p, &x.narrow(1, 1, t - 1)?], 1)?, n)
             }
         };
         let h = self.attn.forward(tape, &self.norm1.forward(tape, &x)?)?;
@@ -162,41 +197,15 @@ impl Block {
         let n2 = self.norm2.forward(tape, &x)?;
         let mut h = self.mlp.forward(tape, &n2)?;
         if let Some(a) = &self.adapter {
-            h = h.add(&a.forward(tape, &n2)?)?;
+            if let Some(extra) = a.beside_mlp(tape, &n2)? {
+                h = h.add(&extra)?;
+            }
         }
         let x = x.add(&h.drop_path(self.drop_path)?)?;
         if n_prompts == 0 {
             return Ok(x);
         }
-        let t = x.shape()[1];
-        Var::concat(&[&x.narrow(1, 0, 1)?, &x.narrow(1, 1 + n_prompts, t - 1 - n_prompts)?], 1)
-    }
-}
-
-impl Module for Block {
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Param)) {
-        self.norm1.visit(&format!("{prefix}norm1."), f);
-        self.attn.visit(&format!("{prefix}attn."), f);
-        self.norm2.visit(&format!("{prefix}norm2."), f);
-        self.mlp.visit(&format!("{prefix}mlp."), f);
-        if let Some(a) = &self.adapter {
-            a.visit(&format!("{prefix}adapter."), f);
-        }
-        if let Some(p) = &self.prompts {
-            f(&format!("{prefix}prompts"), p);
-        }
-    }
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Param)) {
-        self.norm1.visit_mut(&format!("{prefix}norm1."), f);
-        self.attn.visit_mut(&format!("{prefix}attn."), f);
-        self.norm2.visit_mut(&format!("{prefix}norm2."), f);
-        self.mlp.visit_mut(&format!("{prefix}mlp."), f);
-        if let Some(a) = &mut self.adapter {
-            a.visit_mut(&format!("{prefix}adapter."), f);
-        }
-        if let Some(p) = &mut self.prompts {
-            f(&format!("{prefix}prompts"), p);
-        }
+        Var::concat(&[&x.narrow(1, 0, 1)?, &x.narrow(1, 1 + n_prompts, t - 1)?], 1)
     }
 }
 
@@ -250,7 +259,6 @@ impl VisionTransformer {
                     cfg.drop_path_rate
                 },
                 adapter: None,
-                prompts: None,
             })
             .collect();
         Ok(VisionTransformer {
@@ -354,35 +362,59 @@ impl VisionTransformer {
     }
 }
 
-impl Module for VisionTransformer {
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Param)) {
-        self.patch_embed.visit(&format!("{prefix}patch_embed."), f);
-        f(&format!("{prefix}cls_token"), &self.cls_token);
-        f(&format!("{prefix}pos_embed"), &self.pos_embed);
-        for (i, b) in self.blocks.iter().enumerate() {
-            b.visit(&format!("{prefix}blocks.{i}."), f);
+impl VisionTransformer {
+    /// Every LayerNorm: each block's two, and the final `norm` or `fc_norm`.
+    pub fn layer_norms_mut(&mut self) -> Vec<&mut LayerNorm> {
+        let mut v: Vec<&mut LayerNorm> = Vec::new();
+        for b in &mut self.blocks {
+            v.push(&mut b.norm1);
+            v.push(&mut b.norm2);
         }
-        if let Some(n) = &self.norm {
-            n.visit(&format!("{prefix}norm."), f);
-        }
-        if let Some(n) = &self.fc_norm {
-            n.visit(&format!("{prefix}fc_norm."), f);
-        }
-        self.head.visit(&format!("{prefix}head."), f);
+        v.extend(self.norm.as_mut());
+        v.extend(self.fc_norm.as_mut());
+        v
     }
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Param)) {
-        self.patch_embed.visit_mut(&format!("{prefix}patch_embed."), f);
-        f(&format!("{prefix}cls_token"), &mut self.cls_token);
-        f(&format!("{prefix}pos_embed"), &mut self.pos_embed);
-        for (i, b) in self.blocks.iter_mut().enumerate() {
-            b.visit_mut(&format!("{prefix}blocks.{i}."), f);
+
+    /// Whether a method's module is attached anywhere (a plain ViT has none).
+    pub fn has_adapters(&self) -> bool {
+        self.blocks.iter().any(|b| b.adapter.is_some())
+            || self.fc_layers().iter().any(|(_, l)| l.adapter.is_some())
+            || self.head.adapter.is_some()
+    }
+
+    /// The attached methods' own parameters (prompts, branches, low-rank factors …), by key.
+    pub fn adapter_params(&self) -> Vec<(String, Param)> {
+        let mut v = Vec::new();
+        let mut put = |k: &str, p: &Param| v.push((k.to_string(), p.clone()));
+        for (i, b) in self.blocks.iter().enumerate() {
+            b.adapter.visit_keyed(&format!("blocks.{i}."), &mut put);
         }
-        if let Some(n) = &mut self.norm {
-            n.visit_mut(&format!("{prefix}norm."), f);
+        for (key, lin) in self.fc_layers() {
+            lin.adapter.visit_keyed(&key, &mut put);
         }
-        if let Some(n) = &mut self.fc_norm {
-            n.visit_mut(&format!("{prefix}fc_norm."), f);
+        self.head.adapter.visit_keyed("head.", &mut put);
+        v
+    }
+
+    /// The backbone's parameters, by key: everything but the head and the methods' own
+    /// modules — what every task adapted from this model shares.
+    pub fn backbone_params(&self) -> Vec<(String, Param)> {
+        let mut skip: std::collections::HashSet<crate::ParamId> =
+            self.adapter_params().iter().map(|(_, p)| p.id()).collect();
+        skip.insert(self.head.weight.id());
+        if let Some(b) = &self.head.bias {
+            skip.insert(b.id());
         }
-        self.head.visit_mut(&format!("{prefix}head."), f);
+        self.named_params().into_iter().filter(|(_, p)| !skip.contains(&p.id())).collect()
     }
 }
+
+module_keys!(VisionTransformer {
+    "patch_embed." => patch_embed,
+    "cls_token" => cls_token,
+    "pos_embed" => pos_embed,
+    "blocks." => blocks,
+    "norm." => norm,
+    "fc_norm." => fc_norm,
+    "head." => head,
+});

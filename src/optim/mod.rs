@@ -42,7 +42,7 @@ pub fn decays(key: &str, shape: &[usize]) -> bool {
 }
 
 /// The optimiser kinds.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum OptimizerKind {
     /// AdamW (decoupled weight decay).
     AdamW {
@@ -60,6 +60,13 @@ pub enum OptimizerKind {
     },
 }
 
+impl OptimizerKind {
+    /// AdamW with β = (0.9, 0.999), ε = 1e-8.
+    pub const ADAMW: OptimizerKind = OptimizerKind::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8 };
+    /// SGD with momentum 0.9.
+    pub const SGD: OptimizerKind = OptimizerKind::Sgd { momentum: 0.9 };
+}
+
 /// An optimiser with per-parameter state.
 #[derive(Clone, Debug)]
 pub struct Optimizer {
@@ -74,18 +81,17 @@ pub struct Optimizer {
 }
 
 impl Optimizer {
+    /// An optimiser of `kind` with weight decay `weight_decay`.
+    pub fn new(kind: OptimizerKind, weight_decay: f32) -> Self {
+        Optimizer { kind, weight_decay, t: 0, state: BTreeMap::new() }
+    }
     /// AdamW with β = (0.9, 0.999), ε = 1e-8.
     pub fn adamw(weight_decay: f32) -> Self {
-        Optimizer {
-            kind: OptimizerKind::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
-            weight_decay,
-            t: 0,
-            state: BTreeMap::new(),
-        }
+        Optimizer::new(OptimizerKind::ADAMW, weight_decay)
     }
     /// SGD with momentum.
     pub fn sgd(momentum: f32, weight_decay: f32) -> Self {
-        Optimizer { kind: OptimizerKind::Sgd { momentum }, weight_decay, t: 0, state: BTreeMap::new() }
+        Optimizer::new(OptimizerKind::Sgd { momentum }, weight_decay)
     }
 
     /// One update of every trainable parameter of `model` that has a gradient, at learning rate
@@ -94,22 +100,22 @@ impl Optimizer {
         self.t += 1;
         let t = self.t as i32;
         let wd = self.weight_decay;
-        let kind = self.kind.clone();
+        let kind = self.kind;
         let state = &mut self.state;
         model.visit_mut("", &mut |key, p| {
             if !p.trainable {
                 return;
             }
+            // Every trainable parameter has state from the first step on (zeros until it gets a
+            // gradient), so a checkpoint's state can be checked against the model exactly.
+            let n = p.numel();
+            let second = if matches!(kind, OptimizerKind::AdamW { .. }) { n } else { 0 };
+            let (m, v) = state.entry(key.to_string()).or_insert_with(|| (vec![0.0; n], vec![0.0; second]));
             let Some(g) = grads.param(p) else { return };
             let decay = if decays(key, p.shape()) { wd } else { 0.0 };
-            let n = p.numel();
-            let (m, v) = state.entry(key.to_string()).or_insert_with(|| (vec![0.0; n], Vec::new()));
             let w = p.value.data_mut();
             match kind {
                 OptimizerKind::AdamW { beta1, beta2, eps } => {
-                    if v.len() != n {
-                        *v = vec![0.0; n];
-                    }
                     let bc1 = 1.0 - beta1.powi(t);
                     let bc2 = 1.0 - beta2.powi(t);
                     // Elementwise, so split across workers (large tensors) with identical results.
@@ -154,21 +160,66 @@ impl Optimizer {
         f.metadata.insert("opt.t".into(), self.t.to_string());
     }
 
-    /// Restores the state written by [`Optimizer::state_dict`].
-    pub fn load_state_dict(&mut self, f: &TensorFile) -> Result<()> {
-        self.t = f
+    /// Restores the state written by [`Optimizer::state_dict`] for `model`, checking it: the
+    /// state must cover exactly the model's trainable parameters (once a step was taken), with
+    /// their sizes, finite values, and the second moments AdamW needs (none for SGD).
+    pub fn load_state_dict(&mut self, f: &TensorFile, model: &dyn Module) -> Result<()> {
+        let bad = |msg: String| Error::format("checkpoint optimiser state", msg);
+        let t: u64 = f
             .metadata
             .get("opt.t")
-            .ok_or_else(|| Error::format("checkpoint", "no optimiser step count (opt.t)"))?
+            .ok_or_else(|| bad("no step count (opt.t)".into()))?
             .parse()
-            .map_err(|_| Error::format("checkpoint", "opt.t is not a number"))?;
-        self.state.clear();
-        for (k, t) in &f.tensors {
-            if let Some(name) = k.strip_prefix("opt.m.") {
-                let v = f.tensors.get(&format!("opt.v.{name}")).map(|t| t.data().to_vec()).unwrap_or_default();
-                self.state.insert(name.to_string(), (t.data().to_vec(), v));
+            .map_err(|_| bad("opt.t is not a whole number".into()))?;
+        let mut trainable = BTreeMap::new();
+        model.visit("", &mut |k, p| {
+            if p.trainable {
+                trainable.insert(k.to_string(), p.numel());
+            }
+        });
+        let adam = matches!(self.kind, OptimizerKind::AdamW { .. });
+        let mut state = BTreeMap::new();
+        for (k, tensor) in &f.tensors {
+            let (name, first) = match (k.strip_prefix("opt.m."), k.strip_prefix("opt.v.")) {
+                (Some(n), _) => (n, true),
+                (_, Some(n)) => (n, false),
+                _ => continue,
+            };
+            let Some(&n) = trainable.get(name) else {
+                return Err(bad(format!(
+                    "`{k}` is state for `{name}`, which is not a trainable parameter of the model"
+                )));
+            };
+            if tensor.numel() != n {
+                return Err(bad(format!("`{k}` holds {} values, the parameter has {n}", tensor.numel())));
+            }
+            if !tensor.all_finite() {
+                return Err(bad(format!("`{k}` holds NaN or infinite values")));
+            }
+            if !first && !adam {
+                return Err(bad(format!("`{k}` is a second moment, which SGD does not keep")));
+            }
+            let e: &mut (Vec<f32>, Vec<f32>) = state.entry(name.to_string()).or_default();
+            if first {
+                e.0 = tensor.data().to_vec();
+            } else {
+                e.1 = tensor.data().to_vec();
             }
         }
+        if t > 0 {
+            for (name, &n) in &trainable {
+                match state.get(name) {
+                    None => return Err(bad(format!("no state for the trainable parameter `{name}`"))),
+                    Some((m, _)) if m.len() != n => return Err(bad(format!("no first moment for `{name}`"))),
+                    Some((_, v)) if adam && v.len() != n => return Err(bad(format!("no second moment for `{name}`"))),
+                    _ => {}
+                }
+            }
+        } else if !state.is_empty() {
+            return Err(bad("it holds moments but no step was taken (opt.t = 0)".into()));
+        }
+        self.t = t;
+        self.state = state;
         Ok(())
     }
 }

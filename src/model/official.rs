@@ -13,23 +13,21 @@
 //! The group count of a branch follows from its shape (`g = I / (I/g)`); the channel reorder has
 //! no parameters, so whether it was on (`with_channel_shuffle`) must be given.
 
-use super::{Consolidator, GroupBranch};
+use super::Model;
 use crate::io::safetensors::TensorFile;
 use crate::kernels::grouped::GroupSpec;
-use crate::nn::{LinearPeft, Module, VisionTransformer, VitConfig};
+use crate::nn::{Module, VisionTransformer, VitConfig};
+use crate::peft::{BranchConfig, Consolidator, ConsolidatorConfig, GroupBranch, Init, LayerSet, Method};
 use crate::{Error, Param, Result, Tensor};
 use std::collections::BTreeMap;
 
-/// Builds a model with consolidator branches from an official state dict. `config` describes the
-/// backbone (or `None` to infer it from shapes and metadata); `reorder` says whether the branches
-/// used the channel shuffle. All parameters are loaded strictly: an unknown or missing key is an
-/// error. The result is frozen (an imported model is consolidated or evaluated, not trained).
-pub fn import_official(
-    f: &TensorFile,
-    config: Option<&VitConfig>,
-    reorder: bool,
-    drop_path: f32,
-) -> Result<VisionTransformer> {
+/// Builds an adapted model (the backbone with consolidator branches, and the method that
+/// describes them) from an official state dict. `config` describes the backbone (or `None` to
+/// read it from the file's metadata and shapes); `reorder` says whether the branches used the
+/// channel shuffle (it has no parameters, so it cannot be read from the file). All parameters
+/// are loaded strictly: an unknown or missing key is an error. The weights are frozen (an
+/// imported model is consolidated or evaluated as it is).
+pub fn import_official(f: &TensorFile, config: Option<&VitConfig>, reorder: bool, drop_path: f32) -> Result<Model> {
     let what = "official consolidator state dict";
     // 1. Rename fc_origin keys to timm keys; collect branches per layer.
     let mut plain = TensorFile { tensors: BTreeMap::new(), metadata: f.metadata.clone() };
@@ -65,6 +63,7 @@ pub fn import_official(
     let mut vit = VisionTransformer::new(&cfg, 0)?;
     // 2. Attach the branches.
     let mut attached = 0;
+    let mut groups_of: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (key, lin) in vit.fc_layers_mut() {
         let layer = key.trim_end_matches('.');
         let Some(bs) = branches.get(layer) else { continue };
@@ -97,7 +96,8 @@ pub fn import_official(
                 bias: Param::frozen(b.clone()),
             });
         }
-        lin.peft = LinearPeft::Consolidator(Consolidator { branches: list, drop_path });
+        groups_of.insert(key.clone(), list.iter().map(|b| b.spec.groups).collect());
+        lin.adapter = Some(Box::new(Consolidator { branches: list, drop_path }));
         attached += 1;
     }
     if attached != branches.len() {
@@ -107,14 +107,54 @@ pub fn import_official(
     }
     // 3. Load everything else strictly (the branch parameters are already in place).
     let mut all = plain;
-    vit.visit("", &mut |k, p| {
-        if k.contains(".consolidator.") {
-            all.tensors.insert(k.to_string(), p.value.clone());
-        }
-    });
+    for (k, p) in vit.adapter_params() {
+        all.tensors.insert(k, p.value);
+    }
     vit.load_state_dict(&all, true)?;
     vit.freeze();
-    Ok(vit)
+    let method = describe(&vit, &groups_of, reorder, drop_path)?;
+    let mut model = Model::plain(vit);
+    model.method = Some(method);
+    Ok(model)
+}
+
+/// The method string of the imported branches: the released code puts the same branch list on
+/// the same kinds of layer in every block; anything else cannot be one method, and is refused.
+fn describe(
+    vit: &VisionTransformer,
+    groups_of: &BTreeMap<String, Vec<usize>>,
+    reorder: bool,
+    dp: f32,
+) -> Result<Method> {
+    let what = "official consolidator state dict";
+    let first = groups_of.values().next().ok_or_else(|| Error::format(what, "it holds no consolidator branches"))?;
+    let has = |kind: &str| groups_of.keys().any(|k| k.ends_with(kind));
+    let layers =
+        LayerSet { qkv: has("attn.qkv."), proj: has("attn.proj."), fc1: has("mlp.fc1."), fc2: has("mlp.fc2.") };
+    let method = Method::new(ConsolidatorConfig {
+        layers,
+        branches: first.iter().map(|&groups| BranchConfig { groups, reorder }).collect(),
+        drop_path: dp,
+        init: Init::Uniform(1e-3),
+        train_norms: true,
+        train_biases: true,
+    });
+    // The method must rebuild exactly the imported branches.
+    let mut probe = vit.clone();
+    for (_, lin) in probe.fc_layers_mut() {
+        lin.adapter = None;
+    }
+    method.apply(&mut probe, vit.config.num_classes, 0)?;
+    let shapes = |v: &VisionTransformer| -> Vec<(String, Vec<usize>)> {
+        v.adapter_params().into_iter().map(|(k, p)| (k, p.shape().to_vec())).collect()
+    };
+    if shapes(&probe) != shapes(vit) {
+        return Err(Error::format(
+            what,
+            format!("its layers carry different branch sets ({groups_of:?}): one method string cannot describe them"),
+        ));
+    }
+    Ok(method)
 }
 
 fn squeeze_last(t: &Tensor, key: &str) -> Result<Tensor> {

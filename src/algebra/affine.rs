@@ -13,7 +13,7 @@
 //! model ([`Dense::to_f32`]). Storage is counted in `f32` bytes, as the files store it.
 //!
 //! ```
-//! use consolidator::reparam::{Affine, BlockDiagonal};
+//! use consolidator::algebra::{Affine, BlockDiagonal};
 //! use consolidator::kernels::grouped::GroupSpec;
 //! // Two branches on a 4→4 layer: g = 2 and g = 4, no reorder.
 //! let a = Affine::BlockDiagonal(BlockDiagonal::new(GroupSpec::new(4, 4, 2, false)?, vec![1.0; 8], vec![0.0; 4])?);
@@ -127,7 +127,8 @@ pub enum Affine {
     ScaleShift(ScaleShift),
 }
 
-fn f64s(v: &[f32]) -> Vec<f64> {
+/// `f32` values as `f64` (exact): how parameters enter the algebra.
+pub fn f64s(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
 
@@ -282,6 +283,17 @@ impl Affine {
             Affine::Sparse(s) => &s.bias,
             Affine::LowRank(l) => &l.bias,
             Affine::ScaleShift(s) => &s.beta,
+        }
+    }
+
+    /// The bias, mutably.
+    pub fn bias_mut(&mut self) -> &mut Vec<f64> {
+        match self {
+            Affine::Dense(d) => &mut d.bias,
+            Affine::BlockDiagonal(b) => &mut b.bias,
+            Affine::Sparse(s) => &mut s.bias,
+            Affine::LowRank(l) => &mut l.bias,
+            Affine::ScaleShift(s) => &mut s.beta,
         }
     }
 
