@@ -7,7 +7,7 @@
 //! uninterrupted one would.
 
 use crate::autograd::Tape;
-use crate::data::Dataset;
+use crate::data::{Preprocess, Source};
 use crate::io::safetensors::TensorFile;
 use crate::model::Model;
 use crate::nn::{Module, VisionTransformer};
@@ -211,19 +211,44 @@ impl TrainReport {
     }
 }
 
-/// Accuracy and mean loss of `model` on `ds` (inference: no tape recording, eval mode).
-pub fn evaluate(model: &VisionTransformer, ds: &Dataset, batch_size: usize) -> Result<(f32, f32)> {
-    if ds.is_empty() {
+/// Accuracy and mean loss of `model` on `data` (inference: no tape recording, eval mode). The
+/// images are prepared as the model expects ([`Model::preprocess`]) a batch at a time, so memory
+/// stays bounded whatever the source holds.
+pub fn evaluate(model: &Model, data: &dyn Source, batch_size: usize) -> Result<(f32, f32)> {
+    evaluate_with(&model.vit, &model.preprocess(), data, batch_size)
+}
+
+/// [`evaluate`] of a bare network with an explicit preprocessing.
+pub fn evaluate_with(
+    vit: &VisionTransformer,
+    prep: &Preprocess,
+    data: &dyn Source,
+    batch_size: usize,
+) -> Result<(f32, f32)> {
+    if data.is_empty() {
         return Err(Error::data("cannot evaluate on an empty dataset"));
     }
+    check_classes(data, vit.config.num_classes)?;
     let (mut correct, mut loss) = (0usize, 0.0f64);
-    for (images, labels) in ds.batches(batch_size.max(1), None, false) {
+    for batch in prep.batches(data, batch_size.max(1), None, false) {
+        let (images, labels) = batch?;
         let tape = Tape::inference();
-        let logits = model.forward(&tape, &tape.constant(images))?;
+        let logits = vit.forward(&tape, &tape.constant(images))?;
         correct += count_correct(logits.value().data(), &labels);
         loss += logits.cross_entropy(&labels, 0.0)?.value().data()[0] as f64 * labels.len() as f64;
     }
-    Ok((correct as f32 / ds.len() as f32, (loss / ds.len() as f64) as f32))
+    Ok((correct as f32 / data.len() as f32, (loss / data.len() as f64) as f32))
+}
+
+/// Refuses data with more classes than the model predicts.
+fn check_classes(data: &dyn Source, model_classes: usize) -> Result<()> {
+    if data.num_classes() > model_classes {
+        return Err(Error::data(format!(
+            "the data has {} classes, the model predicts {model_classes} (labels would fall outside its head)",
+            data.num_classes()
+        )));
+    }
+    Ok(())
 }
 
 fn count_correct(logits: &[f32], labels: &[usize]) -> usize {
@@ -308,20 +333,24 @@ impl<'a> Trainer<'a> {
         self
     }
 
-    /// Trains `model` on `train`, evaluating on `val`.
-    pub fn run(mut self, model: &mut Model, train: &Dataset, val: Option<&Dataset>) -> Result<TrainReport> {
+    /// Trains `model` on `train`, evaluating on `val`. Images are prepared as the model expects
+    /// ([`Model::preprocess`]: channels, size, normalisation) a batch at a time.
+    pub fn run(mut self, model: &mut Model, train: &dyn Source, val: Option<&dyn Source>) -> Result<TrainReport> {
         let cfg = self.cfg.clone();
         cfg.validate()?;
-        let c = &model.vit.config;
-        train.validate(c.in_chans, c.img_size.0, c.img_size.1, c.num_classes)?;
-        if let Some(v) = val {
-            v.validate(c.in_chans, c.img_size.0, c.img_size.1, c.num_classes)?;
+        if train.is_empty() {
+            return Err(Error::data("the training set is empty"));
         }
+        check_classes(train, model.vit.config.num_classes)?;
+        if let Some(v) = val {
+            check_classes(v, model.vit.config.num_classes)?;
+        }
+        let prep = model.preprocess();
         if model.vit.num_trainable() == 0 {
             return Err(Error::invalid("train", "the model has no trainable parameter"));
         }
         let drop_last = train.len() >= cfg.batch_size;
-        let steps_per_epoch = train.batches(cfg.batch_size, None, drop_last).len();
+        let steps_per_epoch = prep.batches(train, cfg.batch_size, None, drop_last).len();
         let mut opt = Optimizer::new(cfg.optimizer, cfg.weight_decay);
         let mut report = TrainReport::default();
         let mut start = Position::default();
@@ -354,8 +383,9 @@ impl<'a> Trainer<'a> {
             let mut lr = cfg.lr;
             let skip = if epoch == start.epoch { start.step } else { 0 };
             let mut steps_done = skip;
-            let batches = train.batches(cfg.batch_size, Some(cfg.seed.wrapping_add(epoch as u64)), drop_last);
-            for (step, (images, labels)) in batches.enumerate().skip(skip) {
+            let batches = prep.batches(train, cfg.batch_size, Some(cfg.seed.wrapping_add(epoch as u64)), drop_last);
+            for (step, batch) in batches.enumerate().skip(skip) {
+                let (images, labels) = batch?;
                 let global = epoch * steps_per_epoch + step;
                 lr = sched.lr(global);
                 let (loss, ok, grads) = {
@@ -419,7 +449,7 @@ impl<'a> Trainer<'a> {
             let last = epoch + 1 == cfg.epochs;
             let val_acc = match val {
                 Some(v) if last || (cfg.eval_every > 0 && (epoch + 1) % cfg.eval_every == 0) => {
-                    Some(evaluate(&model.vit, v, 256)?.0)
+                    Some(evaluate(model, v, 256)?.0)
                 }
                 _ => None,
             };

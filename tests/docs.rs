@@ -374,3 +374,421 @@ fn code_quoted_in_the_pages_is_the_code_of_the_examples() {
     }
     assert!(quoted >= 1, "ARCHITECTURE.md quotes examples/custom_op.rs");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Every file, item and section a page names exists, and every number a page quotes about the
+// code is computed.
+
+/// The pages a reader meets, with their text.
+fn all_pages() -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut pages: Vec<String> = ["README.md", "CONTRIBUTING.md", "data/README.md", "tests/fixtures/README.md"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for e in std::fs::read_dir(root.join("docs")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "md") {
+            pages.push(format!("docs/{}", p.file_name().unwrap().to_string_lossy()));
+        }
+    }
+    pages.sort();
+    pages.into_iter().map(|p| (p.clone(), std::fs::read_to_string(root.join(&p)).unwrap())).collect()
+}
+
+/// The inline code spans of a page (outside fenced blocks), with their line numbers.
+fn inline_code(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut fenced = false;
+    for (n, line) in text.lines().enumerate() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            continue;
+        }
+        let parts: Vec<&str> = line.split('`').collect();
+        for (k, part) in parts.iter().enumerate() {
+            if k % 2 == 1 && k + 1 < parts.len() {
+                out.push((n + 1, part.to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// Relative link targets `](target)` of a page (outside fenced blocks).
+fn links(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut fenced = false;
+    for (n, line) in text.lines().enumerate() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            continue;
+        }
+        let mut rest = line;
+        while let Some(i) = rest.find("](") {
+            let after = &rest[i + 2..];
+            let Some(end) = after.find(')') else { break };
+            let target = &after[..end];
+            if !target.starts_with("http") && !target.starts_with("mailto:") {
+                out.push((n + 1, target.to_string()));
+            }
+            rest = &after[end..];
+        }
+    }
+    out
+}
+
+/// GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens.
+fn slug(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+fn anchors(text: &str) -> Vec<String> {
+    let mut fenced = false;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+        } else if !fenced && line.starts_with('#') {
+            out.push(slug(line.trim_start_matches('#')));
+        }
+    }
+    out
+}
+
+const REPO_DIRS: [&str; 12] = [
+    "src/",
+    "tests/",
+    "examples/",
+    "docs/",
+    "scripts/",
+    "benches/",
+    "fuzz/",
+    "data/",
+    "bench/",
+    "results/",
+    ".ci/",
+    ".cargo/",
+];
+
+#[test]
+fn every_file_and_section_a_page_names_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for (page, text) in all_pages() {
+        let here = Path::new(&page).parent().unwrap().to_path_buf();
+        for (line, code) in inline_code(&text) {
+            let path = code.trim_end_matches([':', ',']);
+            // A repository path, or a long-form page by its name (`AUTOGRAD.md`).
+            let page_name =
+                path.strip_suffix(".md").is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_uppercase()));
+            let is_path = REPO_DIRS.iter().any(|d| path.starts_with(d)) || page_name;
+            if !is_path || path.contains(['*', '{', '<', ' ', '$', '…']) {
+                continue;
+            }
+            checked += 1;
+            let file =
+                if page_name && !root.join(path).exists() { root.join(&here).join(path) } else { root.join(path) };
+            if !file.exists() {
+                problems.push(format!("{page}:{line}: `{path}` does not exist"));
+            }
+        }
+        for (line, target) in links(&text) {
+            let (file, anchor) = target.split_once('#').unwrap_or((&target, ""));
+            let target_text = if file.is_empty() {
+                text.clone()
+            } else {
+                let p = root.join(&here).join(file);
+                checked += 1;
+                match std::fs::read_to_string(&p) {
+                    Ok(t) => t,
+                    Err(_) if p.exists() => continue, // a picture, a directory
+                    Err(_) => {
+                        problems.push(format!("{page}:{line}: link to `{file}`, which does not exist"));
+                        continue;
+                    }
+                }
+            };
+            if !anchor.is_empty() {
+                checked += 1;
+                if !anchors(&target_text).contains(&anchor.to_string()) {
+                    problems.push(format!(
+                        "{page}:{line}: link to section `#{anchor}` of `{file}`, which has no such heading"
+                    ));
+                }
+            }
+        }
+    }
+    // Sections quoted by title: `AUTOGRAD.md, "The fused consolidated_linear"`.
+    for (page, text) in all_pages() {
+        for (n, line) in text.lines().enumerate() {
+            for sep in [".md, \"", ".md: \"", ".md \""] {
+                let mut rest = line;
+                while let Some(i) = rest.find(sep) {
+                    let name: String = rest[..i]
+                        .chars()
+                        .rev()
+                        .take_while(|c| c.is_ascii_uppercase())
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect();
+                    let after = &rest[i + sep.len()..];
+                    let title = after.split('"').next().unwrap_or("");
+                    rest = &after[title.len()..];
+                    if name.is_empty() {
+                        continue;
+                    }
+                    checked += 1;
+                    let target = std::fs::read_to_string(root.join("docs").join(format!("{name}.md")))
+                        .or_else(|_| std::fs::read_to_string(root.join(format!("{name}.md"))))
+                        .unwrap_or_default();
+                    let want = title.to_lowercase().replace('`', "");
+                    let found =
+                        target.lines().any(|l| l.starts_with('#') && l.to_lowercase().replace('`', "").contains(&want));
+                    if !found {
+                        problems.push(format!("{page}:{}: section \"{title}\" of {name}.md does not exist", n + 1));
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 50, "the pages name files: {checked} checked");
+    assert!(problems.is_empty(), "pages name what is not there:\n{}", problems.join("\n"));
+}
+
+/// Every `fn`, type, trait, module, macro, const and enum variant defined in the crate's code.
+fn defined_names() -> std::collections::BTreeSet<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut names = std::collections::BTreeSet::new();
+    let mut todo = vec![
+        root.join("src"),
+        root.join("examples"),
+        root.join("tests"),
+        root.join("benches"),
+        root.join("fuzz/bodies.rs"),
+    ];
+    while let Some(p) = todo.pop() {
+        if p.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                todo.push(e.unwrap().path());
+            }
+            continue;
+        }
+        if p.extension().is_none_or(|x| x != "rs") {
+            continue;
+        }
+        names.insert(p.file_stem().unwrap().to_string_lossy().to_string());
+        let text = std::fs::read_to_string(&p).unwrap();
+        // Enum variants: capitalised names at the first brace level inside an `enum`.
+        let mut enum_depth: Option<i32> = None;
+        let mut depth = 0i32;
+        for line in text.lines() {
+            let t = line.trim_start();
+            let words: Vec<&str> =
+                t.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '!')).filter(|w| !w.is_empty()).collect();
+            for (k, w) in words.iter().enumerate() {
+                if ["fn", "struct", "enum", "trait", "type", "mod", "const", "static", "macro_rules!"].contains(w) {
+                    if let Some(n) = words.get(k + 1) {
+                        names.insert(n.to_string());
+                    }
+                }
+            }
+            if enum_depth.is_some_and(|d| depth == d + 1) && !t.starts_with("//") && !t.starts_with('#') {
+                if let Some(v) = words.first().filter(|v| v.chars().next().is_some_and(char::is_uppercase)) {
+                    names.insert(v.to_string());
+                }
+            }
+            if (t.starts_with("pub enum ") || t.starts_with("enum ")) && enum_depth.is_none() {
+                enum_depth = Some(depth);
+            }
+            let code = t.split("//").next().unwrap();
+            depth += code.matches('{').count() as i32 - code.matches('}').count() as i32;
+            if enum_depth.is_some_and(|d| depth <= d) && code.contains('}') {
+                enum_depth = None;
+            }
+            // Struct fields (`pub name:`) are named by pages too (`Linear::adapter`).
+            if let Some(f) = t.strip_prefix("pub ").and_then(|r| r.split_once(':')).map(|(n, _)| n.trim()) {
+                if f.chars().all(|c| c.is_alphanumeric() || c == '_') {
+                    names.insert(f.to_string());
+                }
+            }
+        }
+    }
+    names
+}
+
+/// Names from outside the crate that pages quote as `Type::item`.
+const FOREIGN: [&str; 15] = [
+    "Vec",
+    "Arc",
+    "Box",
+    "Option",
+    "String",
+    "std",
+    "F",
+    "torch",
+    "timm",
+    "nn",
+    "Iterator",
+    "AtomicBool",
+    "Path",
+    "ErrorKind",
+    "File",
+];
+
+#[test]
+fn every_item_a_page_names_exists() {
+    let names = defined_names();
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for (page, text) in all_pages() {
+        for (line, code) in inline_code(&text) {
+            // `Type::item`, `Type::item(…)`, `consolidator::module::item`, `name!`.
+            let head = code.split(['(', ' ', '<', '[', '{']).next().unwrap_or("");
+            let segs: Vec<&str> = head.split("::").collect();
+            if segs.len() < 2
+                || segs.iter().any(|s| s.is_empty() || !s.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '!'))
+            {
+                continue;
+            }
+            let first = segs[0];
+            if FOREIGN.contains(&first)
+                || !(first.chars().next().unwrap().is_uppercase() || first == "consolidator" || first == "crate")
+            {
+                continue;
+            }
+            checked += 1;
+            for s in segs.iter().filter(|s| !["consolidator", "crate"].contains(s)) {
+                let s = s.trim_end_matches('!');
+                if !names.contains(s) {
+                    problems.push(format!("{page}:{line}: `{code}` — no item `{s}` is defined in the code"));
+                    break;
+                }
+            }
+        }
+    }
+    assert!(checked > 40, "the pages name items: {checked} checked");
+    assert!(problems.is_empty(), "pages name items that do not exist:\n{}", problems.join("\n"));
+}
+
+/// Lines of a file as `wc -l` counts them.
+fn file_lines(path: &str) -> usize {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap().lines().count()
+}
+
+/// Calls of a GEMM kernel (`gemm…(`) in the body of `fn name` of a file, comments excluded.
+fn gemm_calls(path: &str, name: &str) -> usize {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap();
+    let start = text.find(&format!("fn {name}")).unwrap_or_else(|| panic!("{path}: no fn {name}"));
+    let body_start = start + text[start..].find('{').unwrap();
+    let mut depth = 0;
+    let mut end = body_start;
+    for (k, c) in text[body_start..].char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    end = body_start + k;
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    text[body_start..end]
+        .lines()
+        .map(|l| l.split("//").next().unwrap())
+        .map(|l| {
+            let mut n = 0;
+            let mut rest = l;
+            while let Some(i) = rest.find("gemm") {
+                let after = &rest[i..];
+                let ident: String = after.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                let before_ok = i == 0 || !rest[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == '.');
+                if before_ok && after[ident.len()..].starts_with('(') {
+                    n += 1;
+                }
+                rest = &after[ident.len().max(1)..];
+            }
+            n
+        })
+        .sum()
+}
+
+#[test]
+fn numbers_the_pages_quote_about_the_code_are_computed() {
+    let mut seen = 0;
+    for (page, text) in all_pages() {
+        for (n, line) in text.lines().enumerate() {
+            let Some(body) = line.trim().strip_prefix("<!-- check:").and_then(|r| r.strip_suffix("-->")) else {
+                continue;
+            };
+            let Some((name, value)) = body.trim().split_once(" = ") else { continue };
+            let a: Vec<&str> = name.split_whitespace().collect();
+            let got = match a.as_slice() {
+                ["lines", file] => file_lines(file),
+                ["gemm-calls", file, func] => gemm_calls(file, func),
+                ["core-lines"] => line_budget_count(),
+                ["core-budget"] => line_budget_limit(),
+                _ => continue,
+            };
+            seen += 1;
+            assert_eq!(number(value) as usize, got, "{page}:{}: `{name}` is {got}, the page says {value}", n + 1);
+            let lo = n.saturating_sub(5);
+            let visible =
+                text.lines().skip(lo).take(11).any(|l| !l.trim_start().starts_with("<!--") && l.contains(value.trim()));
+            assert!(visible, "{page}:{}: `{value}` is not written near its check", n + 1);
+        }
+    }
+    assert!(seen >= 3, "the pages quote line and GEMM counts: {seen} checked");
+}
+
+/// The engine core's counted lines and budget, as `tests/line_budget.rs` counts them.
+fn line_budget_count() -> usize {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<std::path::PathBuf> =
+        ["src/tensor.rs", "src/error.rs", "src/par.rs"].iter().map(|f| root.join(f)).collect();
+    let mut todo = vec![root.join("src/kernels"), root.join("src/autograd")];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                files.push(p);
+            }
+        }
+    }
+    files
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("//"))
+                .count()
+        })
+        .sum()
+}
+
+fn line_budget_limit() -> usize {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/line_budget.rs")).unwrap();
+    let line = text.lines().find(|l| l.starts_with("const CORE_BUDGET: usize")).unwrap();
+    line.split('=').nth(1).unwrap().trim().trim_end_matches(';').replace('_', "").parse().unwrap()
+}

@@ -164,8 +164,6 @@ fn seeds(target: &str) -> Vec<Vec<u8>> {
         .map(|s| s.as_bytes().to_vec())
         .collect(),
         "official" => vec![official_file(&[2]).to_bytes(), official_file(&[4, 8]).to_bytes()],
-        "image" => image_seeds(),
-        "tensor_source" => tensor_source_seeds(),
         "resume" => {
             // Real training checkpoints (model, method, optimiser state, position) of a few runs.
             let dir = std::env::temp_dir().join(format!("consolidator-fuzz-resume-{}", std::process::id()));
@@ -188,6 +186,8 @@ fn seeds(target: &str) -> Vec<Vec<u8>> {
             std::fs::remove_dir_all(&dir).unwrap();
             seeds.to_vec()
         }
+        "image" => image_seeds(),
+        "tensor_source" => tensor_source_seeds(),
         other => panic!("no target {other}"),
     }
 }

@@ -113,9 +113,9 @@ fn every_method_learns_and_counts_its_parameters() {
         let method = Method::parse(name, E).unwrap();
         let mut model = backbone.adapt(&method, K, 0).unwrap();
         assert_eq!(model.vit.num_trainable(), expected_tunable(name), "{name}: tunable parameters");
-        let (_, before) = evaluate(&model.vit, &data, 64).unwrap();
+        let (_, before) = evaluate(&model, &data, 64).unwrap();
         train(&mut model, &data, cfg(lr as f32, 10)).unwrap();
-        let (_, after) = evaluate(&model.vit, &data, 64).unwrap();
+        let (_, after) = evaluate(&model, &data, 64).unwrap();
         assert!(after < 0.8 * before, "{name}: loss {before} → {after}");
     }
 }
@@ -135,18 +135,24 @@ fn absurd_learning_rate_stops_with_a_clear_error() {
 }
 
 #[test]
-fn mismatched_datasets_are_refused() {
+fn data_is_prepared_as_the_model_expects_or_refused() {
     let backbone = Model::plain(VisionTransformer::new(&config(), 0).unwrap());
     let mut model = backbone.adapt(&Method::parse("linear", E).unwrap(), K, 0).unwrap();
-    // Image size.
-    let big = Dataset::new(Tensor::zeros(&[4, 1, 9, 8]), vec![0; 4], K).unwrap();
-    let e = train(&mut model, &big, cfg(1e-3, 1)).unwrap_err().to_string();
-    assert!(e.contains('9') && e.contains('8'), "{e}");
-    // Labels out of the head's range.
+    // Another image size, RGB instead of gray: resized (bicubic) and converted, as timm's
+    // preprocessing would, then trained on.
+    let big = Dataset::new(Tensor::full(&[4, 3, 9, 8], 0.5), vec![0, 1, 2, 0], K).unwrap();
+    let report = train(&mut model, &big, cfg(1e-3, 1)).unwrap();
+    assert_eq!(report.epochs.len(), 1);
+    // More classes than the head predicts: refused, naming both counts.
     let many = Dataset::new(Tensor::zeros(&[4, 1, 8, 8]), vec![0, 1, 2, 5], 6).unwrap();
     let e = train(&mut model, &many, cfg(1e-3, 1)).unwrap_err().to_string();
-    assert!(e.contains("class") || e.contains("label"), "{e}");
-    // Wrong image size at inference.
+    assert!(e.contains("6 classes") && e.contains("predicts 3"), "{e}");
+    let e = evaluate(&model, &many, 4).unwrap_err().to_string();
+    assert!(e.contains("6 classes"), "{e}");
+    // An empty training set.
+    let empty = Dataset::new(Tensor::zeros(&[0, 1, 8, 8]), vec![], K).unwrap();
+    assert!(train(&mut model, &empty, cfg(1e-3, 1)).unwrap_err().to_string().contains("empty"));
+    // A tensor of the wrong size straight into the network (no preprocessing) is refused.
     let e = model.predict(&Tensor::zeros(&[1, 1, 16, 16])).unwrap_err().to_string();
     assert!(e.contains("[B, 1, 8, 8]"), "{e}");
 }

@@ -563,7 +563,7 @@ fn a_checkpoint_that_does_not_fit_is_refused() {
     Trainer::new(TrainConfig { epochs: 1, ..cfg.clone() }).run(&mut model, &data, None).unwrap();
     let good = TensorFile::load(&ck).unwrap();
     let resume = |f: &TensorFile, method: Option<&str>, cfg: &TrainConfig| -> String {
-        f.save(&ck).unwrap();
+        std::fs::write(&ck, f.to_bytes()).unwrap(); // written raw: `save` refuses the NaN ones
         let mut m = fresh(method);
         match Trainer::new(TrainConfig { resume: true, ..cfg.clone() }).run(&mut m, &data, None) {
             Ok(_) => "accepted".into(),

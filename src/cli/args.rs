@@ -53,6 +53,14 @@ pub fn decay(s: &str) -> Result<f32, String> {
 pub fn clip(s: &str) -> Result<f32, String> {
     real(s, 0.0, 1e6, false)
 }
+/// A held-out fraction in (0, 1).
+pub fn split_fraction(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(x) if x > 0.0 && x < 1.0 => Ok(x),
+        _ => Err("expected a fraction in (0, 1)".into()),
+    }
+}
+
 /// A rate in [0, 1).
 pub fn rate(s: &str) -> Result<f32, String> {
     match s.parse::<f32>() {

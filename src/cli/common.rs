@@ -3,50 +3,25 @@
 
 use super::{note, CliError, R};
 use consolidator::data::suite::{build_task, Task, TaskData};
-use consolidator::data::{load_mnist, load_optdigits};
+use consolidator::data::{load_mnist, load_optdigits, Source};
 use consolidator::io::json::Json;
-use consolidator::model::{LoadOptions, Model, Normalization};
+use consolidator::model::{LoadOptions, Model};
 use consolidator::nn::{Module, VisionTransformer, VitConfig};
 use consolidator::peft::Method;
 use consolidator::reparam::consolidate;
 use consolidator::train::{evaluate, Progress, StopHandle, TrainConfig, TrainReport, Trainer};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// The seed that builds the transfer suite's tasks.
 pub const SUITE_SEED: u64 = 2023;
 
 /// The shipped-data directory: `--data-dir`, else `$CONSOLIDATOR_DATA`, else `./data`, else
-/// `data/` beside the executable. The error lists every place it looked.
+/// `data/` beside the executable (`data::locate_data_dir`); the error lists every place it
+/// looked.
 pub fn data_dir(explicit: Option<&Path>) -> R<PathBuf> {
-    if let Some(d) = explicit {
-        return if d.is_dir() {
-            Ok(d.to_path_buf())
-        } else {
-            Err(format!("--data-dir {}: not a directory", d.display()).into())
-        };
-    }
-    let mut tried = Vec::new();
-    if let Some(d) = std::env::var_os("CONSOLIDATOR_DATA") {
-        let d = PathBuf::from(d);
-        if d.is_dir() {
-            return Ok(d);
-        }
-        tried.push(format!("$CONSOLIDATOR_DATA = {}", d.display()));
-    }
-    let here = PathBuf::from("data");
-    if here.is_dir() {
-        return Ok(here);
-    }
-    tried.push("./data".into());
-    if let Some(d) = std::env::current_exe().ok().and_then(|e| e.parent().map(|p| p.join("data"))) {
-        if d.is_dir() {
-            return Ok(d);
-        }
-        tried.push(d.display().to_string());
-    }
-    Err(format!("the shipped data directory was not found (looked at: {}); pass --data-dir DIR", tried.join(", "))
-        .into())
+    consolidator::data::locate_data_dir(explicit).map_err(|e| CliError::Msg(format!("{e}; pass --data-dir DIR")))
 }
 
 /// The given backbone file, or the shipped one.
@@ -79,20 +54,13 @@ pub fn load_backbone(path: &Path, arch: Option<&str>) -> R<Model> {
     Ok(m)
 }
 
-/// A task of the transfer suite from the shipped data, normalised as `norm` says.
-pub fn load_task(task: Task, data: Option<&Path>, norm: &Normalization) -> R<TaskData> {
+/// A task of the transfer suite from the shipped data (pixel values in [0, 1]; a model
+/// normalises them as its metadata says when it trains or evaluates).
+pub fn load_task(task: Task, data: Option<&Path>) -> R<TaskData> {
     let dir = data_dir(data)?;
     let mnist = load_mnist(dir.join("mnist"), false)?;
     let opt = load_optdigits(dir.join("optdigits").join("optdigits-test.csv.gz"))?;
-    let mut t = build_task(task, &mnist, &opt, SUITE_SEED)?;
-    let (&mean, &std) = match (norm.mean.as_slice(), norm.std.as_slice()) {
-        ([m], [s]) => (m, s),
-        _ => return Err("the suite's tasks are grayscale: the model must normalise one channel".into()),
-    };
-    for ds in [&mut t.train, &mut t.val, &mut t.test] {
-        ds.normalize(mean, std)?;
-    }
-    Ok(t)
+    Ok(build_task(task, &mnist, &opt, SUITE_SEED)?)
 }
 
 /// Number of backbone parameters (everything but the head and the method's modules).
@@ -128,35 +96,63 @@ pub fn lr_grid(method: &Method) -> Vec<f32> {
 pub struct AdaptResult {
     pub model: Model,
     pub report: TrainReport,
-    pub val_acc: f32,
-    pub test_acc: f32,
+    /// Last-epoch accuracy on the validation and test data, when there are such data.
+    pub val_acc: Option<f32>,
+    pub test_acc: Option<f32>,
     pub tunable: usize,
     pub stored_bytes: usize,
 }
 
-/// Adapts a copy of `backbone` to `task` with `method`, then measures it.
+/// The data of one adaptation run.
+pub struct AdaptData {
+    pub train: Arc<dyn Source>,
+    pub val: Option<Arc<dyn Source>>,
+    pub test: Option<Arc<dyn Source>>,
+    /// The classes' names (empty when the data names none).
+    pub classes: Vec<String>,
+}
+
+impl AdaptData {
+    /// A task of the transfer suite.
+    pub fn task(t: &TaskData) -> AdaptData {
+        AdaptData {
+            train: Arc::new(t.train.clone()),
+            val: Some(Arc::new(t.val.clone())),
+            test: Some(Arc::new(t.test.clone())),
+            classes: Vec::new(),
+        }
+    }
+}
+
+/// Adapts a copy of `backbone` to `data` with `method`, then measures it.
 pub fn run_adapt(
     backbone: &Model,
     method: &Method,
-    task: &TaskData,
+    data: &AdaptData,
     cfg: &TrainConfig,
     label: String,
     show: bool,
     stop: Option<StopHandle>,
 ) -> R<AdaptResult> {
-    let mut model = backbone.adapt(method, task.train.num_classes, cfg.seed)?;
+    let mut model = backbone.adapt(method, data.train.num_classes(), cfg.seed)?;
+    model.classes = data.classes.clone();
     let mut cfg = cfg.clone();
     cfg.eval_every = cfg.eval_every.max(1);
     let mut trainer = Trainer::new(cfg).on_progress(progress_line(label, show));
     if let Some(s) = stop {
         trainer = trainer.with_stop(s);
     }
-    let report = trainer.run(&mut model, &task.train, Some(&task.val))?;
+    let report = trainer.run(&mut model, data.train.as_ref(), data.val.as_deref())?;
     if let Some(at) = report.stopped_at {
         return Err(stopped(at));
     }
-    let (val_acc, _) = evaluate(&model.vit, &task.val, 256)?;
-    let (test_acc, _) = evaluate(&model.vit, &task.test, 256)?;
+    let acc = |d: &Option<Arc<dyn Source>>| -> R<Option<f32>> {
+        Ok(match d {
+            Some(d) => Some(evaluate(&model, d.as_ref(), 256)?.0),
+            None => None,
+        })
+    };
+    let (val_acc, test_acc) = (acc(&data.val)?, acc(&data.test)?);
     let tunable = model.vit.num_trainable();
     let stored_bytes =
         if method.mergeable() { consolidate(&model, &backbone.vit)?.storage_bytes() } else { 4 * tunable };
@@ -243,18 +239,9 @@ pub fn bytes(n: usize) -> String {
     }
 }
 
-/// A JSON number, or `null` when not finite.
-pub fn num(v: f64) -> Json {
-    if v.is_finite() {
-        Json::Num(v)
-    } else {
-        Json::Null
-    }
-}
-
 /// A JSON number of an `f32` as it prints (its shortest decimal form, not its `f64` expansion).
 pub fn num32(v: f32) -> Json {
-    num(v.to_string().parse().unwrap_or(f64::NAN))
+    Json::num(v.to_string().parse().unwrap_or(f64::NAN))
 }
 
 /// A JSON string of a path.
@@ -264,34 +251,13 @@ pub fn path_json(p: &Path) -> Json {
 
 /// Text from a file made safe for a terminal: control characters are escaped.
 pub fn printable(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+    consolidator::io::text::escape_text(s)
 }
 
-/// Refuses an output that is one of the inputs (compared as canonical paths), and an output
-/// whose directory does not exist or is not writable — before any work is done.
+/// Refuses an output that is one of the inputs, and an output that cannot be written (a missing
+/// or read-only directory, a directory or device in its place) — before any work is done.
 pub fn check_output(out: &Path, inputs: &[&Path]) -> R {
-    if let Ok(o) = out.canonicalize() {
-        for i in inputs {
-            if i.canonicalize().is_ok_and(|i| i == o) {
-                return Err(format!(
-                    "the output {} is also an input ({}); refusing to overwrite an input",
-                    out.display(),
-                    i.display()
-                )
-                .into());
-            }
-        }
-        if o.is_dir() {
-            return Err(format!("the output {} is a directory", out.display()).into());
-        }
-    }
-    let dir = match out.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    match std::fs::metadata(&dir) {
-        Ok(m) if m.is_dir() && !m.permissions().readonly() => Ok(()),
-        Ok(_) => Err(format!("cannot write {}: {} is not a writable directory", out.display(), dir.display()).into()),
-        Err(_) => Err(format!("cannot write {}: the directory {} does not exist", out.display(), dir.display()).into()),
-    }
+    consolidator::io::fs::check_output(out, inputs)?;
+    consolidator::io::fs::check_writable(out)?;
+    Ok(())
 }

@@ -45,7 +45,8 @@ pub fn demo(a: &DemoArgs, data: Option<&Path>) -> R {
     check_output(&delta_path, &[&bb_path])?;
     check_output(&merged_path, &[&bb_path])?;
     let t_start = Instant::now();
-    let data = load_task(a.task, data, &backbone.normalization)?;
+    let data = load_task(a.task, data)?;
+    let adapt_data = AdaptData::task(&data);
     let bb = backbone_params(&backbone.vit);
     say!("consolidator demo: adapting the shipped backbone {} ({bb} parameters)", bb_path.display());
     say!(
@@ -65,8 +66,15 @@ pub fn demo(a: &DemoArgs, data: Option<&Path>) -> R {
     let mut adapted = None;
     for m in &methods {
         let cfg = suite_config(m, a.epochs, lr_grid(m)[0], 0);
-        let r = run_adapt(&backbone, m, &data, &cfg, format!("{:<13}", m.name()), !a.no_progress, None)?;
-        rows.push((m.name(), r.val_acc, r.test_acc, r.tunable, r.stored_bytes, r.report.seconds));
+        let r = run_adapt(&backbone, m, &adapt_data, &cfg, format!("{:<13}", m.name()), !a.no_progress, None)?;
+        rows.push((
+            m.name(),
+            r.val_acc.unwrap_or(f32::NAN),
+            r.test_acc.unwrap_or(f32::NAN),
+            r.tunable,
+            r.stored_bytes,
+            r.report.seconds,
+        ));
         adapted = Some(r.model);
     }
     // Stage 1 and stage 2 on the consolidator (the last run), through files, then verify.
@@ -76,7 +84,8 @@ pub fn demo(a: &DemoArgs, data: Option<&Path>) -> R {
     merge(&backbone, &delta)?.model.save(&merged_path)?;
     let merged = load_model(&merged_path, None)?;
     let served = attach_delta(&backbone, &delta)?;
-    let x = data.test.images.clone();
+    let prep = backbone.preprocess();
+    let x = prep.materialize(&data.test)?.images;
     let unmerged_logits = adapted.predict(&x)?;
     let merged_logits = merged.predict(&x)?;
     let stage1_logits = served.predict(&x)?;
@@ -91,7 +100,7 @@ pub fn demo(a: &DemoArgs, data: Option<&Path>) -> R {
         .into());
     }
     // Latency of one batch of 64 test images.
-    let xb = data.test.subset(&(0..64.min(data.test.len())).collect::<Vec<_>>())?.images;
+    let xb = prep.batch(&data.test, &(0..64.min(data.test.len())).collect::<Vec<_>>())?.0;
     let mut base = backbone.vit.clone();
     base.reset_head(data.train.num_classes, 0);
     // Timed in turn within each repetition, so the ratios are not at the mercy of machine noise.

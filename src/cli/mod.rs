@@ -6,6 +6,7 @@ mod bench;
 mod common;
 mod demo;
 mod model_cmds;
+mod predict;
 mod suite;
 mod sweep;
 mod train_cmds;
@@ -77,6 +78,8 @@ Methods (--method): linear, full, bitfit, lora[:r=4,alpha=4,layers=qkv+proj+fc1+
   adapter[:dim=8,scale=0.1], vpt[:prompts=5], ssf[:layers=…],
   consolidator[:g=32+16r,reorder,dp=0.5,init=0.001|zero,layers=…,frozen-norms,frozen-biases]
 Tasks (--task): optdigits, orientation, location, counting, shift
+Your data (--train, --val, --test, --data): a folder of class folders of images (png, jpg, pgm,
+  ppm), train/val/test folders of those, a safetensors file (images + labels), an IDX directory
 Run `consolidator <command> --help` for a command's options.";
 
 /// consolidator — adapt Vision Transformers with mergeable grouped connections, on the CPU.
@@ -108,6 +111,8 @@ enum Command {
     Merge(model_cmds::MergeArgs),
     /// Accuracy of a model on a task's split
     Eval(model_cmds::EvalArgs),
+    /// Class probabilities for images, with one model or one backbone serving several tasks
+    Predict(predict::PredictArgs),
     /// Logits of a model on an input tensor file
     Forward(model_cmds::ForwardArgs),
     /// What a model, delta or checkpoint file holds
@@ -146,6 +151,7 @@ pub fn main(raw: Vec<std::ffi::OsString>) -> i32 {
         Some(Command::Consolidate(a)) => model_cmds::consolidate(&a, data),
         Some(Command::Merge(a)) => model_cmds::merge(&a, data),
         Some(Command::Eval(a)) => model_cmds::eval(&a, data),
+        Some(Command::Predict(a)) => predict::predict(&a),
         Some(Command::Forward(a)) => model_cmds::forward(&a),
         Some(Command::Inspect(a)) => model_cmds::inspect(&a),
         Some(Command::ImportOfficial(a)) => model_cmds::import_official(&a),
@@ -159,7 +165,7 @@ fn finish(r: R) -> i32 {
         Ok(()) | Err(CliError::BrokenPipe) => 0,
         Err(CliError::Msg(m)) => {
             // Messages may quote file contents (keys, metadata): no raw control characters.
-            note!("error: {}", common::printable(&m));
+            note!("error: {}", common::printable(&consolidator::io::text::shorten(&m, 4000)));
             1
         }
     }

@@ -4,7 +4,7 @@ use super::args;
 use super::common::*;
 use super::{say, R};
 use consolidator::data::suite::Task;
-use consolidator::data::Dataset;
+use consolidator::data::{open, Source};
 use consolidator::io::json::Json;
 use consolidator::io::safetensors::TensorFile;
 use consolidator::nn::{Module, VitConfig};
@@ -12,6 +12,7 @@ use consolidator::reparam::{consolidate as stage1, merge as stage2, TaskDelta};
 use consolidator::train::evaluate;
 use consolidator::Tensor;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// `consolidator consolidate`: stage 1.
@@ -97,14 +98,19 @@ pub fn merge(a: &MergeArgs, data: Option<&Path>) -> R {
 
 /// `consolidator eval`: accuracy on a task's split.
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["task", "data"])))]
 pub struct EvalArgs {
     /// The model (plain, adapted or merged)
     #[arg(long, value_name = "FILE")]
     model: PathBuf,
     /// A task of the transfer suite
     #[arg(long, value_parser = args::task)]
-    task: Task,
-    /// Which split
+    task: Option<Task>,
+    /// Your data: a folder of class folders, split folders, a safetensors dataset, an IDX
+    /// directory (e.g. data/mnist), an optdigits CSV
+    #[arg(long, value_name = "PATH")]
+    data: Option<PathBuf>,
+    /// Which split (for data without splits: the whole of it)
     #[arg(long, default_value = "test", value_parser = ["train", "val", "test"])]
     split: String,
     /// Architecture preset, for a file without architecture metadata
@@ -117,33 +123,55 @@ pub struct EvalArgs {
 
 pub fn eval(a: &EvalArgs, data: Option<&Path>) -> R {
     let model = load_model(&a.model, a.arch.as_deref())?;
-    let task = load_task(a.task, data, &model.normalization)?;
-    let ds: &Dataset = match a.split.as_str() {
-        "val" => &task.val,
-        "train" => &task.train,
-        _ => &task.test,
+    let (source, what): (Arc<dyn Source>, String) = match (&a.task, &a.data) {
+        (Some(t), _) => {
+            let task = load_task(*t, data)?;
+            let ds = match a.split.as_str() {
+                "val" => task.val,
+                "train" => task.train,
+                _ => task.test,
+            };
+            (Arc::new(ds), t.name().to_string())
+        }
+        (None, Some(p)) => {
+            let opened = open(p)?;
+            let s = if opened.splits.contains_key(&a.split) { opened.split(&a.split)? } else { opened.single()? };
+            // A model that names its classes is evaluated on data with the same names.
+            let names = s.class_names();
+            if !model.classes.is_empty() && !names.is_empty() && names != model.classes {
+                return Err(format!(
+                    "{} names its classes {}, the model {}: evaluating would compare different labels",
+                    p.display(),
+                    printable(&names.join(", ")),
+                    printable(&model.classes.join(", "))
+                )
+                .into());
+            }
+            (s, p.display().to_string())
+        }
+        (None, None) => unreachable!("clap requires --task or --data"),
     };
     let t = Instant::now();
-    let (acc, loss) = evaluate(&model.vit, ds, 256)?;
+    let (acc, loss) = evaluate(&model, source.as_ref(), 256)?;
     let secs = t.elapsed().as_secs_f64();
     if a.json {
         let j = Json::obj([
             ("model", path_json(&a.model)),
-            ("task", Json::Str(a.task.name().into())),
+            ("data", Json::Str(what)),
             ("split", Json::Str(a.split.clone())),
             ("accuracy", num32(acc)),
             ("loss", num32(loss)),
-            ("examples", Json::from(ds.len())),
-            ("seconds", num(secs)),
+            ("examples", Json::from(source.len())),
+            ("seconds", Json::num(secs)),
         ]);
         say!("{j}");
     } else {
         say!(
             "{} on {} ({}, {} examples): accuracy {:.2}%, loss {loss:.4}, {:.2}s",
             a.model.display(),
-            a.task.name(),
+            printable(&what),
             a.split,
-            ds.len(),
+            source.len(),
             100.0 * acc,
             secs
         );

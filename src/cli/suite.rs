@@ -111,7 +111,7 @@ pub fn suite(a: &SuiteArgs, data: Option<&Path>) -> R {
         None => Method::all(dim),
     };
     let bb = backbone_params(&backbone.vit);
-    let datas: Vec<_> = tasks.iter().map(|&t| load_task(t, data, &backbone.normalization)).collect::<R<_>>()?;
+    let datas: Vec<_> = tasks.iter().map(|&t| load_task(t, data)).collect::<R<_>>()?;
     let mut rows = Vec::new();
     for m in &methods {
         let mut row = SuiteRow {
@@ -123,7 +123,8 @@ pub fn suite(a: &SuiteArgs, data: Option<&Path>) -> R {
             train_secs: 0.0,
             latency_ms: 0.0,
         };
-        for (t, data) in tasks.iter().zip(&datas) {
+        for (t, task_data) in tasks.iter().zip(&datas) {
+            let data = &AdaptData::task(task_data);
             // Choose the learning rate on the 200 validation examples; report test accuracy.
             let mut best: Option<(f32, f32, AdaptResult)> = None;
             for lr in lr_grid(m) {
@@ -137,21 +138,24 @@ pub fn suite(a: &SuiteArgs, data: Option<&Path>) -> R {
                     None,
                 )?;
                 row.train_secs += r.report.seconds;
-                if best.as_ref().is_none_or(|b| r.val_acc > b.1) {
-                    best = Some((lr, r.val_acc, r));
+                let val = r.val_acc.unwrap_or(f32::NAN);
+                if best.as_ref().is_none_or(|b| val > b.1) {
+                    best = Some((lr, val, r));
                 }
             }
             let (lr, _, r) = best.expect("grid is not empty");
-            row.acc.push(r.test_acc);
+            let test_acc = r.test_acc.unwrap_or(f32::NAN);
+            row.acc.push(test_acc);
             row.lrs.push(lr);
             row.tunable_pct = 100.0 * r.tunable as f64 / bb as f64;
             row.stored = r.stored_bytes;
-            let xb = data.test.subset(&(0..64.min(data.test.len())).collect::<Vec<_>>())?.images;
+            let xb =
+                backbone.preprocess().batch(&task_data.test, &(0..64.min(task_data.test.len())).collect::<Vec<_>>())?.0;
             let deploy =
                 if m.mergeable() { merge(&backbone, &consolidate(&r.model, &backbone.vit)?)?.model } else { r.model };
             row.latency_ms = consolidator::bench::median_ms(7, || deploy.predict(&xb).map(|_| ()))?;
             if !quiet {
-                note!("{:<12} {:<11} test {:.1}% (lr {lr:.0e})", m.name(), t.name(), 100.0 * r.test_acc);
+                note!("{:<12} {:<11} test {:.1}% (lr {lr:.0e})", m.name(), t.name(), 100.0 * test_acc);
             }
         }
         rows.push(row);
@@ -217,7 +221,7 @@ fn csv_to_json(csv: &str) -> Json {
         lines
             .map(|l| {
                 Json::obj(l.split(',').zip(&head).map(|(v, h)| {
-                    (h.to_string(), v.parse::<f64>().map(num).unwrap_or_else(|_| Json::Str(v.to_string())))
+                    (h.to_string(), v.parse::<f64>().map(Json::num).unwrap_or_else(|_| Json::Str(v.to_string())))
                 }))
             })
             .collect(),

@@ -310,7 +310,7 @@ pub fn run_job(file: &Path, quiet: bool) -> R {
         .into());
     }
     check_output(&job.result, &[file, &job.backbone])?;
-    let task = load_task(job.task, Some(&job.data_dir), &backbone.normalization)?;
+    let task = load_task(job.task, Some(&job.data_dir))?;
     let method = Method::parse(&job.method, backbone.vit.config.embed_dim)?;
     let mut cfg = suite_config(&method, job.epochs, job.lr, job.seed);
     cfg.eval_every = job.eval_every;
@@ -320,13 +320,13 @@ pub fn run_job(file: &Path, quiet: bool) -> R {
         .on_progress(progress_line(job.id.clone(), !quiet))
         .on_epoch_end(|log, m| {
             if log.epoch % job.eval_every == 0 || log.epoch == job.epochs {
-                test_curve.push((log.epoch, evaluate(&m.vit, &task.test, 256)?.0));
+                test_curve.push((log.epoch, evaluate(m, &task.test, 256)?.0));
             }
             Ok(())
         })
         .run(&mut model, &task.train, Some(&task.val))?;
-    let (val_acc, _) = evaluate(&model.vit, &task.val, 256)?;
-    let (test_acc, _) = evaluate(&model.vit, &task.test, 256)?;
+    let (val_acc, _) = evaluate(&model, &task.val, 256)?;
+    let (test_acc, _) = evaluate(&model, &task.test, 256)?;
     let tunable = model.vit.num_trainable();
     let stored = if method.mergeable() { consolidate(&model, &backbone.vit)?.storage_bytes() } else { 4 * tunable };
     let curve = |v: Vec<(usize, f32)>| {

@@ -240,3 +240,78 @@ pub fn open_split_folders(dir: &Path) -> Result<Option<BTreeMap<String, ImageFol
     }
     Ok(Some(out))
 }
+
+/// Images to classify, without labels: files as given, and every image below a folder given
+/// (in [`ImageFolder`]'s order). Each example's label is 0 and its description its path; images
+/// are decoded when asked for, so a list of 100 000 files costs their paths.
+///
+/// ```
+/// use consolidator::data::folder::ImageList;
+/// use consolidator::data::Source;
+/// let dir = std::env::temp_dir().join(format!("consolidator-doc-list-{}", std::process::id()));
+/// std::fs::create_dir_all(dir.join("more")).unwrap();
+/// std::fs::write(dir.join("a.pgm"), "P2 1 1 255 0\n").unwrap();
+/// std::fs::write(dir.join("more/b.pgm"), "P2 1 1 255 255\n").unwrap();
+/// let list = ImageList::new(&[dir.join("a.pgm"), dir.join("more")]).unwrap();
+/// assert_eq!(list.len(), 2);
+/// assert_eq!(list.image(1).unwrap().data, vec![1.0]);
+/// assert!(ImageList::new(&[dir.join("none.png")]).is_err());
+/// std::fs::remove_dir_all(&dir).unwrap();
+/// ```
+#[derive(Clone, Debug)]
+pub struct ImageList {
+    files: Vec<PathBuf>,
+}
+
+impl ImageList {
+    /// The images of `paths` (files, or folders searched below). A path that does not exist, a
+    /// file without an image extension and a folder without images are errors naming the path.
+    pub fn new(paths: &[PathBuf]) -> Result<ImageList> {
+        let mut files = Vec::new();
+        for p in paths {
+            let meta = std::fs::metadata(p).map_err(|e| Error::io(p, e))?;
+            if meta.is_dir() {
+                let found = images_below(p)?;
+                if found.is_empty() {
+                    return Err(dir_error(p, format!("no images (.{}) in this folder", IMAGE_EXTENSIONS.join(", ."))));
+                }
+                files.extend(found);
+            } else if has_image_extension(p) {
+                files.push(p.clone());
+            } else {
+                return Err(Error::data(format!(
+                    "{}: not an image file (.{})",
+                    escape(&p.display().to_string()),
+                    IMAGE_EXTENSIONS.join(", .")
+                )));
+            }
+        }
+        Ok(ImageList { files })
+    }
+
+    /// The image files, in example order.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+}
+
+impl Source for ImageList {
+    fn len(&self) -> usize {
+        self.files.len()
+    }
+    fn num_classes(&self) -> usize {
+        1
+    }
+    fn class_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+    fn label(&self, _i: usize) -> usize {
+        0
+    }
+    fn image(&self, i: usize) -> Result<Image> {
+        load_image(self.files.get(i).ok_or_else(|| out_of_range(i, self.files.len(), "image list"))?)
+    }
+    fn describe(&self, i: usize) -> String {
+        self.files[i].display().to_string()
+    }
+}

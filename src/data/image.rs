@@ -141,9 +141,7 @@ impl Image {
 /// timm gets from `F.interpolate(mode='bicubic', antialias=True)` when it resamples position
 /// embeddings.
 ///
-/// `nn::checkpoint::resample_weights` (position-embedding resampling) computes exactly these
-/// taps with its own copy; it should call this function instead (a change for the `nn` side —
-/// `tests/data_sources.rs` checks the two agree bit for bit meanwhile).
+/// `nn::resample_pos_embed` (position-embedding resampling) uses these taps too.
 pub fn bicubic_taps(n_in: usize, n_out: usize) -> Vec<(usize, Vec<f64>)> {
     let cubic = |x: f64| {
         let a = -0.5;

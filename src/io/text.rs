@@ -19,6 +19,22 @@
 
 use std::fmt::{self, Write as _};
 
+/// `s` cut to at most `max` characters (with `…` when cut): for quoting untrusted values in error
+/// messages, which must stay readable whatever a file holds.
+///
+/// ```
+/// assert_eq!(consolidator::io::text::shorten("abcdef", 4), "abc…");
+/// assert_eq!(consolidator::io::text::shorten("abc", 4), "abc");
+/// ```
+pub fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
 /// `s` with control characters escaped (see the module docs).
 pub fn escape_text(s: &str) -> String {
     Escaped(s).to_string()

@@ -35,6 +35,7 @@ mod official;
 
 pub use official::import_official;
 
+use crate::data::Preprocess;
 use crate::io::json::Json;
 use crate::io::safetensors::TensorFile;
 use crate::nn::{Module, VisionTransformer, VitConfig};
@@ -179,6 +180,20 @@ impl Model {
         method.apply(&mut vit, num_classes, seed)?;
         let normalization = self.normalization.clone();
         Ok(Model { vit, method: Some(method.clone()), classes: Vec::new(), normalization, metadata: BTreeMap::new() })
+    }
+
+    /// What the model expects of its input images: its channels and size, its normalisation
+    /// (see [`Preprocess`]: gray ↔ RGB, bicubic resize, `(v − mean) / std`).
+    pub fn preprocess(&self) -> Preprocess {
+        let c = &self.vit.config;
+        let n = &self.normalization;
+        Preprocess {
+            channels: c.in_chans,
+            height: c.img_size.0,
+            width: c.img_size.1,
+            mean: n.mean.clone(),
+            std: n.std.clone(),
+        }
     }
 
     /// Logits `[B, classes]` for images `[B, C, H, W]` (already normalised), no tape.

@@ -8,6 +8,7 @@
 
 use super::vit::{Pool, VisionTransformer, VitConfig};
 use super::Module;
+use crate::data::image::bicubic_taps;
 use crate::io::safetensors::TensorFile;
 use crate::{Error, Result, Tensor};
 use std::collections::BTreeMap;
@@ -302,8 +303,8 @@ pub fn resample_pos_embed(pos: &Tensor, from: (usize, usize), to: (usize, usize)
         ));
     }
     let d = pos.data();
-    let wy = resample_weights(from.0, to.0);
-    let wx = resample_weights(from.1, to.1);
+    let wy = bicubic_taps(from.0, to.0);
+    let wx = bicubic_taps(from.1, to.1);
     let mut out = Vec::with_capacity((prefix + to.0 * to.1) * e);
     out.extend_from_slice(&d[..prefix * e]);
     let grid = &d[prefix * e..];
@@ -333,35 +334,4 @@ pub fn resample_pos_embed(pos: &Tensor, from: (usize, usize), to: (usize, usize)
         }
     }
     Tensor::new(&[1, prefix + to.0 * to.1, e], out)
-}
-
-/// For each output index: the first input index and the normalised weights of its window.
-fn resample_weights(n_in: usize, n_out: usize) -> Vec<(usize, Vec<f64>)> {
-    let cubic = |x: f64| {
-        let a = -0.5;
-        let x = x.abs();
-        if x < 1.0 {
-            ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
-        } else if x < 2.0 {
-            (((x - 5.0) * x + 8.0) * x - 4.0) * a
-        } else {
-            0.0
-        }
-    };
-    let scale = n_in as f64 / n_out as f64;
-    let support = 2.0 * scale.max(1.0);
-    let inv = 1.0 / scale.max(1.0);
-    (0..n_out)
-        .map(|i| {
-            let center = (i as f64 + 0.5) * scale;
-            let lo = ((center - support + 0.5).floor().max(0.0)) as usize;
-            let hi = ((center + support + 0.5).floor() as usize).min(n_in);
-            let mut w: Vec<f64> = (lo..hi).map(|j| cubic((j as f64 - center + 0.5) * inv)).collect();
-            let s: f64 = w.iter().sum();
-            if s != 0.0 {
-                w.iter_mut().for_each(|v| *v /= s);
-            }
-            (lo, w)
-        })
-        .collect()
 }

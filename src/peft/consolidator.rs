@@ -99,7 +99,7 @@ impl ConsolidatorConfig {
                         "method",
                         format!(
                             "`consolidator`: option `g` needs group counts in 1..={MAX_GROUPS} joined by `+` (each may end in `r` to reorder), got `{}`",
-                            g.escape_debug()
+                            crate::io::text::shorten(&g, 80).escape_debug()
                         ),
                     )),
                 })
@@ -128,7 +128,7 @@ impl ConsolidatorConfig {
                             "method",
                             format!(
                                 "`consolidator`: option `init` needs `zero` or a number in (0, 1], got `{}`",
-                                v.escape_debug()
+                                crate::io::text::shorten(v, 80).escape_debug()
                             ),
                         ))
                     }

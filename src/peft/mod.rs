@@ -121,7 +121,10 @@ impl Method {
         let extra = REGISTERED.read().unwrap_or_else(|e| e.into_inner()).clone();
         let known = || METHODS.iter().chain(extra.iter()).map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
         let parse = METHODS.iter().chain(extra.iter()).find(|(n, _)| *n == name).map(|(_, p)| p).ok_or_else(|| {
-            Error::invalid("method", format!("unknown method `{}` (known: {})", name.escape_debug(), known()))
+            Error::invalid(
+                "method",
+                format!("unknown method `{}` (known: {})", crate::io::text::shorten(name, 80).escape_debug(), known()),
+            )
         })?;
         let mut options = Options::parse(name, opts)?;
         let m = parse(&mut options, embed_dim)?;

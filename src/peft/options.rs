@@ -22,7 +22,7 @@ impl Options {
             if pairs.iter().any(|(p, _)| *p == k) {
                 return Err(Error::invalid(
                     "method",
-                    format!("`{method}`: option `{}` is given twice", k.escape_debug()),
+                    format!("`{method}`: option `{}` is given twice", crate::io::text::shorten(&k, 80).escape_debug()),
                 ));
             }
             pairs.push((k, v));
@@ -54,7 +54,10 @@ impl Options {
         match self.take(key) {
             None => Ok(false),
             Some(None) => Ok(true),
-            Some(Some(v)) => Err(self.err(format!("option `{key}` takes no value (got `{key}={}`)", v.escape_debug()))),
+            Some(Some(v)) => Err(self.err(format!(
+                "option `{key}` takes no value (got `{key}={}`)",
+                crate::io::text::shorten(&v, 80).escape_debug()
+            ))),
         }
     }
 
@@ -68,9 +71,10 @@ impl Options {
     pub fn whole_in(&self, key: &str, v: &str, lo: usize, hi: usize) -> Result<usize> {
         match v.parse::<usize>() {
             Ok(n) if (lo..=hi).contains(&n) => Ok(n),
-            _ => {
-                Err(self.err(format!("option `{key}` needs a whole number in {lo}..={hi}, got `{}`", v.escape_debug())))
-            }
+            _ => Err(self.err(format!(
+                "option `{key}` needs a whole number in {lo}..={hi}, got `{}`",
+                crate::io::text::shorten(v, 80).escape_debug()
+            ))),
         }
     }
 
@@ -86,7 +90,7 @@ impl Options {
                 "option `{key}` needs a number in {}{lo}, {hi}{}, got `{}`",
                 if open.0 { "(" } else { "[" },
                 if open.1 { ")" } else { "]" },
-                v.escape_debug()
+                crate::io::text::shorten(&v, 80).escape_debug()
             ))),
         }
     }
@@ -95,7 +99,9 @@ impl Options {
     pub fn finish(self) -> Result<()> {
         if let Some((k, _)) = self.pairs.first() {
             let known = if self.asked.is_empty() { "it takes none".to_string() } else { self.asked.join(", ") };
-            return Err(self.err(format!("unknown option `{}` ({known})", k.escape_debug())));
+            return Err(
+                self.err(format!("unknown option `{}` ({known})", crate::io::text::shorten(k, 80).escape_debug()))
+            );
         }
         Ok(())
     }
@@ -140,7 +146,7 @@ impl LayerSet {
                 _ => {
                     return Err(opts.err(format!(
                         "unknown layer `{}` in `layers` (qkv, proj, fc1, fc2, all; joined by +)",
-                        part.escape_debug()
+                        crate::io::text::shorten(part, 80).escape_debug()
                     )))
                 }
             }

@@ -133,6 +133,9 @@ impl TaskDelta {
             None => return Err(bad("metadata `format_version` is missing".into())),
         }
         let get = |k: &str| m.get(k).cloned().ok_or_else(|| bad(format!("metadata `{k}` is missing")));
+        if let Some((k, _)) = f.tensors.iter().find(|(_, t)| !t.all_finite()) {
+            return Err(bad(format!("tensor `{}` holds NaN or infinite values", k.escape_debug())));
+        }
         let num_classes: usize = get("num_classes")?.parse().map_err(|_| bad("num_classes is not a number".into()))?;
         // `merge` builds a `num_classes`-row head before it reads the stored one: tie the number
         // to the stored head so a hostile `num_classes = 10^12` cannot ask for a huge allocation.
@@ -227,8 +230,12 @@ fn pattern_string(p: &Pattern, i: usize, o: usize) -> Result<String> {
 /// the pattern's size drives allocations (`O+1` row pointers) and work (a grouped pattern's
 /// entry count is computed row by row), which a hostile string could otherwise make huge.
 fn parse_pattern(s: &str, bias_len: usize, values_len: usize) -> Result<(usize, usize, Pattern)> {
+    let quoted = crate::io::text::shorten(s, 80);
     let bad = || {
-        Error::format("delta file", format!("bad pattern `{}` (expected `grouped OxI g[r],g[r],…`)", s.escape_debug()))
+        Error::format(
+            "delta file",
+            format!("bad pattern `{}` (expected `grouped OxI g[r],g[r],…`)", quoted.escape_debug()),
+        )
     };
     let mut parts = s.split(' ');
     let kind = parts.next();
@@ -240,7 +247,7 @@ fn parse_pattern(s: &str, bias_len: usize, values_len: usize) -> Result<(usize, 
     if o != bias_len {
         return Err(Error::format(
             "delta file",
-            format!("pattern `{}` has {o} rows but the bias has {bias_len} values", s.escape_debug()),
+            format!("pattern `{}` has {o} rows but the bias has {bias_len} values", quoted.escape_debug()),
         ));
     }
     match kind {
@@ -262,7 +269,7 @@ fn parse_pattern(s: &str, bias_len: usize, values_len: usize) -> Result<(usize, 
         if spec.weight_len() > values_len {
             return Err(Error::format(
                 "delta file",
-                format!("pattern `{}` needs more than the {values_len} values stored", s.escape_debug()),
+                format!("pattern `{}` needs more than the {values_len} values stored", quoted.escape_debug()),
             ));
         }
         specs.push(spec);
