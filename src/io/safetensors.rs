@@ -7,9 +7,9 @@
 //! Writing always uses `F32` little-endian, keys sorted, and pads the header with spaces so the
 //! buffer starts on an 8-byte boundary; tensors holding NaN or infinities are refused by
 //! [`TensorFile::save`]. Reading accepts `F32`, `F64`, `F16`, `BF16` (converted to `f32`) and
-//! `I64`, `I32`, `I16`, `I8`, `U64`, `U32`, `U16`, `U8`, `BOOL` (converted to `f32`; integers
-//! must be exactly representable, booleans must be 0 or 1). [`RawFile`] keeps each tensor's
-//! stored dtype and bytes instead.
+//! `I64`, `I32`, `U8`, `BOOL` (converted to `f32`; integers must be exactly representable,
+//! booleans must be 0 or 1). [`RawFile`] keeps each tensor's stored dtype and bytes instead, and
+//! also reads `I16`, `I8`, `U64`, `U32`, `U16` (dataset labels, say).
 //!
 //! [`TensorFile::load`] and [`RawFile::load`] read header first: only a regular file is opened
 //! (a directory, a named pipe or `/dev/zero` is refused at once), the 8-byte length and the
@@ -654,14 +654,18 @@ fn convert(bytes: &[u8], dtype: Dtype) -> std::result::Result<Vec<f32>, String> 
         Dtype::F16 => each(bytes, |a| Ok(f16_to_f32(u16::from_le_bytes(a)))),
         Dtype::BF16 => each(bytes, |a| Ok(f32::from_bits((u16::from_le_bytes(a) as u32) << 16))),
         // Integers must be exactly representable: |v| ≤ 2^24, or a multiple of a power of two.
-        Dtype::I64 | Dtype::I32 | Dtype::U64 | Dtype::U32 => bytes
+        // TensorFile keeps the dtypes it always read; the other integer types are RawFile's.
+        Dtype::U64 | Dtype::U32 | Dtype::U16 | Dtype::I16 | Dtype::I8 => Err(format!(
+            "unsupported dtype {:?} for an f32 tensor file (supported: F32, F64, F16, BF16, I64, I32, U8, BOOL; \
+             RawFile reads it as stored)",
+            dtype.name()
+        )),
+        Dtype::I64 | Dtype::I32 => bytes
             .chunks_exact(dtype.size())
             .map(|c| {
                 let v: i128 = match dtype {
                     Dtype::I64 => i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as i128,
-                    Dtype::U64 => u64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as i128,
-                    Dtype::I32 => i32::from_le_bytes(c.try_into().unwrap_or([0; 4])) as i128,
-                    _ => u32::from_le_bytes(c.try_into().unwrap_or([0; 4])) as i128,
+                    _ => i32::from_le_bytes(c.try_into().unwrap_or([0; 4])) as i128,
                 };
                 let x = v as f32;
                 if x as i128 == v {
@@ -671,9 +675,6 @@ fn convert(bytes: &[u8], dtype: Dtype) -> std::result::Result<Vec<f32>, String> 
                 }
             })
             .collect(),
-        Dtype::I16 => each(bytes, |a| Ok(i16::from_le_bytes(a) as f32)),
-        Dtype::U16 => each(bytes, |a| Ok(u16::from_le_bytes(a) as f32)),
-        Dtype::I8 => Ok(bytes.iter().map(|&b| b as i8 as f32).collect()),
         Dtype::U8 => Ok(bytes.iter().map(|&b| b as f32).collect()),
         Dtype::Bool => bytes
             .iter()
