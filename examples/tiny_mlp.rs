@@ -2,7 +2,7 @@
 //!
 //! The problem: points in the square `[-1, 1]²`, class 1 inside the circle of radius 0.6 and
 //! class 0 outside: not linearly separable, easy for one hidden layer. The model:
-//! `logits = W2·relu(W1·x + b1) + b2`, trained full-batch with AdamW on the cross-entropy.
+//! `logits = relu(x·W1ᵀ + b1)·W2ᵀ + b2` (a sample is a row `x`), trained full-batch with AdamW on the cross-entropy.
 //!
 //! What to look at: a model is anything that implements `nn::Module` (it lists its `Param`s under
 //! names); each step builds a fresh `Tape`, runs the forward pass, calls `backward`, and hands the
@@ -16,7 +16,7 @@ use consolidator::optim::Optimizer;
 use consolidator::{Param, Result, Tensor};
 use rand::{Rng, SeedableRng};
 
-/// `x ↦ W2·relu(W1·x + b1) + b2`; weights `[out, in]` as everywhere in the crate.
+/// `x ↦ relu(x·W1ᵀ + b1)·W2ᵀ + b2`; weights `[out, in]` as everywhere in the crate.
 struct Mlp {
     w1: Param,
     b1: Param,

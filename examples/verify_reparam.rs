@@ -1,11 +1,11 @@
 //! Checking a reparameterization of your own with the algebra of `consolidator::reparam`.
 //!
-//! The claim to check: a frozen layer `W·x + b` with two grouped-connection branches beside it
+//! The claim to check: a frozen layer `x·Wᵀ + b` (a sample is a row `x`) with two grouped-connection branches beside it
 //! (g = 4 and g = 8 with reorder) and an SSF scale-shift after it,
 //!
-//! `y = γ ⊙ (W·x + b + BD(G₁)·x + β₁ + BD(G₂)·P₂·x + β₂) + β`,
+//! `y = γ ⊙ (x·Wᵀ + b + x·BD(G₁)ᵀ + β₁ + x·(BD(G₂)·Π₂)ᵀ + β₂) + β`,
 //!
-//! collapses into ONE dense layer `W'·x + b'`. The algebra builds the collapsed map with `add`
+//! collapses into ONE dense layer `x·W'ᵀ + b'`. The algebra builds the collapsed map with `add`
 //! and `compose`; the helpers below check it the way the property tests do: on random inputs,
 //! against the *unfused* computation (each piece applied on its own and combined by hand), and
 //! against `to_dense`. They also catch a wrong claim: an adapter with a ReLU inside does not

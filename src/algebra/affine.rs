@@ -1,4 +1,7 @@
-//! Exact representations of affine maps `x ↦ A·x + a` and the laws that collapse them.
+//! Exact representations of affine maps `x ↦ x·Aᵀ + a` and the laws that collapse them.
+//!
+//! Row convention, as everywhere in the crate: a sample is a row `x: [I]`, a map's matrix is
+//! `[O, I]` row-major (timm's and PyTorch's layout), so the map reads `x·Aᵀ + a`.
 //!
 //! | representation | stores | example source |
 //! |---|---|---|
@@ -29,7 +32,7 @@
 use crate::kernels::grouped::GroupSpec;
 use crate::{Error, Result};
 
-/// `x ↦ W·x + b`, `W: [O, I]` row-major.
+/// `x ↦ x·Wᵀ + b`, `W: [O, I]` row-major.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dense {
     /// Output width `O`.
@@ -42,7 +45,7 @@ pub struct Dense {
     pub bias: Vec<f64>,
 }
 
-/// One grouped connection `x ↦ BD(G)·P·x + β` (`P` the reorder, if on).
+/// One grouped connection `x ↦ x·(BD(G)·Π)ᵀ + β` (`Π` the reorder permutation, if on).
 #[derive(Clone, Debug, PartialEq)]
 pub struct BlockDiagonal {
     /// Widths, group count and reorder flag.
@@ -68,7 +71,7 @@ pub enum Pattern {
     },
 }
 
-/// `x ↦ S·x + b` with `S` zero outside its pattern; `values` in canonical order (row-major over
+/// `x ↦ x·Sᵀ + b` with `S` zero outside its pattern; `values` in canonical order (row-major over
 /// the pattern, columns ascending within a row).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sparse {
@@ -84,7 +87,7 @@ pub struct Sparse {
     pub bias: Vec<f64>,
 }
 
-/// `x ↦ scale·B·A·x + b`, `A: [r, I]`, `B: [O, r]`.
+/// `x ↦ scale·x·(B·A)ᵀ + b`, `A: [r, I]`, `B: [O, r]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LowRank {
     /// Rank `r`.
@@ -115,13 +118,13 @@ pub struct ScaleShift {
 /// An affine map in one of its exact representations.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Affine {
-    /// `W·x + b`.
+    /// `x·Wᵀ + b`.
     Dense(Dense),
-    /// `BD(G)·P·x + β`: one grouped connection.
+    /// `x·(BD(G)·Π)ᵀ + β`: one grouped connection.
     BlockDiagonal(BlockDiagonal),
-    /// `S·x + b` on a pattern.
+    /// `x·Sᵀ + b` on a pattern.
     Sparse(Sparse),
-    /// `scale·B·A·x + b`.
+    /// `scale·x·(B·A)ᵀ + b`.
     LowRank(LowRank),
     /// `γ ⊙ x + β`.
     ScaleShift(ScaleShift),
@@ -275,7 +278,7 @@ impl Affine {
             Affine::ScaleShift(_) => "scale-shift",
         }
     }
-    /// The bias (`a` in `A·x + a`).
+    /// The bias (`a` in `x·Aᵀ + a`).
     pub fn bias(&self) -> &[f64] {
         match self {
             Affine::Dense(d) => &d.bias,

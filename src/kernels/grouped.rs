@@ -1,8 +1,10 @@
-//! Grouped connection kernels: the consolidator's branches, `y += α·(BD(G)·P·x + β)`.
+//! Grouped connection kernels: the consolidator's branches, `y += α·(x·(BD(G)·Π)ᵀ + β)`.
+//!
+//! Row convention, as in every doc of the crate: a sample is a row `x`, a layer `x·Wᵀ + b`.
 //!
 //! A branch maps `I` inputs to `O` outputs with `g` groups (`g` divides both; `ci = I/g`,
 //! `co = O/g`). Its weight `G: [g, co, ci]` is, as a matrix, the block-diagonal `BD(G)`. The
-//! optional reorder `P` is the ShuffleNet interleave with the branch's own `g`:
+//! optional reorder `Π` (a permutation matrix) is the ShuffleNet interleave with the branch's own `g`:
 //! `x̃[b·g + a] = x[a·ci + b]`, so reordered column `j` reads input column
 //! `src(j) = (j mod g)·ci + j / g` ([`GroupSpec::src`]).
 //!
@@ -424,7 +426,7 @@ fn gemm_rows(rows: usize) -> usize {
     par::row_chunk(rows, 128)
 }
 
-/// Forward: `y[r] += α·(BD(G)·P·x[r] + β)` for every row `r` of `x: [R, I]`, `y: [R, O]`.
+/// Forward: `y[r] += α·(x[r]·(BD(G)·Π)ᵀ + β)` for every row `r` of `x: [R, I]`, `y: [R, O]`.
 pub fn grouped_forward(
     spec: &GroupSpec,
     alpha: f32,
@@ -491,7 +493,7 @@ pub fn grouped_forward(
     Ok(())
 }
 
-/// Input gradient: `dx[r] += α·(BD(G)·P)ᵀ·dy[r]`.
+/// Input gradient: `dx[r] += α·dy[r]·BD(G)·Π`.
 pub fn grouped_backward_input(spec: &GroupSpec, alpha: f32, dy: &[f32], w: &[f32], dx: &mut [f32]) -> Result<()> {
     let rows = check(spec, dx.len(), w.len(), dy.len(), "grouped_backward_input")?;
     let (i_dim, o_dim, ci, co, g) = (spec.in_dim, spec.out_dim, spec.ci(), spec.co(), spec.groups);

@@ -1,8 +1,8 @@
 //! The consolidator (Hao et al., ICLR 2023): grouped-connection branches beside a frozen linear
-//! layer, `y = x·Wᵀ + b + Σ_k DP(x·(BD(G_k)·P_k)ᵀ + β_k)`.
+//! layer, `y = x·Wᵀ + b + Σ_k DP(x·(BD(G_k)·Π_k)ᵀ + β_k)`.
 //!
 //! Branch `k` has `g_k` groups (`BD(G_k)`, a block-diagonal matrix), an optional fixed channel
-//! reorder `P_k` and a bias `β_k`; drop-path `DP` drops a whole branch per sample in training.
+//! reorder `Π_k` (a permutation matrix) and a bias `β_k`; drop-path `DP` drops a whole branch per sample in training.
 //! The layer, its branches and drop-path run as one tape node (`Var::consolidated_linear`).
 //! Mergeable: the branches sum to one [`Sparse`] map on the union of their supports.
 //! docs/CONSOLIDATOR.md explains the operator and its two consolidation stages.
@@ -214,7 +214,7 @@ impl MethodConfig for ConsolidatorConfig {
     }
 }
 
-/// One grouped-connection branch: `x ↦ x·(BD(G)·P)ᵀ + β`.
+/// One grouped-connection branch: `x ↦ x·(BD(G)·Π)ᵀ + β`.
 #[derive(Clone, Debug)]
 pub struct GroupBranch {
     /// Widths, group count and reorder flag.

@@ -1,15 +1,15 @@
 //! The consolidator's fused op: a linear layer with grouped-connection branches beside it,
 //!
-//! `y = x·Wᵀ + b + Σ_k DP_p(BD(G_k)·P_k·x + β_k)`,
+//! `y = x·Wᵀ + b + Σ_k DP_p(x·(BD(G_k)·Π_k)ᵀ + β_k)`,
 //!
-//! for `x: [B, .., I]` (the leading dimension indexes samples), `W: [O, I]`, `G_k: [g_k, O/g_k, I/g_k]`.
+//! in the row convention: `x: [B, .., I]` (the leading dimension indexes samples, each sample a row), `W: [O, I]`, `G_k: [g_k, O/g_k, I/g_k]`.
 //! `DP_p` is drop-path on each branch: in training, one Bernoulli(1 − p) draw per sample and
 //! branch; kept samples are scaled by `1/(1 − p)`; identity in evaluation. Kept samples are
 //! contiguous row ranges, so the kernels run on those ranges with `α = 1/(1 − p)` and dropped
 //! samples cost nothing.
 //!
 //! Backward (`s_k` the drop-path scale of a sample for branch `k`, 0 if dropped):
-//! - `dx = dy·W + Σ_k s_k·(BD(G_k)P_k)ᵀ·dy`
+//! - `dx = dy·W + Σ_k (s_k ⊙ dy)·BD(G_k)·Π_k`
 //! - `dW = dyᵀ·x` (only if `W` is trainable), `db = Σ dy`
 //! - `dG_k = Σ_rows s_k·dy_i ⊗ x̃_i` per group `i`, `dβ_k = Σ_rows s_k·dy`
 //!
@@ -79,7 +79,7 @@ struct Kept {
 }
 
 impl<'t> Var<'t> {
-    /// `x·Wᵀ + b + Σ_k DP_p(BD(G_k)P_k x + β_k)`: see the module docs.
+    /// `x·Wᵀ + b + Σ_k DP_p(x·(BD(G_k)·Π_k)ᵀ + β_k)`: see the module docs.
     pub fn consolidated_linear(
         &self,
         w: &Var<'t>,
@@ -90,7 +90,7 @@ impl<'t> Var<'t> {
         fused(self, Some((w, b)), branches, drop_path)
     }
 
-    /// `BD(G)·P·x + β`: one grouped connection alone.
+    /// `x·(BD(G)·Π)ᵀ + β`: one grouped connection alone.
     pub fn grouped_linear(&self, spec: GroupSpec, g: &Var<'t>, beta: Option<&Var<'t>>) -> Result<Var<'t>> {
         fused(self, None, &[Branch { spec, weight: g, bias: beta }], 0.0)
     }
@@ -243,7 +243,7 @@ fn fused<'t>(
 }
 
 /// The frozen-weight path. Every branch is linear, so for a sample whose drop-path pattern keeps
-/// branch set `m`, the layer is the dense map `W_m = W + Σ_{k∈m} s·BD(G_k)P_k` (bias likewise).
+/// branch set `m`, the layer is the dense map `W_m = W + Σ_{k∈m} s·BD(G_k)·Π_k` (bias likewise).
 /// There are at most a few distinct patterns per batch (two with one branch), so the branches
 /// ride inside the frozen layer's GEMM: one `W_m` is materialised per pattern and each run of
 /// samples with that pattern is one GEMM, forward and for `dx`. What remains of the branches is
