@@ -29,12 +29,38 @@ impl<'t> Softplus<'t> for Var<'t> {
     }
 }
 
+/// The same op with a classic mistake in its backward: `σ(−x)` where `σ(x)` belongs (a sign
+/// lost while deriving). The forward is right, so only the gradient check can catch it.
+trait WrongSoftplus<'t> {
+    fn softplus_wrong(&self) -> Result<Var<'t>>;
+}
+
+impl<'t> WrongSoftplus<'t> for Var<'t> {
+    fn softplus_wrong(&self) -> Result<Var<'t>> {
+        let x = self.value().clone();
+        let y: Vec<f32> = x.data().iter().map(|&v| v.max(0.0) + (-v.abs()).exp().ln_1p()).collect();
+        let value = Tensor::new(x.shape(), y)?;
+        let xn = self.node();
+        self.tape().op("softplus_wrong", value, &[self], move |dy, g| {
+            g.add_with(xn, || {
+                let dx = x.data().iter().zip(dy.data()).map(|(&v, &d)| d / (1.0 + v.exp())).collect();
+                Tensor::new(x.shape(), dx)
+            })
+        })
+    }
+}
+
 fn main() -> Result<()> {
     // The gradient check every op gets.
     let x = Tensor::new(&[2, 3], vec![-3.0, -0.5, 0.0, 0.25, 1.5, 4.0])?;
     let report = gradcheck(|_tape, v| v[0].softplus(), std::slice::from_ref(&x), GradcheckOptions::default())?;
-    println!("softplus {report}");
+    println!("{report}");
     assert!(report.passed());
+
+    // A wrong backward fails it, and the report names the op and the worst element.
+    let wrong = gradcheck(|_tape, v| v[0].softplus_wrong(), std::slice::from_ref(&x), GradcheckOptions::default())?;
+    println!("{wrong}");
+    assert!(!wrong.passed(), "a backward with a sign error must fail its check");
 
     // On a constant nothing is recorded: no node, no closure, no gradient work.
     let tape = Tape::new();

@@ -293,3 +293,50 @@ fn a_profiled_tape_times_each_op_forward_and_backward() {
     // Unprofiled tapes report nothing.
     assert!(Tape::new().profile().is_empty());
 }
+
+#[test]
+fn a_traced_tape_shows_each_nodes_complete_gradient_last_node_first() {
+    // y = (x·x)·x = x³ with x used three times: dy/dx = 3x².
+    let tape = Tape::new().traced();
+    let x = tape.var(Tensor::new(&[2], vec![2.0, -1.0]).unwrap());
+    let sq = x.mul(&x).unwrap();
+    let y = sq.mul(&x).unwrap().sum().unwrap();
+    assert_eq!(tape.ops(), ["mul", "mul", "sum"]);
+    let grads = tape.backward(&y).unwrap();
+    let trace = tape.trace();
+    let steps: Vec<(usize, &str)> = trace.iter().map(|s| (s.node, s.op)).collect();
+    assert_eq!(steps, [(3, "sum"), (2, "mul"), (1, "mul"), (0, "leaf")]);
+    assert_eq!(trace[0].grad.data(), &[1.0]); // the seed
+    assert_eq!(trace[1].grad.data(), &[1.0, 1.0]); // d(sum)/d(x³) = 1
+    assert_eq!(trace[2].grad.data(), &[2.0, -1.0]); // d(x²·x)/d(x²) = x
+                                                    // The leaf's step holds its final gradient, 3x², the same the store returns.
+    assert_eq!(trace[3].grad.data(), &[12.0, 3.0]);
+    assert_eq!(grads.get(&x).unwrap().data(), trace[3].grad.data());
+    // Untraced tapes keep nothing.
+    let tape = Tape::new();
+    let x = tape.var(Tensor::new(&[1], vec![1.0]).unwrap());
+    let y = x.mul(&x).unwrap().sum().unwrap();
+    tape.backward(&y).unwrap();
+    assert!(tape.trace().is_empty());
+}
+
+#[test]
+fn a_failing_gradient_check_names_the_op_that_failed() {
+    use consolidator::autograd::{gradcheck, GradcheckOptions};
+    // `double_wrong` claims y = 2x but its backward passes dy through unscaled.
+    fn double_wrong<'t>(x: &Var<'t>) -> Result<Var<'t>> {
+        let value = Tensor::new(x.shape(), x.value().data().iter().map(|v| 2.0 * v).collect())?;
+        let xn = x.node();
+        x.tape().op("double_wrong", value, &[x], move |dy, g| g.add_with(xn, || Ok(dy.clone())))
+    }
+    let x = Tensor::new(&[3], vec![0.5, -1.0, 2.0]).unwrap();
+    let report =
+        gradcheck(|_t, v| double_wrong(&v[0])?.gelu_erf(), std::slice::from_ref(&x), GradcheckOptions::default())
+            .unwrap();
+    assert!(!report.passed());
+    assert_eq!(report.ops, ["double_wrong", "gelu_erf"]);
+    let text = report.to_string();
+    assert!(text.starts_with("gradcheck of double_wrong → gelu_erf FAILED"), "{text}");
+    let good = gradcheck(|_t, v| v[0].gelu_erf(), &[x], GradcheckOptions::default()).unwrap();
+    assert!(good.passed() && good.to_string().starts_with("gradcheck of gelu_erf passed"), "{good}");
+}

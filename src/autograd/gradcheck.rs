@@ -46,6 +46,8 @@ impl Default for GradcheckOptions {
 /// The outcome of a gradient check.
 #[derive(Clone, Debug)]
 pub struct GradcheckReport {
+    /// The ops the checked function recorded, in order: what a failure points at.
+    pub ops: Vec<&'static str>,
     /// Elements compared.
     pub checked: usize,
     /// Elements outside tolerance.
@@ -65,9 +67,11 @@ impl GradcheckReport {
 
 impl std::fmt::Display for GradcheckReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verdict = if self.passed() { "passed" } else { "FAILED" };
+        let ops = if self.ops.is_empty() { "no op".to_string() } else { self.ops.join(" → ") };
         write!(
             f,
-            "gradcheck: {} checked, {} failed, worst ratio {:.3}",
+            "gradcheck of {ops} {verdict}: {} checked, {} failed, worst ratio {:.3}",
             self.checked, self.failures, self.worst_ratio
         )?;
         if let Some((i, j, a, n)) = self.worst {
@@ -91,6 +95,7 @@ where
     let n_out = y.value().numel().max(1);
     let scale = 1.0 / (n_out as f32).sqrt();
     let r = Tensor::new(y.shape(), (0..y.value().numel()).map(|_| rng.gen_range(-scale..scale)).collect())?;
+    let ops = tape.ops();
     let l = project(&y, &r)?;
     if !l.requires_grad() {
         return Err(Error::invalid("gradcheck", "the output does not depend on the inputs"));
@@ -105,7 +110,7 @@ where
         }
         Ok(y.value().data().iter().zip(r.data()).map(|(&a, &b)| a as f64 * b as f64).sum())
     };
-    let mut report = GradcheckReport { checked: 0, failures: 0, worst: None, worst_ratio: 0.0 };
+    let mut report = GradcheckReport { ops, checked: 0, failures: 0, worst: None, worst_ratio: 0.0 };
     let mut xs: Vec<Tensor> = inputs.to_vec();
     for (i, v) in vars.iter().enumerate() {
         let zeros = Tensor::zeros(v.shape());

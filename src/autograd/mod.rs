@@ -13,4 +13,4 @@ mod tape;
 
 pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport};
 pub use param::{Param, ParamId};
-pub use tape::{BackwardFn, Gradients, Grads, OpTime, Tape, Var};
+pub use tape::{BackwardFn, Gradients, Grads, OpTime, Tape, TraceStep, Var};

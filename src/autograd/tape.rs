@@ -1,4 +1,5 @@
-//! The tape: a Wengert list of the operations applied to values that need a gradient.
+//! The tape: the list, in the order they ran, of the operations applied to values that need a
+//! gradient.
 //!
 //! A [`Var`] is a value (a [`Tensor`]) plus, if it needs a gradient, the index of its node on the
 //! tape. Every op computes its output eagerly and, only when one of its inputs has a node, pushes
@@ -37,6 +38,20 @@ pub struct Tape {
     rng: RefCell<StdRng>,
     /// Per-op wall time, when profiling (see [`Tape::profiled`]).
     profile: Option<RefCell<Profile>>,
+    /// The gradient arriving at each node in the reverse pass, when tracing (see [`Tape::traced`]).
+    trace: Option<RefCell<Vec<TraceStep>>>,
+}
+
+/// One step of a traced reverse pass: the gradient that arrived at a node, complete (every op
+/// that used the node's value comes later on the tape and has already run).
+#[derive(Clone, Debug)]
+pub struct TraceStep {
+    /// The node's index on the tape.
+    pub node: usize,
+    /// The op's name, or `"leaf"` for an input or a parameter.
+    pub op: &'static str,
+    /// `∂loss/∂(the node's value)`.
+    pub grad: Tensor,
 }
 
 /// Wall time per op name: forward (the time since the previous op was recorded, so glue code
@@ -88,6 +103,7 @@ impl Tape {
             train: true,
             rng: RefCell::new(StdRng::seed_from_u64(0)),
             profile: None,
+            trace: None,
         }
     }
     /// A recording tape in evaluation mode (dropout and drop-path are the identity).
@@ -116,6 +132,22 @@ impl Tape {
             self.profile.as_ref().map(|p| p.borrow().ops.iter().map(|(k, t)| (*k, *t)).collect()).unwrap_or_default();
         v.sort_by(|a, b| (b.1.forward + b.1.backward).total_cmp(&(a.1.forward + a.1.backward)));
         v
+    }
+    /// Keeps, during [`Tape::backward`], a copy of the gradient arriving at every node, for
+    /// teaching and debugging ([`Tape::trace`]); it costs a copy per node.
+    pub fn traced(mut self) -> Self {
+        self.trace = Some(RefCell::new(Vec::new()));
+        self
+    }
+    /// The steps of the reverse pass in the order they ran (last node first); empty unless
+    /// [`Tape::traced`].
+    pub fn trace(&self) -> Vec<TraceStep> {
+        self.trace.as_ref().map(|t| t.borrow().clone()).unwrap_or_default()
+    }
+    /// The names of the recorded ops, in the order they ran (empty once [`Tape::backward`] has
+    /// consumed the tape).
+    pub fn ops(&self) -> Vec<&'static str> {
+        self.nodes.borrow().iter().filter_map(|n| n.as_ref().map(|(op, _)| *op)).collect()
     }
     /// Training mode: stochastic regularisers are active.
     pub fn is_train(&self) -> bool {
@@ -209,6 +241,10 @@ impl Tape {
         grads.slots.resize_with(nodes.len(), || None);
         grads.slots[root] = Some(Tensor::full(loss.shape(), 1.0));
         for i in (0..=root).rev() {
+            if let (Some(trace), Some(g)) = (&self.trace, &grads.slots[i]) {
+                let op = nodes[i].as_ref().map_or("leaf", |(op, _)| *op);
+                trace.borrow_mut().push(TraceStep { node: i, op, grad: g.clone() });
+            }
             if let Some((op, f)) = nodes[i].take() {
                 // An op node: its gradient is no longer needed once propagated.
                 if let Some(g) = grads.slots[i].take() {
