@@ -5,7 +5,8 @@
 //! `L = (1/N) Σ_n −Σ_k t_nk · log p_nk`, with `log p_nk = x_nk − logsumexp_k(x_n)` computed stably
 //! (the row max subtracted first).
 //!
-//! Backward: `dx_nk = dL · (p_nk − t_nk) / N` (the softmax `p` is saved).
+//! Backward: `dx_nk = g·(p_nk − t_nk)/N`, `g` the gradient arriving at the loss (1 when it is the
+//! final loss; the softmax `p` is saved).
 
 use crate::autograd::Var;
 use crate::{Error, Result, Tensor};
