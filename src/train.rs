@@ -7,12 +7,15 @@
 //! uninterrupted one would.
 
 use crate::autograd::Tape;
+use crate::data::image::shift_batch;
 use crate::data::{Preprocess, Source};
 use crate::io::safetensors::TensorFile;
 use crate::model::Model;
 use crate::nn::{Module, VisionTransformer};
 use crate::optim::{clip_scale, CosineSchedule, Optimizer, OptimizerKind};
 use crate::{Error, Result};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -41,6 +44,10 @@ pub struct TrainConfig {
     pub clip_grad: f32,
     /// Label smoothing of the cross-entropy (0 = off).
     pub label_smoothing: f32,
+    /// Random translation of the training images by up to this many pixels each way
+    /// ([`crate::data::image::shift_batch`]; 0 = off). Drawn from `(seed, step)`, so a resumed
+    /// run continues exactly.
+    pub shift: usize,
     /// Seed of the shuffling and of the stochastic regularisers.
     pub seed: u64,
     /// Evaluate on the validation set every this many epochs (and after the last; 0: only the last).
@@ -66,6 +73,7 @@ impl Default for TrainConfig {
             min_lr: 1e-5,
             clip_grad: 0.0,
             label_smoothing: 0.0,
+            shift: 0,
             seed: 0,
             eval_every: 1,
             checkpoint: None,
@@ -105,6 +113,9 @@ impl TrainConfig {
         }
         if !(self.clip_grad.is_finite() && self.clip_grad >= 0.0) {
             return bad(format!("gradient clip {} must be a finite number ≥ 0 (0: off)", self.clip_grad));
+        }
+        if self.shift > 1024 {
+            return bad(format!("a shift of {} pixels must be at most 1024", self.shift));
         }
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return bad(format!("label smoothing {} must be in [0, 1)", self.label_smoothing));
@@ -346,6 +357,13 @@ impl<'a> Trainer<'a> {
             check_classes(v, model.vit.config.num_classes)?;
         }
         let prep = model.preprocess();
+        let (h, w) = model.vit.config.img_size;
+        if cfg.shift > 0 && cfg.shift >= h.min(w) {
+            return Err(Error::invalid(
+                "train",
+                format!("a shift of up to {} pixels needs images larger than the model's {h}×{w}", cfg.shift),
+            ));
+        }
         if model.vit.num_trainable() == 0 {
             return Err(Error::invalid("train", "the model has no trainable parameter"));
         }
@@ -387,6 +405,13 @@ impl<'a> Trainer<'a> {
             for (step, batch) in batches.enumerate().skip(skip) {
                 let (images, labels) = batch?;
                 let global = epoch * steps_per_epoch + step;
+                let images = if cfg.shift > 0 {
+                    let mut rng =
+                        StdRng::seed_from_u64(cfg.seed.wrapping_mul(0x2545_F491).wrapping_add(global as u64) ^ 0x5A17);
+                    shift_batch(&images, cfg.shift, &mut rng)?
+                } else {
+                    images
+                };
                 lr = sched.lr(global);
                 let (loss, ok, grads) = {
                     let tape = Tape::new().with_seed(cfg.seed.wrapping_mul(0x9E37_79B9).wrapping_add(global as u64));

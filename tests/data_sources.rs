@@ -1425,3 +1425,41 @@ fn fuzz_found_jpeg_that_made_the_decoder_panic() {
     assert!(e.contains("idct.jpg") && e.contains("more densely than the first"), "{e}");
     consolidator::data::fuzz::fuzz_image(&bytes);
 }
+
+#[test]
+fn shift_batch_translates_each_image_and_copies_edges() {
+    use consolidator::data::image::shift_batch;
+    use rand::{Rng, SeedableRng};
+    let (b, c, h, w, max) = (64, 2, 3, 5, 2);
+    let src: Vec<f32> = (0..b * c * h * w).map(|v| v as f32).collect();
+    let x = Tensor::new(&[b, c, h, w], src.clone()).unwrap();
+    let y = shift_batch(&x, max, &mut rand::rngs::StdRng::seed_from_u64(9)).unwrap();
+    assert_eq!(y.shape(), x.shape());
+    // The same draws, replayed: image i moves by (dy, dx), every channel alike.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..b {
+        let (dy, dx): (isize, isize) = (rng.gen_range(-2..=2), rng.gen_range(-2..=2));
+        seen.insert((dy, dx));
+        for ch in 0..c {
+            for yy in 0..h {
+                for xx in 0..w {
+                    let sy = (yy as isize - dy).clamp(0, h as isize - 1) as usize;
+                    let sx = (xx as isize - dx).clamp(0, w as isize - 1) as usize;
+                    let at = |yy: usize, xx: usize| ((i * c + ch) * h + yy) * w + xx;
+                    assert_eq!(
+                        y.data()[at(yy, xx)],
+                        src[at(sy, sx)],
+                        "image {i} ({dy}, {dx}) channel {ch} at ({yy}, {xx})"
+                    );
+                }
+            }
+        }
+    }
+    assert!(seen.len() > 15, "64 draws should cover most of the 25 shifts, saw {}", seen.len());
+    // Bad input: not a batch of images, or a shift as large as the image.
+    let err = shift_batch(&Tensor::zeros(&[3, 5]), 1, &mut rng).unwrap_err().to_string();
+    assert!(err.contains("shift_batch") && err.contains("[B, C, H, W]"), "{err}");
+    let err = shift_batch(&x, 3, &mut rng).unwrap_err().to_string();
+    assert!(err.contains("3 pixels"), "{err}");
+}

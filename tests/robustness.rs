@@ -78,6 +78,8 @@ fn check_resume(method: Option<&str>, stop_at: usize, name: &str) {
         warmup_epochs: 1,
         clip_grad: 1.0,
         label_smoothing: 0.1,
+        // The random shifts are drawn per step too: a resumed run must draw the same ones.
+        shift: if method.is_none() { 1 } else { 0 },
         seed: 5,
         checkpoint: Some(ck.clone()),
         ..TrainConfig::default()

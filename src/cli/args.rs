@@ -61,6 +61,14 @@ pub fn split_fraction(s: &str) -> Result<f32, String> {
     }
 }
 
+/// A random shift in pixels, 0..=1024.
+pub fn shift(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n <= 1024 => Ok(n),
+        _ => Err("expected a whole number of pixels in 0..=1024".into()),
+    }
+}
+
 /// A rate in [0, 1).
 pub fn rate(s: &str) -> Result<f32, String> {
     match s.parse::<f32>() {
@@ -96,7 +104,10 @@ pub struct TrainFlags {
     /// Label smoothing, in [0, 1)
     #[arg(long, value_name = "X", value_parser = rate, allow_negative_numbers = true)]
     pub label_smoothing: Option<f32>,
-    /// Seed of initialisation, shuffling and drop-path
+    /// Shift each training image by up to N pixels each way, at random (edges copied; 0: off)
+    #[arg(long, value_name = "N", value_parser = shift)]
+    pub shift: Option<usize>,
+    /// Seed of initialisation, shuffling, drop-path and shifts
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub seed: u64,
     /// Evaluate on the validation set every N epochs (and after the last)
@@ -128,6 +139,7 @@ impl TrainFlags {
             warmup_epochs: self.warmup.unwrap_or(defaults.warmup_epochs),
             clip_grad: self.clip.unwrap_or(defaults.clip_grad),
             label_smoothing: self.label_smoothing.unwrap_or(defaults.label_smoothing),
+            shift: self.shift.unwrap_or(defaults.shift),
             seed: self.seed,
             eval_every: self.eval_every.unwrap_or(defaults.eval_every),
             checkpoint: self.checkpoint.clone(),
