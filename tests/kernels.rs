@@ -17,7 +17,7 @@
 
 use consolidator::kernels::activation::*;
 use consolidator::kernels::elementwise::*;
-use consolidator::kernels::gemm::{gemm, gemm_batched, gemm_ext, gemm_isa, gemm_new, MatRef};
+use consolidator::kernels::gemm::{gemm, gemm_batched, gemm_ext, gemm_isa, gemm_new, gemm_push, MatRef};
 use consolidator::kernels::layernorm::*;
 use consolidator::kernels::softmax::*;
 use consolidator::kernels::{Isa, PackedB, Rhs};
@@ -508,6 +508,13 @@ proptest! {
         let mut zeroed = vec![0.0; m * n];
         gemm_ext(1.0, av, Rhs::View(bv), 0.0, Some(&bias), &mut zeroed, n);
         prop_assert_eq!(bits(&fresh), bits(&zeroed));
+        // Appended to a buffer (on this thread): the same values after what was there.
+        let mut v = vec![7.0f32];
+        let pushed = gemm_push(0.5, av, bv, &mut v).to_vec();
+        let mut want = vec![0.0; m * n];
+        gemm(0.5, av, bv, 0.0, &mut want, n);
+        prop_assert_eq!(bits(&pushed), bits(&want));
+        prop_assert_eq!(v.len(), 1 + m * n);
     }
 }
 

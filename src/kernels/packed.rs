@@ -64,10 +64,11 @@ impl Isa {
             #[cfg(target_arch = "x86_64")]
             {
                 let avx2 = std::env::var("CONSOLIDATOR_GEMM").is_ok_and(|v| v == "avx2");
-                if is_x86_feature_detected!("avx512f") && !avx2 {
+                let has_avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+                if has_avx2 && is_x86_feature_detected!("avx512f") && !avx2 {
                     return Some(Isa::Avx512);
                 }
-                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                if has_avx2 {
                     return Some(Isa::Avx2);
                 }
             }
@@ -78,12 +79,10 @@ impl Isa {
     pub fn available() -> Vec<Isa> {
         let mut v = vec![Isa::Scalar512, Isa::Scalar256];
         #[cfg(target_arch = "x86_64")]
-        {
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            v.push(Isa::Avx2);
             if is_x86_feature_detected!("avx512f") {
                 v.push(Isa::Avx512);
-            }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                v.push(Isa::Avx2);
             }
         }
         v
@@ -97,7 +96,8 @@ impl Isa {
     }
 }
 
-/// Whether `isa` is a SIMD kernel (not a scalar twin).
+/// Whether `isa` is a SIMD kernel (not a scalar twin): then the CPU has AVX2 and FMA (see
+/// [`Isa::available`]), which the packers' SIMD paths use.
 fn is_simd(isa: Isa) -> bool {
     matches!(isa, Isa::Avx512 | Isa::Avx2)
 }
@@ -343,8 +343,8 @@ fn alloc_aligned(buf: &mut Vec<f32>, len: usize) -> usize {
 
 /// Packs columns `j0..j1` of rows `pc..pc + kc` of `b` into panels of `nr` columns (`j0` a
 /// multiple of `nr`), zero-padded to whole panels.
-/// `simd`: transposes may use AVX (the SIMD kernels' packing; their scalar twins pack
-/// element by element).
+/// `simd`: the CPU runs a SIMD kernel (so has AVX2), and rows and transposes use it (the scalar
+/// twins pack element by element).
 #[allow(clippy::too_many_arguments)]
 fn pack_b(b: MatRef, nr: usize, pc: usize, kc: usize, j0: usize, j1: usize, out: &mut [f32], simd: bool) {
     for (jp, panel) in out.chunks_exact_mut(kc * nr).take((j1 - j0).div_ceil(nr)).enumerate() {
@@ -354,8 +354,8 @@ fn pack_b(b: MatRef, nr: usize, pc: usize, kc: usize, j0: usize, j1: usize, out:
             for (p, dst) in panel.chunks_exact_mut(nr).enumerate() {
                 let src = &b.data[(pc + p) * b.rs + c0..][..w];
                 #[cfg(target_arch = "x86_64")]
-                if simd && is_x86_feature_detected!("avx2") {
-                    // SAFETY: `src` holds `w ≤ nr` values, `dst` holds `nr`; AVX2 is present.
+                if simd {
+                    // SAFETY: `src` holds `w ≤ nr` values, `dst` holds `nr`; `simd`: AVX2 present.
                     unsafe { copy_padded(src, dst) };
                     continue;
                 }
@@ -368,7 +368,7 @@ fn pack_b(b: MatRef, nr: usize, pc: usize, kc: usize, j0: usize, j1: usize, out:
             }
             // Columns contiguous (B = Wᵀ): 8 × 8 blocks transposed in registers.
             #[cfg(target_arch = "x86_64")]
-            if b.rs == 1 && simd && (w, kc) >= (8, 8) && is_x86_feature_detected!("avx") {
+            if b.rs == 1 && simd && (w, kc) >= (8, 8) {
                 let col = |j: usize| &b.data[(c0 + j) * b.cs + pc..(c0 + j) * b.cs + pc + kc];
                 for j in (0..w / 8 * 8).step_by(8) {
                     // The last column of the block bounds every read of the transpose.
@@ -376,7 +376,7 @@ fn pack_b(b: MatRef, nr: usize, pc: usize, kc: usize, j0: usize, j1: usize, out:
                     for p in (0..kc / 8 * 8).step_by(8) {
                         // SAFETY: rows c0 + j .. c0 + j + 8 of the stored matrix hold values
                         // pc + p .. pc + p + 8 (checked above through `col`); the panel holds
-                        // rows p .. p + 8 of nr values from column j + 8 ≤ nr.
+                        // rows p .. p + 8 of nr values from column j + 8 ≤ nr; `simd`: AVX.
                         unsafe { transpose8(col(j)[p..].as_ptr(), b.cs, panel[p * nr + j..].as_mut_ptr(), nr) };
                     }
                     for jj in j..j + 8 {
