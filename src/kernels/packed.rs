@@ -446,11 +446,38 @@ unsafe fn transpose8(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
 }
 
 /// Packs rows `r0..r0 + rows` (at most `mr`) of columns `pc..pc + kc` of `a` as `kc × mr`,
-/// zero-padded past `rows`.
-fn pack_a(a: MatRef, mr: usize, r0: usize, rows: usize, pc: usize, kc: usize, out: &mut [f32]) {
+/// zero-padded past `rows`. `simd` as in [`pack_b`]: whole tiles of contiguous columns are
+/// row copies, of contiguous rows 8 × 8 transposes (rows 0–7, then 4–11 of a 12-row tile).
+#[allow(clippy::too_many_arguments)]
+fn pack_a(a: MatRef, mr: usize, r0: usize, rows: usize, pc: usize, kc: usize, out: &mut [f32], simd: bool) {
     let out = &mut out[..kc * mr];
     if rows < mr {
         out.fill(0.0);
+    }
+    if rows == mr && a.rs == 1 {
+        for (p, d) in out.chunks_exact_mut(mr).enumerate() {
+            d.copy_from_slice(&a.data[r0 + (pc + p) * a.cs..][..mr]);
+        }
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if rows == 12 && mr == 12 && a.cs == 1 && simd && kc >= 8 {
+        let row = |r: usize| &a.data[(r0 + r) * a.rs + pc..][..kc];
+        let _ = row(11); // bounds every read of the transposes
+        for p in (0..kc / 8 * 8).step_by(8) {
+            for r in [0, 4] {
+                // SAFETY: rows r0 + r .. r0 + r + 8 hold columns pc + p .. pc + p + 8 (checked
+                // through `row`); `out` holds rows p .. p + 8 of 12 values from column r + 8 ≤ 12;
+                // `simd`: AVX.
+                unsafe { transpose8(row(r)[p..].as_ptr(), a.rs, out[p * mr + r..].as_mut_ptr(), mr) };
+            }
+        }
+        for r in 0..12 {
+            for p in kc / 8 * 8..kc {
+                out[p * mr + r] = row(r)[p];
+            }
+        }
+        return;
     }
     for r in 0..rows {
         let row = &a.data[(r0 + r) * a.rs + pc * a.cs..];
@@ -548,13 +575,17 @@ pub(crate) unsafe fn run_block(
                 let mut ir = rows.start;
                 while ir < rows.end {
                     let rr = mr.min(rows.end - ir);
-                    let (ap, lda, a_rows) = if rr == mr && a.cs == 1 {
+                    // A is read in place unless its tile's values would fight over a few L1
+                    // sets while several column tiles reuse it: columns read in place touch a
+                    // line per depth step, rows a multiple of 1 KiB apart map to the same sets.
+                    let reused = jn > 3 * nr;
+                    let (ap, lda, a_rows) = if rr == mr && a.cs == 1 && !(reused && a.rs % 256 == 0) {
                         (a.data[ir * a.rs + pc..].as_ptr(), a.rs, true)
-                    } else if rr == mr && a.rs == 1 {
+                    } else if rr == mr && a.rs == 1 && !reused {
                         (a.data[ir + pc * a.cs..].as_ptr(), a.cs, false)
                     } else {
                         let off = alloc_aligned(abuf, kc * mr);
-                        pack_a(a, mr, ir, rr, pc, kc, &mut abuf[off..]);
+                        pack_a(a, mr, ir, rr, pc, kc, &mut abuf[off..], is_simd(isa));
                         (abuf[off..].as_ptr(), mr, false)
                     };
                     let mut jr = 0;
