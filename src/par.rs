@@ -119,12 +119,15 @@ pub fn build_with<S: Send>(
     assert_eq!(side.len(), n.div_ceil(chunk), "par::build_with: one side item per chunk");
     let mut v: Vec<f32> = Vec::with_capacity(n);
     let mut parts: Vec<_> = v.spare_capacity_mut()[..n].chunks_mut(chunk).zip(side).collect();
-    for_each_chunk_mut(&mut parts, 1, |i, p| {
-        let (c, s) = &mut p[0];
-        c.fill(std::mem::MaybeUninit::new(0.0));
-        // SAFETY: every value of `c` was just written; `MaybeUninit<f32>` has `f32`'s layout.
-        let c = unsafe { &mut *(*c as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
-        f(i, c, s)
+    // Small buffers stay on the calling thread: a hand-off costs more than the work.
+    let group = if n < PAR_ZERO_MIN { parts.len() } else { 1 };
+    for_each_chunk_mut(&mut parts, group, |g, ps| {
+        for (j, (c, s)) in ps.iter_mut().enumerate() {
+            c.fill(std::mem::MaybeUninit::new(0.0));
+            // SAFETY: every value of `c` was just written; `MaybeUninit<f32>` has `f32`'s layout.
+            let c = unsafe { &mut *(*c as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
+            f(g * group + j, c, s)
+        }
     });
     drop(parts);
     // SAFETY: the chunks cover `0..n` and each was initialised above.

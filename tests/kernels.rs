@@ -17,7 +17,7 @@
 
 use consolidator::kernels::activation::*;
 use consolidator::kernels::elementwise::*;
-use consolidator::kernels::gemm::{gemm, gemm_batched, gemm_ext, gemm_isa, gemm_new, MatRef};
+use consolidator::kernels::gemm::{gemm, gemm_batched, gemm_ext, gemm_isa, gemm_new, gemm_push, MatRef};
 use consolidator::kernels::layernorm::*;
 use consolidator::kernels::softmax::*;
 use consolidator::kernels::{Isa, PackedB, Rhs};
@@ -466,11 +466,12 @@ proptest! {
 
     /// Tile edges of both kernels (12 × 32 and 6 × 16: m, n over 1..3 tiles and one more),
     /// depths around the block of 384 and its double, transposed and strided operands (the
-    /// in-place and packed paths for A, the copying and transposing packers for B).
+    /// in-place and packed paths for A — rows 1 KiB apart are packed when n spans several
+    /// column tiles — the copying and transposing packers for B).
     #[test]
     fn simd_kernels_equal_their_scalar_twins(m in prop_oneof![1usize..38, 60usize..75],
                                             n in prop_oneof![1usize..100, 500usize..530],
-                                            k in prop_oneof![1usize..40, 380usize..390, 766usize..770],
+                                            k in prop_oneof![1usize..40, 380usize..390, 766usize..770, Just(256usize), Just(512usize)],
                                             ta in any::<bool>(), tb in any::<bool>(), pad in 0usize..3,
                                             step in prop_oneof![3 => Just(1usize), 1 => Just(2usize)],
                                             ab in prop_oneof![Just((1.0f32, 0.0f32)), Just((0.5, 1.0)), Just((-1.5, 0.25))],
@@ -508,6 +509,13 @@ proptest! {
         let mut zeroed = vec![0.0; m * n];
         gemm_ext(1.0, av, Rhs::View(bv), 0.0, Some(&bias), &mut zeroed, n);
         prop_assert_eq!(bits(&fresh), bits(&zeroed));
+        // Appended to a buffer (on this thread): the same values after what was there.
+        let mut v = vec![7.0f32];
+        let pushed = gemm_push(0.5, av, bv, &mut v).to_vec();
+        let mut want = vec![0.0; m * n];
+        gemm(0.5, av, bv, 0.0, &mut want, n);
+        prop_assert_eq!(bits(&pushed), bits(&want));
+        prop_assert_eq!(v.len(), 1 + m * n);
     }
 }
 

@@ -171,6 +171,31 @@ pub fn gemm_new(alpha: f32, a: MatRef, b: Rhs, bias: Option<&[f32]>) -> Vec<f32>
     c
 }
 
+/// Appends `α·A·B` (`m × n`, row-major) to `v` on the calling thread, written once (no zeroing
+/// pass); returns the new values. For per-head attention scores kept for a backward pass.
+pub fn gemm_push<'v>(alpha: f32, a: MatRef, b: MatRef, v: &'v mut Vec<f32>) -> &'v mut [f32] {
+    let (m, n, start) = (a.rows, b.cols, v.len());
+    match Isa::detect().filter(|_| a.cols > 0 && m > 0 && n > 0) {
+        Some(isa) => {
+            check_operands(a, &Rhs::View(b), m * n, n);
+            v.reserve(m * n);
+            let out = OutPtr { ptr: v.spare_capacity_mut().as_mut_ptr().cast(), ldc: n };
+            // SAFETY: the operands were checked and `v` has room for `m·n` more values; with
+            // β = 0 and k > 0 the kernels write every one of them without reading it, so they
+            // are initialised before `set_len`.
+            unsafe {
+                tiled(isa, a, Rhs::View(b), Epilogue { alpha, beta: 0.0, bias: None }, out, 1);
+                v.set_len(start + m * n);
+            }
+        }
+        None => {
+            v.resize(start + m * n, 0.0);
+            gemm_batched(1, alpha, a, 0, b, 0, 0.0, &mut v[start..], n.max(1), m * n);
+        }
+    }
+    &mut v[start..]
+}
+
 static PROFILE: AtomicBool = AtomicBool::new(false);
 static GEMM_NANOS: AtomicU64 = AtomicU64::new(0);
 

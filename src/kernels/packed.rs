@@ -64,10 +64,11 @@ impl Isa {
             #[cfg(target_arch = "x86_64")]
             {
                 let avx2 = std::env::var("CONSOLIDATOR_GEMM").is_ok_and(|v| v == "avx2");
-                if is_x86_feature_detected!("avx512f") && !avx2 {
+                let has_avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+                if has_avx2 && is_x86_feature_detected!("avx512f") && !avx2 {
                     return Some(Isa::Avx512);
                 }
-                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                if has_avx2 {
                     return Some(Isa::Avx2);
                 }
             }
@@ -78,12 +79,10 @@ impl Isa {
     pub fn available() -> Vec<Isa> {
         let mut v = vec![Isa::Scalar512, Isa::Scalar256];
         #[cfg(target_arch = "x86_64")]
-        {
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            v.push(Isa::Avx2);
             if is_x86_feature_detected!("avx512f") {
                 v.push(Isa::Avx512);
-            }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                v.push(Isa::Avx2);
             }
         }
         v
@@ -97,7 +96,8 @@ impl Isa {
     }
 }
 
-/// Whether `isa` is a SIMD kernel (not a scalar twin).
+/// Whether `isa` is a SIMD kernel (not a scalar twin): then the CPU has AVX2 and FMA (see
+/// [`Isa::available`]), which the packers' SIMD paths use.
 fn is_simd(isa: Isa) -> bool {
     matches!(isa, Isa::Avx512 | Isa::Avx2)
 }
@@ -343,8 +343,8 @@ fn alloc_aligned(buf: &mut Vec<f32>, len: usize) -> usize {
 
 /// Packs columns `j0..j1` of rows `pc..pc + kc` of `b` into panels of `nr` columns (`j0` a
 /// multiple of `nr`), zero-padded to whole panels.
-/// `simd`: transposes may use AVX (the SIMD kernels' packing; their scalar twins pack
-/// element by element).
+/// `simd`: the CPU runs a SIMD kernel (so has AVX2), and rows and transposes use it (the scalar
+/// twins pack element by element).
 #[allow(clippy::too_many_arguments)]
 fn pack_b(b: MatRef, nr: usize, pc: usize, kc: usize, j0: usize, j1: usize, out: &mut [f32], simd: bool) {
     for (jp, panel) in out.chunks_exact_mut(kc * nr).take((j1 - j0).div_ceil(nr)).enumerate() {
@@ -354,8 +354,8 @@ fn pack_b(b: MatRef, nr: usize, pc: usize, kc: usize, j0: usize, j1: usize, out:
             for (p, dst) in panel.chunks_exact_mut(nr).enumerate() {
                 let src = &b.data[(pc + p) * b.rs + c0..][..w];
                 #[cfg(target_arch = "x86_64")]
-                if simd && is_x86_feature_detected!("avx2") {
-                    // SAFETY: `src` holds `w ≤ nr` values, `dst` holds `nr`; AVX2 is present.
+                if simd {
+                    // SAFETY: `src` holds `w ≤ nr` values, `dst` holds `nr`; `simd`: AVX2 present.
                     unsafe { copy_padded(src, dst) };
                     continue;
                 }
@@ -368,7 +368,7 @@ fn pack_b(b: MatRef, nr: usize, pc: usize, kc: usize, j0: usize, j1: usize, out:
             }
             // Columns contiguous (B = Wᵀ): 8 × 8 blocks transposed in registers.
             #[cfg(target_arch = "x86_64")]
-            if b.rs == 1 && simd && (w, kc) >= (8, 8) && is_x86_feature_detected!("avx") {
+            if b.rs == 1 && simd && (w, kc) >= (8, 8) {
                 let col = |j: usize| &b.data[(c0 + j) * b.cs + pc..(c0 + j) * b.cs + pc + kc];
                 for j in (0..w / 8 * 8).step_by(8) {
                     // The last column of the block bounds every read of the transpose.
@@ -376,7 +376,7 @@ fn pack_b(b: MatRef, nr: usize, pc: usize, kc: usize, j0: usize, j1: usize, out:
                     for p in (0..kc / 8 * 8).step_by(8) {
                         // SAFETY: rows c0 + j .. c0 + j + 8 of the stored matrix hold values
                         // pc + p .. pc + p + 8 (checked above through `col`); the panel holds
-                        // rows p .. p + 8 of nr values from column j + 8 ≤ nr.
+                        // rows p .. p + 8 of nr values from column j + 8 ≤ nr; `simd`: AVX.
                         unsafe { transpose8(col(j)[p..].as_ptr(), b.cs, panel[p * nr + j..].as_mut_ptr(), nr) };
                     }
                     for jj in j..j + 8 {
@@ -446,11 +446,38 @@ unsafe fn transpose8(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
 }
 
 /// Packs rows `r0..r0 + rows` (at most `mr`) of columns `pc..pc + kc` of `a` as `kc × mr`,
-/// zero-padded past `rows`.
-fn pack_a(a: MatRef, mr: usize, r0: usize, rows: usize, pc: usize, kc: usize, out: &mut [f32]) {
+/// zero-padded past `rows`. `simd` as in [`pack_b`]: whole tiles of contiguous columns are
+/// row copies, of contiguous rows 8 × 8 transposes (rows 0–7, then 4–11 of a 12-row tile).
+#[allow(clippy::too_many_arguments)]
+fn pack_a(a: MatRef, mr: usize, r0: usize, rows: usize, pc: usize, kc: usize, out: &mut [f32], simd: bool) {
     let out = &mut out[..kc * mr];
     if rows < mr {
         out.fill(0.0);
+    }
+    if rows == mr && a.rs == 1 {
+        for (p, d) in out.chunks_exact_mut(mr).enumerate() {
+            d.copy_from_slice(&a.data[r0 + (pc + p) * a.cs..][..mr]);
+        }
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if rows == 12 && mr == 12 && a.cs == 1 && simd && kc >= 8 {
+        let row = |r: usize| &a.data[(r0 + r) * a.rs + pc..][..kc];
+        let _ = row(11); // bounds every read of the transposes
+        for p in (0..kc / 8 * 8).step_by(8) {
+            for r in [0, 4] {
+                // SAFETY: rows r0 + r .. r0 + r + 8 hold columns pc + p .. pc + p + 8 (checked
+                // through `row`); `out` holds rows p .. p + 8 of 12 values from column r + 8 ≤ 12;
+                // `simd`: AVX.
+                unsafe { transpose8(row(r)[p..].as_ptr(), a.rs, out[p * mr + r..].as_mut_ptr(), mr) };
+            }
+        }
+        for r in 0..12 {
+            for p in kc / 8 * 8..kc {
+                out[p * mr + r] = row(r)[p];
+            }
+        }
+        return;
     }
     for r in 0..rows {
         let row = &a.data[(r0 + r) * a.rs + pc * a.cs..];
@@ -548,13 +575,17 @@ pub(crate) unsafe fn run_block(
                 let mut ir = rows.start;
                 while ir < rows.end {
                     let rr = mr.min(rows.end - ir);
-                    let (ap, lda, a_rows) = if rr == mr && a.cs == 1 {
+                    // A is read in place unless its tile's values would fight over a few L1
+                    // sets while several column tiles reuse it: columns read in place touch a
+                    // line per depth step, rows a multiple of 1 KiB apart map to the same sets.
+                    let reused = jn > 3 * nr;
+                    let (ap, lda, a_rows) = if rr == mr && a.cs == 1 && !(reused && a.rs % 256 == 0) {
                         (a.data[ir * a.rs + pc..].as_ptr(), a.rs, true)
-                    } else if rr == mr && a.rs == 1 {
+                    } else if rr == mr && a.rs == 1 && !reused {
                         (a.data[ir + pc * a.cs..].as_ptr(), a.cs, false)
                     } else {
                         let off = alloc_aligned(abuf, kc * mr);
-                        pack_a(a, mr, ir, rr, pc, kc, &mut abuf[off..]);
+                        pack_a(a, mr, ir, rr, pc, kc, &mut abuf[off..], is_simd(isa));
                         (abuf[off..].as_ptr(), mr, false)
                     };
                     let mut jr = 0;

@@ -29,7 +29,7 @@
 
 use crate::autograd::Var;
 use crate::kernels::softmax::{softmax_backward_rows, softmax_rows};
-use crate::kernels::{gemm_batched, MatRef};
+use crate::kernels::{gemm::gemm_push, gemm_batched, MatRef};
 use crate::{par, Error, Result, Tensor};
 
 /// `C = α·A·B + β·C` on the calling thread: a batch of one never fans out, so the per-head
@@ -92,11 +92,17 @@ impl<'t> Var<'t> {
             // One work item per batch entry: its heads in turn, O written in place; P into the
             // entry's kept buffer, or (inference) one head's scratch reused.
             let mut probs: Vec<Vec<f32>> = vec![Vec::new(); if t == 0 { 0 } else { b }];
-            let out = par::build_with(b * t * c, t * c, &mut probs, |bi, o, p| {
-                *p = vec![0.0; if keep { heads * tt } else { tt }];
+            let out = par::build_with(b * t * c, t * c, &mut probs, |bi, o, kept| {
+                // Each head's scores are appended to the entry's kept P (or to a scratch
+                // buffer), written once by the GEMM.
+                let mut scratch = Vec::new();
+                kept.reserve(if keep { heads * tt } else { 0 });
                 for hi in 0..heads {
-                    let ph = if keep { &mut p[hi * tt..(hi + 1) * tt] } else { &mut p[..] };
-                    forward_head(x, dims, scale, (bi, hi), (0, t), ph, &mut o[hi * dims.d..], c);
+                    scratch.clear();
+                    let k = dims.view(x, bi, hi, 1).t();
+                    let p = gemm_push(scale, dims.view(x, bi, hi, 0), k, if keep { &mut *kept } else { &mut scratch });
+                    softmax_rows(p, t);
+                    gemm_here(1.0, MatRef::new(p, t, t), dims.view(x, bi, hi, 2), 0.0, &mut o[hi * dims.d..], c);
                 }
             });
             (out, if keep { probs } else { Vec::new() })
