@@ -12,7 +12,8 @@ fn randv(n: usize, rng: &mut impl Rng) -> Vec<f64> {
 
 /// A random map of the given kind on an `o × i` layer (`kind` picks the representation).
 fn random_map(kind: usize, o: usize, i: usize, groups: &[usize], rng: &mut impl Rng) -> Affine {
-    let divisors: Vec<usize> = groups.iter().copied().filter(|g| i % g == 0 && o % g == 0).collect();
+    let divisors: Vec<usize> =
+        groups.iter().copied().filter(|g| i.is_multiple_of(*g) && o.is_multiple_of(*g)).collect();
     match kind % 5 {
         0 => Affine::Dense(Dense { out_dim: o, in_dim: i, weight: randv(o * i, rng), bias: randv(o, rng) }),
         1 | 2 => {

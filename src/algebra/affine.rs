@@ -303,7 +303,7 @@ impl Affine {
     /// Applies the map to the rows of `x` (`[R, I]` → `[R, O]`).
     pub fn apply(&self, x: &[f64]) -> Result<Vec<f64>> {
         let (i_dim, o_dim) = (self.in_dim(), self.out_dim());
-        if i_dim == 0 || x.len() % i_dim != 0 {
+        if i_dim == 0 || !x.len().is_multiple_of(i_dim) {
             return Err(Error::invalid("Affine::apply", format!("{} values are not rows of {i_dim}", x.len())));
         }
         let rows = x.len() / i_dim;

@@ -111,7 +111,7 @@ impl LayerDelta {
             }
             LayerDelta::Post(s) => {
                 let o = s.gamma.len();
-                if o == 0 || y.len() % o != 0 {
+                if o == 0 || !y.len().is_multiple_of(o) {
                     return Err(Error::invalid("layer delta", format!("{} values are not rows of {o}", y.len())));
                 }
                 for row in y.chunks_exact_mut(o) {

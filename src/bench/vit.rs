@@ -181,11 +181,15 @@ pub fn run_one(name: &str, reps: usize) -> Result<Vec<VitRow>> {
     }
 }
 
+/// What [`profile_one`] returns: per-op times (most expensive first), the total wall seconds,
+/// and the CPU seconds where the platform reports them.
+pub type Profile = (Vec<(&'static str, OpTime)>, f64, Option<f64>);
+
 /// Where one workload's time goes: `reps` runs (after one warm-up) on profiled tapes
 /// ([`Tape::profiled`]), summed per op name, most expensive first, with the time outside the
 /// tape's ops (the optimizer step, building inputs) as `(outside ops)`, and the total wall time.
 /// Not for the deploy rows. Also gives the CPU time of the runs ([`cpu_seconds`]).
-pub fn profile_one(name: &str, reps: usize) -> Result<(Vec<(&'static str, OpTime)>, f64, Option<f64>)> {
+pub fn profile_one(name: &str, reps: usize) -> Result<Profile> {
     let parts: Vec<&str> = name.split(' ').collect();
     let mut total = std::collections::HashMap::<&'static str, OpTime>::new();
     let mut add = |tape: &Tape| {

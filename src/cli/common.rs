@@ -258,6 +258,6 @@ pub fn printable(s: &str) -> String {
 /// or read-only directory, a directory or device in its place) — before any work is done.
 pub fn check_output(out: &Path, inputs: &[&Path]) -> R {
     consolidator::io::fs::check_output(out, inputs)?;
-    consolidator::io::fs::check_writable(out)?;
+    consolidator::io::check_writable(out)?;
     Ok(())
 }

@@ -348,6 +348,53 @@ pub fn paste_max(canvas: &mut [f32], cw: usize, patch: &[f32], pw: usize, top: u
     }
 }
 
+/// Random translation of a batch `[B, C, H, W]`: image `b` moves by its own `(dy, dx)`, each drawn
+/// uniformly from `−max_shift..=max_shift`, the pixels it uncovers copying the nearest edge
+/// pixel (the background of a digit, a border of a photo). The same shift applies to every
+/// channel of an image. The training-time augmentation of [`crate::train::TrainConfig::shift`].
+///
+/// ```
+/// use consolidator::data::image::shift_batch;
+/// use consolidator::Tensor;
+/// use rand::SeedableRng;
+/// let x = Tensor::new(&[1, 1, 2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0])?;
+/// assert_eq!(shift_batch(&x, 0, &mut rand::rngs::StdRng::seed_from_u64(0))?.data(), x.data());
+/// # Ok::<(), consolidator::Error>(())
+/// ```
+pub fn shift_batch(images: &crate::Tensor, max_shift: usize, rng: &mut impl rand::Rng) -> Result<crate::Tensor> {
+    let &[b, c, h, w] = images.shape() else {
+        return Err(Error::bad_shape("shift_batch", images.shape(), "images must be [B, C, H, W]"));
+    };
+    if max_shift > 0 && max_shift >= h.min(w) {
+        return Err(Error::bad_shape(
+            "shift_batch",
+            images.shape(),
+            format!("a shift of up to {max_shift} pixels needs images larger than that"),
+        ));
+    }
+    let s = max_shift as isize;
+    let mut out = images.data().to_vec();
+    for (i, img) in out.chunks_mut((c * h * w).max(1)).enumerate().take(b) {
+        let (dy, dx) = (rng.gen_range(-s..=s), rng.gen_range(-s..=s));
+        if (dy, dx) == (0, 0) {
+            continue;
+        }
+        let src = &images.data()[i * c * h * w..(i + 1) * c * h * w];
+        // Output (y, x) reads source (y − dy, x − dx), clamped to the image.
+        let from = |v: usize, d: isize, n: usize| (v as isize - d).clamp(0, n as isize - 1) as usize;
+        for ch in 0..c {
+            let (plane, dst) = (&src[ch * h * w..(ch + 1) * h * w], &mut img[ch * h * w..(ch + 1) * h * w]);
+            for y in 0..h {
+                let sy = from(y, dy, h);
+                for x in 0..w {
+                    dst[y * w + x] = plane[sy * w + from(x, dx, w)];
+                }
+            }
+        }
+    }
+    crate::Tensor::new(images.shape(), out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,51 +469,4 @@ mod tests {
         assert_eq!(rotate90(&r1, 3, 3), img);
         assert_eq!(rotate90(&rotate90(&img, 3, 2), 3, 2), img);
     }
-}
-
-/// Random translation of a batch `[B, C, H, W]`: image `b` moves by its own `(dy, dx)`, each drawn
-/// uniformly from `−max_shift..=max_shift`, the pixels it uncovers copying the nearest edge
-/// pixel (the background of a digit, a border of a photo). The same shift applies to every
-/// channel of an image. The training-time augmentation of [`crate::train::TrainConfig::shift`].
-///
-/// ```
-/// use consolidator::data::image::shift_batch;
-/// use consolidator::Tensor;
-/// use rand::SeedableRng;
-/// let x = Tensor::new(&[1, 1, 2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0])?;
-/// assert_eq!(shift_batch(&x, 0, &mut rand::rngs::StdRng::seed_from_u64(0))?.data(), x.data());
-/// # Ok::<(), consolidator::Error>(())
-/// ```
-pub fn shift_batch(images: &crate::Tensor, max_shift: usize, rng: &mut impl rand::Rng) -> Result<crate::Tensor> {
-    let &[b, c, h, w] = images.shape() else {
-        return Err(Error::bad_shape("shift_batch", images.shape(), "images must be [B, C, H, W]"));
-    };
-    if max_shift > 0 && max_shift >= h.min(w) {
-        return Err(Error::bad_shape(
-            "shift_batch",
-            images.shape(),
-            format!("a shift of up to {max_shift} pixels needs images larger than that"),
-        ));
-    }
-    let s = max_shift as isize;
-    let mut out = images.data().to_vec();
-    for (i, img) in out.chunks_mut((c * h * w).max(1)).enumerate().take(b) {
-        let (dy, dx) = (rng.gen_range(-s..=s), rng.gen_range(-s..=s));
-        if (dy, dx) == (0, 0) {
-            continue;
-        }
-        let src = &images.data()[i * c * h * w..(i + 1) * c * h * w];
-        // Output (y, x) reads source (y − dy, x − dx), clamped to the image.
-        let from = |v: usize, d: isize, n: usize| (v as isize - d).clamp(0, n as isize - 1) as usize;
-        for ch in 0..c {
-            let (plane, dst) = (&src[ch * h * w..(ch + 1) * h * w], &mut img[ch * h * w..(ch + 1) * h * w]);
-            for y in 0..h {
-                let sy = from(y, dy, h);
-                for x in 0..w {
-                    dst[y * w + x] = plane[sy * w + from(x, dx, w)];
-                }
-            }
-        }
-    }
-    crate::Tensor::new(images.shape(), out)
 }

@@ -22,6 +22,7 @@
 //! std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 
+use super::fs::{kind_of, parent_dir};
 use crate::{Error, Result};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, ErrorKind, Write};
@@ -51,7 +52,7 @@ where
             return Err(fail(ErrorKind::InvalidInput, format!("the target is {kind}; refusing to replace it")));
         }
     }
-    let dir = super::fs::parent_dir(path);
+    let dir = parent_dir(path);
     let (tmp_path, file) = create_temp(&dir, &file_name.to_string_lossy())
         .map_err(|e| fail(e.kind(), format!("cannot create a temporary file in {}: {e}", dir.display())))?;
     let result = write_and_sync(file, fill).and_then(|()| fs::rename(&tmp_path, path));
@@ -100,7 +101,7 @@ fn create_temp(dir: &Path, name: &str) -> std::io::Result<(PathBuf, File)> {
 }
 
 /// Creates and removes an empty temporary file in `dir`: can new files be made there?
-pub(crate) fn probe_writable(dir: &Path) -> std::io::Result<()> {
+fn probe_writable(dir: &Path) -> std::io::Result<()> {
     let (tmp, file) = create_temp(dir, "probe")?;
     drop(file);
     fs::remove_file(tmp)
@@ -126,4 +127,32 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 fn sync_dir(_dir: &Path) -> std::io::Result<()> {
     // Directories cannot be opened for syncing on this platform; the rename is still atomic.
     Ok(())
+}
+
+/// Checks, before long work, that `out` can be written: it is not a directory or a special file
+/// (a device, a pipe), and its parent directory exists, is a directory and accepts a new file
+/// (probed by creating and removing an empty temporary file there).
+pub fn check_writable(out: &Path) -> Result<()> {
+    let fail = |msg: String| Error::io(out, std::io::Error::new(ErrorKind::InvalidInput, msg));
+    if out.file_name().is_none() {
+        return Err(fail(format!("{} does not name a file", out.display())));
+    }
+    match std::fs::metadata(out) {
+        Ok(m) if m.is_file() => {}
+        Ok(m) => {
+            return Err(fail(format!("{} is {}, not a file; refusing to write over it", out.display(), kind_of(&m))))
+        }
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {}
+        Err(e) => return Err(Error::io(out, e)),
+    }
+    let dir = parent_dir(out);
+    match std::fs::metadata(&dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(fail(format!("the parent {} is not a directory", dir.display()))),
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Err(fail(format!("the directory {} does not exist", dir.display())))
+        }
+        Err(e) => return Err(Error::io(&dir, e)),
+    }
+    probe_writable(&dir).map_err(|e| fail(format!("cannot create files in the directory {}: {e}", dir.display())))
 }

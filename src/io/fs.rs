@@ -10,11 +10,12 @@
 //!   what actually arrives (never by a size the stream claims), and fails cleanly past the limit.
 //! - [`same_file`] / [`check_output`]: an output that is one of the inputs is refused
 //!   (`--out model.safetensors --backbone model.safetensors` would otherwise overwrite the input).
-//! - [`check_writable`]: the output's directory exists and takes new files, and the output is not
-//!   a directory or a special file — checked before a long run, not after it.
+//! - [`check_writable`](super::check_writable) (in `io::atomic`, beside the writer it vouches
+//!   for): the output's directory exists and takes new files, and the output is not a directory
+//!   or a special file — checked before a long run, not after it.
 //!
 //! ```
-//! use consolidator::io::fs::{check_output, check_writable, same_file};
+//! use consolidator::io::{check_output, check_writable, same_file};
 //! let dir = std::env::temp_dir().join(format!("consolidator-doc-fs-{}", std::process::id()));
 //! std::fs::create_dir_all(&dir).unwrap();
 //! let input = dir.join("in.safetensors");
@@ -209,35 +210,6 @@ pub fn check_output(out: &Path, inputs: &[&Path]) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// Checks, before long work, that `out` can be written: it is not a directory or a special file
-/// (a device, a pipe), and its parent directory exists, is a directory and accepts a new file
-/// (probed by creating and removing an empty temporary file there).
-pub fn check_writable(out: &Path) -> Result<()> {
-    let fail = |msg: String| Error::io(out, std::io::Error::new(ErrorKind::InvalidInput, msg));
-    if out.file_name().is_none() {
-        return Err(fail(format!("{} does not name a file", out.display())));
-    }
-    match std::fs::metadata(out) {
-        Ok(m) if m.is_file() => {}
-        Ok(m) => {
-            return Err(fail(format!("{} is {}, not a file; refusing to write over it", out.display(), kind_of(&m))))
-        }
-        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {}
-        Err(e) => return Err(Error::io(out, e)),
-    }
-    let dir = parent_dir(out);
-    match std::fs::metadata(&dir) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(fail(format!("the parent {} is not a directory", dir.display()))),
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            return Err(fail(format!("the directory {} does not exist", dir.display())))
-        }
-        Err(e) => return Err(Error::io(&dir, e)),
-    }
-    super::atomic::probe_writable(&dir)
-        .map_err(|e| fail(format!("cannot create files in the directory {}: {e}", dir.display())))
 }
 
 /// The directory a file `path` lives in (`.` for a bare file name).

@@ -29,8 +29,8 @@ pub mod json;
 pub mod safetensors;
 pub mod text;
 
-pub use atomic::{write_atomic, write_atomic_with};
-pub use fs::{check_output, check_writable, same_file};
+pub use atomic::{check_writable, write_atomic, write_atomic_with};
+pub use fs::{check_output, same_file};
 pub use json::Json;
 pub use safetensors::{RawFile, TensorFile};
 pub use text::escape_text;

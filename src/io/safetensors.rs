@@ -294,7 +294,7 @@ impl TensorFile {
             offset = end;
         }
         let mut text = Json::Obj(header).to_string().into_bytes();
-        while (8 + text.len()) % 8 != 0 {
+        while !(8 + text.len()).is_multiple_of(8) {
             text.push(b' ');
         }
         let mut out = Vec::with_capacity(8 + text.len());

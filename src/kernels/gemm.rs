@@ -46,61 +46,10 @@
 //! assert_eq!(y, y_ref);
 //! ```
 
+pub use super::packed::MatRef;
 use super::packed::{self, Epilogue, Isa, OutPtr, Rhs};
 use crate::par;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
-/// A read-only matrix view: element `(r, c)` is `data[r * rs + c * cs]`.
-#[derive(Clone, Copy, Debug)]
-pub struct MatRef<'a> {
-    /// The backing values; the view starts at `data[0]`.
-    pub data: &'a [f32],
-    /// Number of rows.
-    pub rows: usize,
-    /// Number of columns.
-    pub cols: usize,
-    /// Row stride: distance in elements between `(r, c)` and `(r + 1, c)`.
-    pub rs: usize,
-    /// Column stride: distance in elements between `(r, c)` and `(r, c + 1)`.
-    pub cs: usize,
-}
-
-impl<'a> MatRef<'a> {
-    /// A contiguous row-major `rows × cols` matrix.
-    pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        MatRef { data, rows, cols, rs: cols, cs: 1 }
-    }
-    /// A strided view.
-    pub fn strided(data: &'a [f32], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
-        MatRef { data, rows, cols, rs, cs }
-    }
-    /// The transpose, as a view.
-    pub fn t(self) -> Self {
-        MatRef { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
-    }
-    /// Element `(r, c)`.
-    #[inline]
-    pub fn at(&self, r: usize, c: usize) -> f32 {
-        self.data[r * self.rs + c * self.cs]
-    }
-    /// Panics (an engine invariant, not a user error) if the view reaches past its slice.
-    fn check(&self, what: &str) {
-        if self.rows > 0 && self.cols > 0 {
-            let last = (self.rows - 1) * self.rs + (self.cols - 1) * self.cs;
-            assert!(last < self.data.len(), "gemm: operand {what} view {self:?} exceeds its slice");
-        }
-    }
-    /// The sub-view of rows `r0..r0 + n`.
-    fn rows_range(self, r0: usize, n: usize) -> Self {
-        let off = if n == 0 { 0 } else { r0 * self.rs };
-        MatRef { data: &self.data[off.min(self.data.len())..], rows: n, ..self }
-    }
-    /// The sub-view of columns `c0..c0 + n`.
-    fn cols_range(self, c0: usize, n: usize) -> Self {
-        let off = if n == 0 { 0 } else { c0 * self.cs };
-        MatRef { data: &self.data[off.min(self.data.len())..], cols: n, ..self }
-    }
-}
 
 /// Outputs with at least this many rows are split by rows across workers, shorter ones by columns.
 const ROWS_SPLIT_MIN: usize = 512;

@@ -81,7 +81,12 @@ pub struct Run {
 impl GroupSpec {
     /// A validated spec: `groups ≥ 1` must divide both widths.
     pub fn new(in_dim: usize, out_dim: usize, groups: usize, reorder: bool) -> Result<Self> {
-        if groups == 0 || in_dim == 0 || out_dim == 0 || in_dim % groups != 0 || out_dim % groups != 0 {
+        if groups == 0
+            || in_dim == 0
+            || out_dim == 0
+            || !in_dim.is_multiple_of(groups)
+            || !out_dim.is_multiple_of(groups)
+        {
             return Err(Error::invalid(
                 "grouped connection",
                 format!("group count {groups} must be ≥ 1 and divide both the input width {in_dim} and the output width {out_dim}"),

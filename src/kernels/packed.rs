@@ -29,7 +29,6 @@
 //! each) wherever its tile sits and whichever worker computes it: the results do not depend on
 //! how the output is split among workers.
 
-use super::gemm::MatRef;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
@@ -487,6 +486,58 @@ fn pack_a(a: MatRef, mr: usize, r0: usize, rows: usize, pc: usize, kc: usize, ou
     }
 }
 
+/// A read-only matrix view: element `(r, c)` is `data[r * rs + c * cs]`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    /// The backing values; the view starts at `data[0]`.
+    pub data: &'a [f32],
+    /// Number of rows.
+    pub rows: usize,
+    /// Number of columns.
+    pub cols: usize,
+    /// Row stride: distance in elements between `(r, c)` and `(r + 1, c)`.
+    pub rs: usize,
+    /// Column stride: distance in elements between `(r, c)` and `(r, c + 1)`.
+    pub cs: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A contiguous row-major `rows × cols` matrix.
+    pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        MatRef { data, rows, cols, rs: cols, cs: 1 }
+    }
+    /// A strided view.
+    pub fn strided(data: &'a [f32], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
+        MatRef { data, rows, cols, rs, cs }
+    }
+    /// The transpose, as a view.
+    pub fn t(self) -> Self {
+        MatRef { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
+    }
+    /// Element `(r, c)`.
+    #[inline]
+    pub fn at(&self, r: usize, c: usize) -> f32 {
+        self.data[r * self.rs + c * self.cs]
+    }
+    /// Panics (an engine invariant, not a user error) if the view reaches past its slice.
+    pub(super) fn check(&self, what: &str) {
+        if self.rows > 0 && self.cols > 0 {
+            let last = (self.rows - 1) * self.rs + (self.cols - 1) * self.cs;
+            assert!(last < self.data.len(), "gemm: operand {what} view {self:?} exceeds its slice");
+        }
+    }
+    /// The sub-view of rows `r0..r0 + n`.
+    pub(super) fn rows_range(self, r0: usize, n: usize) -> Self {
+        let off = if n == 0 { 0 } else { r0 * self.rs };
+        MatRef { data: &self.data[off.min(self.data.len())..], rows: n, ..self }
+    }
+    /// The sub-view of columns `c0..c0 + n`.
+    pub(super) fn cols_range(self, c0: usize, n: usize) -> Self {
+        let off = if n == 0 { 0 } else { c0 * self.cs };
+        MatRef { data: &self.data[off.min(self.data.len())..], cols: n, ..self }
+    }
+}
+
 /// The right operand of a product: a view (packed on the fly), or panels packed before.
 #[derive(Clone, Copy, Debug)]
 pub enum Rhs<'a> {
@@ -579,7 +630,7 @@ pub(crate) unsafe fn run_block(
                     // sets while several column tiles reuse it: columns read in place touch a
                     // line per depth step, rows a multiple of 1 KiB apart map to the same sets.
                     let reused = jn > 3 * nr;
-                    let (ap, lda, a_rows) = if rr == mr && a.cs == 1 && !(reused && a.rs % 256 == 0) {
+                    let (ap, lda, a_rows) = if rr == mr && a.cs == 1 && !(reused && a.rs.is_multiple_of(256)) {
                         (a.data[ir * a.rs + pc..].as_ptr(), a.rs, true)
                     } else if rr == mr && a.rs == 1 && !reused {
                         (a.data[ir + pc * a.cs..].as_ptr(), a.cs, false)

@@ -135,12 +135,12 @@ impl VitConfig {
         let bad = |m: String| Err(Error::invalid("VitConfig", m));
         if self.patch_size.0 == 0
             || self.patch_size.1 == 0
-            || self.img_size.0 % self.patch_size.0 != 0
-            || self.img_size.1 % self.patch_size.1 != 0
+            || !self.img_size.0.is_multiple_of(self.patch_size.0)
+            || !self.img_size.1.is_multiple_of(self.patch_size.1)
         {
             return bad(format!("image {:?} is not a whole number of patches {:?}", self.img_size, self.patch_size));
         }
-        if self.embed_dim == 0 || self.num_heads == 0 || self.embed_dim % self.num_heads != 0 {
+        if self.embed_dim == 0 || self.num_heads == 0 || !self.embed_dim.is_multiple_of(self.num_heads) {
             return bad(format!(
                 "embed_dim {} must be a positive multiple of num_heads {}",
                 self.embed_dim, self.num_heads
