@@ -6,9 +6,9 @@ at test time. See tests/fixtures/README.md for what each file holds.
 
 Install (see scripts/requirements-fixtures.txt for why the CUDA wheels come along):
 
-    python3 -m venv /root/venv-fixtures
-    /root/venv-fixtures/bin/pip install -r scripts/requirements-fixtures.txt
-    /root/venv-fixtures/bin/python scripts/gen_fixtures.py          # writes tests/fixtures/*.safetensors
+    python3 -m venv venv-fixtures
+    venv-fixtures/bin/pip install -r scripts/requirements-fixtures.txt
+    venv-fixtures/bin/python scripts/gen_fixtures.py          # writes tests/fixtures/*.safetensors
 
 Everything is seeded and runs on the CPU. Parameters are drawn in float32; the
 reference outputs (logits, loss, gradients) are computed in float64 from those
