@@ -98,7 +98,13 @@ fn time_shape(m: usize, k: usize, n: usize, budget: Duration) -> f64 {
 
 impl fmt::Display for GemmReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "GEMM, {} thread(s); FMA peak (AVX2 f32x8) {:.1} GFLOP/s", self.threads, self.peak_gflops)?;
+        writeln!(
+            f,
+            "GEMM, {} thread(s); FMA peak ({}) {:.1} GFLOP/s",
+            self.threads,
+            super::peak::peak_isa(),
+            self.peak_gflops
+        )?;
         writeln!(f, "{:>6} {:>6} {:>6} {:>10} {:>8}", "M", "K", "N", "GFLOP/s", "of peak")?;
         for r in &self.rows {
             writeln!(f, "{:>6} {:>6} {:>6} {:>10.1} {:>7.1}%", r.m, r.k, r.n, r.gflops, 100.0 * r.ratio_to_peak)?;

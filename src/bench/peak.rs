@@ -1,12 +1,12 @@
 //! Floating-point peak: how many `f32` fused multiply-adds per second the cores can retire.
 //!
 //! [`fma_peak_gflops`] runs, on each of `threads` threads, a loop over 12 independent
-//! `wide::f32x8` accumulators (`acc = acc·m + a`): 12 chains cover the FMA latency (4–5 cycles)
-//! times the number of FMA ports (2), so the loop is throughput-bound. It measures what **AVX2 +
-//! FMA** (8-lane, 256-bit) can do on this machine when the build targets x86-64-v3; a baseline
-//! x86-64 build measures SSE multiply-then-add instead. Cores with AVX-512 can go up to twice as
-//! high with 16-lane instructions (which `matrixmultiply` uses when it detects them), so a GEMM
-//! may exceed this "peak".
+//! accumulators (`acc = acc·m + a`): 12 chains cover the FMA latency (4–5 cycles) times the
+//! number of FMA ports (2), so the loop is throughput-bound. Where the CPU has AVX-512 (the
+//! engine's GEMM then runs its 16-lane kernels) the accumulators are 16-lane `__m512`
+//! registers; elsewhere `wide::f32x8`, which is **AVX2 + FMA** when the build targets
+//! x86-64-v3 (a baseline x86-64 build measures SSE multiply-then-add instead).
+//! [`peak_isa`] names which one was measured.
 //!
 //! ```
 //! let gflops = consolidator::bench::peak::fma_peak_gflops(1, 20);
@@ -24,6 +24,27 @@ const INNER: usize = 4096;
 /// Length of one timed window; the best window counts.
 const WINDOW: Duration = Duration::from_millis(20);
 
+/// The instructions [`fma_peak_gflops`] measures on this CPU: `"AVX-512 f32x16"` or
+/// `"f32x8"` (AVX2 + FMA in builds for x86-64-v3).
+pub fn peak_isa() -> &'static str {
+    if has_avx512() {
+        "AVX-512 f32x16"
+    } else {
+        "f32x8"
+    }
+}
+
+fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Measured `f32` FMA throughput in GFLOP/s (one FMA = 2 flops) of `threads` threads running
 /// together for about `duration_ms` milliseconds. Each thread reports its best 20 ms window (the
 /// machine may be shared with other work); the result is the sum over the threads.
@@ -31,7 +52,18 @@ pub fn fma_peak_gflops(threads: usize, duration_ms: u64) -> f64 {
     let threads = threads.max(1);
     let budget = Duration::from_millis(duration_ms.max(1));
     let flops_per_sec: f64 = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads).map(|t| s.spawn(move || one_thread(t, budget))).collect();
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    #[cfg(target_arch = "x86_64")]
+                    if has_avx512() {
+                        // SAFETY: the CPU has AVX-512F (checked above).
+                        return unsafe { one_thread_avx512(t, budget) };
+                    }
+                    one_thread(t, budget)
+                })
+            })
+            .collect();
         handles.into_iter().map(|h| h.join().unwrap()).sum()
     });
     flops_per_sec / 1e9
@@ -58,6 +90,42 @@ fn one_thread(seed: usize, budget: Duration) -> f64 {
             for _ in 0..INNER {
                 for v in acc.iter_mut() {
                     *v = v.mul_add(m, a);
+                }
+            }
+            acc = black_box(acc);
+            iters += INNER as u64;
+        }
+        best = best.max(iters as f64 * flops_per_iter / w0.elapsed().as_secs_f64());
+    }
+    black_box(acc);
+    best
+}
+
+/// [`one_thread`] with 16-lane AVX-512 accumulators.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn one_thread_avx512(seed: usize, budget: Duration) -> f64 {
+    use std::arch::x86_64::*;
+    let m = black_box(_mm512_set1_ps(0.999_999));
+    let a = black_box(_mm512_set1_ps(1e-7 * (seed as f32 + 1.0)));
+    let mut acc = [_mm512_setzero_ps(); CHAINS];
+    for (i, v) in acc.iter_mut().enumerate() {
+        *v = _mm512_set1_ps(i as f32);
+    }
+    let window = WINDOW.min(budget);
+    let flops_per_iter = (CHAINS * 16 * 2) as f64;
+    let start = Instant::now();
+    let mut best = 0.0f64;
+    while start.elapsed() < budget || best == 0.0 {
+        let w0 = Instant::now();
+        let mut iters: u64 = 0;
+        while w0.elapsed() < window {
+            for _ in 0..INNER {
+                for v in acc.iter_mut() {
+                    *v = _mm512_fmadd_ps(*v, m, a);
                 }
             }
             acc = black_box(acc);
