@@ -149,13 +149,16 @@ static PROFILE: AtomicBool = AtomicBool::new(false);
 static GEMM_NANOS: AtomicU64 = AtomicU64::new(0);
 
 /// Starts (or stops) accounting the wall time spent in [`gemm`] calls (for benchmarks that
-/// report the share of time in GEMM) and resets the counter.
+/// report the share of time in GEMM) and resets the counter. Hidden from the docs: a
+/// process-wide switch for the `bench` workloads, not an API (`Tape::profiled` is).
+#[doc(hidden)]
 pub fn profile_gemm(on: bool) {
     PROFILE.store(on, Ordering::Relaxed);
     GEMM_NANOS.store(0, Ordering::Relaxed);
 }
 
 /// Wall time spent in [`gemm`] since [`profile_gemm`]`(true)`, in seconds.
+#[doc(hidden)]
 pub fn gemm_seconds() -> f64 {
     GEMM_NANOS.load(Ordering::Relaxed) as f64 * 1e-9
 }
