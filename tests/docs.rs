@@ -396,22 +396,28 @@ fn all_pages() -> Vec<(String, String)> {
     pages.into_iter().map(|p| (p.clone(), std::fs::read_to_string(root.join(&p)).unwrap())).collect()
 }
 
-/// The inline code spans of a page (outside fenced blocks), with their line numbers.
-fn inline_code(text: &str) -> Vec<(usize, String)> {
-    let mut out = Vec::new();
+/// The lines of a page outside fenced code blocks, numbered from 1.
+fn prose_lines(text: &str) -> Vec<(usize, &str)> {
     let mut fenced = false;
+    let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim_start().starts_with("```") {
             fenced = !fenced;
-            continue;
+        } else if !fenced {
+            out.push((n + 1, line));
         }
-        if fenced {
-            continue;
-        }
+    }
+    out
+}
+
+/// The inline code spans of a page (outside fenced blocks), with their line numbers.
+fn inline_code(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    for (n, line) in prose_lines(text) {
         let parts: Vec<&str> = line.split('`').collect();
         for (k, part) in parts.iter().enumerate() {
             if k % 2 == 1 && k + 1 < parts.len() {
-                out.push((n + 1, part.to_string()));
+                out.push((n, part.to_string()));
             }
         }
     }
@@ -421,22 +427,14 @@ fn inline_code(text: &str) -> Vec<(usize, String)> {
 /// Relative link targets `](target)` of a page (outside fenced blocks).
 fn links(text: &str) -> Vec<(usize, String)> {
     let mut out = Vec::new();
-    let mut fenced = false;
-    for (n, line) in text.lines().enumerate() {
-        if line.trim_start().starts_with("```") {
-            fenced = !fenced;
-            continue;
-        }
-        if fenced {
-            continue;
-        }
+    for (n, line) in prose_lines(text) {
         let mut rest = line;
         while let Some(i) = rest.find("](") {
             let after = &rest[i + 2..];
             let Some(end) = after.find(')') else { break };
             let target = &after[..end];
             if !target.starts_with("http") && !target.starts_with("mailto:") {
-                out.push((n + 1, target.to_string()));
+                out.push((n, target.to_string()));
             }
             rest = &after[end..];
         }
@@ -456,16 +454,11 @@ fn slug(heading: &str) -> String {
 }
 
 fn anchors(text: &str) -> Vec<String> {
-    let mut fenced = false;
-    let mut out = Vec::new();
-    for line in text.lines() {
-        if line.trim_start().starts_with("```") {
-            fenced = !fenced;
-        } else if !fenced && line.starts_with('#') {
-            out.push(slug(line.trim_start_matches('#')));
-        }
-    }
-    out
+    prose_lines(text)
+        .into_iter()
+        .filter(|(_, l)| l.starts_with('#'))
+        .map(|(_, l)| slug(l.trim_start_matches('#')))
+        .collect()
 }
 
 const REPO_DIRS: [&str; 12] = [

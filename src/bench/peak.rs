@@ -69,39 +69,44 @@ pub fn fma_peak_gflops(threads: usize, duration_ms: u64) -> f64 {
     flops_per_sec / 1e9
 }
 
-/// Runs the FMA loop for about `budget` in windows of [`WINDOW`]; returns this thread's best
-/// window rate in flops per second (the machine may be shared: the best window is the closest
-/// to what the hardware can do).
-fn one_thread(seed: usize, budget: Duration) -> f64 {
-    let m = black_box(f32x8::splat(0.999_999));
-    let a = black_box(f32x8::splat(1e-7 * (seed as f32 + 1.0)));
-    let mut acc = [f32x8::ZERO; CHAINS];
-    for (i, v) in acc.iter_mut().enumerate() {
-        *v = f32x8::splat(i as f32);
-    }
+/// Runs `step` (one burst of FMAs worth `flops_per_step`, on accumulators passed by value so they
+/// stay in registers) for about `budget` in windows of [`WINDOW`]; returns the best window's
+/// rate in flops per second (the machine may be shared: the best window is the closest to what
+/// the hardware can do).
+fn best_window_rate<S>(budget: Duration, flops_per_step: f64, mut acc: S, step: impl Fn(S) -> S) -> f64 {
     let window = WINDOW.min(budget);
-    let flops_per_iter = (CHAINS * 8 * 2) as f64;
     let start = Instant::now();
     let mut best = 0.0f64;
     while start.elapsed() < budget || best == 0.0 {
         let w0 = Instant::now();
-        let mut iters: u64 = 0;
+        let mut steps: u64 = 0;
         while w0.elapsed() < window {
-            for _ in 0..INNER {
-                for v in acc.iter_mut() {
-                    *v = v.mul_add(m, a);
-                }
-            }
-            acc = black_box(acc);
-            iters += INNER as u64;
+            acc = black_box(step(acc));
+            steps += 1;
         }
-        best = best.max(iters as f64 * flops_per_iter / w0.elapsed().as_secs_f64());
+        best = best.max(steps as f64 * flops_per_step / w0.elapsed().as_secs_f64());
     }
     black_box(acc);
     best
 }
 
-/// [`one_thread`] with 16-lane AVX-512 accumulators.
+/// This thread's FMA rate with 8-lane `wide` accumulators.
+fn one_thread(seed: usize, budget: Duration) -> f64 {
+    let m = black_box(f32x8::splat(0.999_999));
+    let a = black_box(f32x8::splat(1e-7 * (seed as f32 + 1.0)));
+    let acc: [f32x8; CHAINS] = std::array::from_fn(|i| f32x8::splat(i as f32));
+    best_window_rate(budget, (INNER * CHAINS * 8 * 2) as f64, acc, |mut acc| {
+        for _ in 0..INNER {
+            for v in acc.iter_mut() {
+                *v = v.mul_add(m, a);
+            }
+        }
+        acc
+    })
+}
+
+/// [`one_thread`] with 16-lane AVX-512 accumulators (the closure inherits the target feature,
+/// so its FMAs compile to AVX-512 instructions).
 ///
 /// # Safety
 /// The CPU must have AVX-512F.
@@ -111,30 +116,15 @@ unsafe fn one_thread_avx512(seed: usize, budget: Duration) -> f64 {
     use std::arch::x86_64::*;
     let m = black_box(_mm512_set1_ps(0.999_999));
     let a = black_box(_mm512_set1_ps(1e-7 * (seed as f32 + 1.0)));
-    let mut acc = [_mm512_setzero_ps(); CHAINS];
-    for (i, v) in acc.iter_mut().enumerate() {
-        *v = _mm512_set1_ps(i as f32);
-    }
-    let window = WINDOW.min(budget);
-    let flops_per_iter = (CHAINS * 16 * 2) as f64;
-    let start = Instant::now();
-    let mut best = 0.0f64;
-    while start.elapsed() < budget || best == 0.0 {
-        let w0 = Instant::now();
-        let mut iters: u64 = 0;
-        while w0.elapsed() < window {
-            for _ in 0..INNER {
-                for v in acc.iter_mut() {
-                    *v = _mm512_fmadd_ps(*v, m, a);
-                }
+    let acc: [__m512; CHAINS] = std::array::from_fn(|i| _mm512_set1_ps(i as f32));
+    best_window_rate(budget, (INNER * CHAINS * 16 * 2) as f64, acc, |mut acc| {
+        for _ in 0..INNER {
+            for v in acc.iter_mut() {
+                *v = _mm512_fmadd_ps(*v, m, a);
             }
-            acc = black_box(acc);
-            iters += INNER as u64;
         }
-        best = best.max(iters as f64 * flops_per_iter / w0.elapsed().as_secs_f64());
-    }
-    black_box(acc);
-    best
+        acc
+    })
 }
 
 #[cfg(test)]
