@@ -413,29 +413,34 @@ impl<'a> Trainer<'a> {
                     images
                 };
                 lr = sched.lr(global);
-                let (loss, ok, grads) = {
-                    let tape = Tape::new().with_seed(cfg.seed.wrapping_mul(0x9E37_79B9).wrapping_add(global as u64));
-                    let logits = model.vit.forward(&tape, &tape.constant(images))?;
-                    let loss = logits.cross_entropy(&labels, cfg.label_smoothing)?;
-                    let l = loss.value().data()[0];
-                    if !l.is_finite() {
-                        return Err(Error::NonFinite {
-                            what: format!(
-                                "the training loss at epoch {}, step {} (learning rate {lr:.3e}); training stopped{}",
-                                epoch + 1,
-                                step + 1,
-                                match &cfg.checkpoint {
-                                    Some(p) => format!(", the last good checkpoint {} is kept", p.display()),
-                                    None => String::new(),
-                                }
-                            ),
-                        });
-                    }
-                    let ok = count_correct(logits.value().data(), &labels);
-                    (l, ok, tape.backward(&loss)?)
-                };
-                let (scale, _) = clip_scale(&model.vit, &grads, cfg.clip_grad);
-                opt.step(&mut model.vit, &grads, lr, scale)?;
+                // One parallel region for the whole step: the workers stay ready between its ops.
+                let (loss, ok) = crate::par::region(|| -> Result<(f32, usize)> {
+                    let (loss, ok, grads) = {
+                        let tape =
+                            Tape::new().with_seed(cfg.seed.wrapping_mul(0x9E37_79B9).wrapping_add(global as u64));
+                        let logits = model.vit.forward(&tape, &tape.constant(images))?;
+                        let loss = logits.cross_entropy(&labels, cfg.label_smoothing)?;
+                        let l = loss.value().data()[0];
+                        if !l.is_finite() {
+                            return Err(Error::NonFinite {
+                                what: format!(
+                                    "the training loss at epoch {}, step {} (learning rate {lr:.3e}); training stopped{}",
+                                    epoch + 1,
+                                    step + 1,
+                                    match &cfg.checkpoint {
+                                        Some(p) => format!(", the last good checkpoint {} is kept", p.display()),
+                                        None => String::new(),
+                                    }
+                                ),
+                            });
+                        }
+                        let ok = count_correct(logits.value().data(), &labels);
+                        (l, ok, tape.backward(&loss)?)
+                    };
+                    let (scale, _) = clip_scale(&model.vit, &grads, cfg.clip_grad);
+                    opt.step(&mut model.vit, &grads, lr, scale)?;
+                    Ok((loss, ok))
+                })?;
                 steps_done = step + 1;
                 loss_sum += loss as f64 * labels.len() as f64;
                 correct += ok;

@@ -623,16 +623,18 @@ fn all_kernels() -> Vec<Vec<u32>> {
     out
 }
 
-/// All kernels give bit-identical results with 1, 2 and 3 threads and the default.
+/// All kernels give bit-identical results with 1, 2 and 3 threads and the default, inside a
+/// parallel region (spinning workers) and outside it (rayon).
 #[test]
 fn results_do_not_depend_on_thread_count() {
     let original = par::threads();
     let default = all_kernels();
     for t in [1, 2, 3] {
         par::set_threads(t);
-        let got = all_kernels();
-        for (i, (g, d)) in got.iter().zip(&default).enumerate() {
-            assert!(g == d, "output {i} differs with {t} thread(s)");
+        for (how, got) in [("", all_kernels()), (" in a region", par::region(all_kernels))] {
+            for (i, (g, d)) in got.iter().zip(&default).enumerate() {
+                assert!(g == d, "output {i} differs with {t} thread(s){how}");
+            }
         }
     }
     par::set_threads(original);

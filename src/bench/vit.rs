@@ -139,9 +139,11 @@ fn train_step_on(
     x: &Tensor,
     labels: &[usize],
 ) -> Result<()> {
-    let loss = vit.forward(tape, &tape.constant(x.clone()))?.cross_entropy(labels, 0.0)?;
-    let grads = tape.backward(&loss)?;
-    opt.step(vit, &grads, 1e-4, 1.0)
+    crate::par::region(|| {
+        let loss = vit.forward(tape, &tape.constant(x.clone()))?.cross_entropy(labels, 0.0)?;
+        let grads = tape.backward(&loss)?;
+        opt.step(vit, &grads, 1e-4, 1.0)
+    })
 }
 
 /// A model ready for one training row: (model, images, labels).

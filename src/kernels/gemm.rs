@@ -213,20 +213,42 @@ unsafe fn tiled(isa: Isa, a: MatRef, b: Rhs, epi: Epilogue, out: OutPtr, threads
         return packed::run_block(isa, a, b, epi, out, 0..m, 0..n);
     }
     let (mr, nr) = isa.tile();
-    let (pm, pn) = (m.div_ceil(mr), n.div_ceil(nr));
-    let busiest = |p: usize| p.div_ceil(threads) as f64 / p as f64;
-    let by_rows = busiest(pm) < busiest(pn) || (busiest(pm) == busiest(pn) && pm >= pn);
-    let (panels, unit, len) = if by_rows { (pm, mr, m) } else { (pn, nr, n) };
-    // Two blocks per worker when that duplicates no packing (split columns, or B packed
-    // before): on a shared machine a worker that loses its core mid-block leaves less behind.
-    let tasks = if by_rows && matches!(b, Rhs::View(_)) { threads } else { 2 * threads };
-    let per = panels.div_ceil(tasks) * unit;
+    let (by_rows, per) = split(m.div_ceil(mr), n.div_ceil(nr), threads, matches!(b, Rhs::View(_)));
+    let (unit, len) = if by_rows { (mr, m) } else { (nr, n) };
+    let per = per * unit;
     par::for_each_index(len.div_ceil(per), |i| {
         let r = i * per..(i * per + per).min(len);
         let (rows, cols) = if by_rows { (r, 0..n) } else { (0..m, r) };
         // SAFETY: the tasks' blocks of rows (or columns) are disjoint.
         unsafe { packed::run_block(isa, a, b, epi, out, rows, cols) }
     });
+}
+
+/// How to cut an output of `pm` row tiles × `pn` column tiles among `threads` workers: by rows
+/// or by columns, and how many tiles go in one task. Chosen so that the busiest worker (tasks
+/// are handed out one at a time, so it runs `⌈tasks / threads⌉` of them) has the least work.
+/// Among equal choices, two tasks per worker beat one unless that packs `B` twice (a row split
+/// of an unpacked `B`): on a shared machine a worker that loses its core mid-task leaves less
+/// behind. Ties between directions go to the one with more tiles.
+fn split(pm: usize, pn: usize, threads: usize, b_unpacked: bool) -> (bool, usize) {
+    let mut best = (f64::INFINITY, true, pm);
+    for by_rows in [true, false] {
+        let panels = if by_rows { pm } else { pn };
+        let twice = !(by_rows && b_unpacked);
+        for per_worker in [2, 1] {
+            if per_worker == 2 && !twice {
+                continue;
+            }
+            let per = panels.div_ceil(threads * per_worker);
+            let tasks = panels.div_ceil(per);
+            let busiest = (tasks.div_ceil(threads) * per) as f64 / panels as f64;
+            let more = (by_rows && pm >= pn) || (!by_rows && pn > pm);
+            if busiest < best.0 - 1e-9 || (busiest < best.0 + 1e-9 && more && by_rows != best.1) {
+                best = (busiest, by_rows, per);
+            }
+        }
+    }
+    (best.1, best.2)
 }
 
 /// The portable path: matrixmultiply, the output split across workers by rows (or by columns

@@ -5,7 +5,7 @@ use super::adapter::BlockAdapter;
 use super::layers::{Attention, LayerNorm, Linear, Mlp, PatchEmbed};
 use super::{Keyed, Module};
 use crate::autograd::{Tape, Var};
-use crate::{module_keys, Error, Param, Result, Tensor};
+use crate::{module_keys, par, Error, Param, Result, Tensor};
 use rand::SeedableRng;
 
 /// How the token sequence becomes one vector per image.
@@ -290,20 +290,23 @@ impl VisionTransformer {
     }
 
     /// Token features before pooling: `[B, C, H, W] → [B, T, E]` (after the final norm, if any).
+    /// Runs in one [`par::region`] (workers kept ready between its ops).
     pub fn forward_features<'t>(&self, tape: &'t Tape, images: &Var<'t>) -> Result<Var<'t>> {
         self.check_images(images.shape())?;
-        let b = images.shape()[0];
-        let e = self.config.embed_dim;
-        let x = self.patch_embed.forward(tape, images)?;
-        let cls = tape.param(&self.cls_token).broadcast_to(&[b, 1, e])?;
-        let mut x = Var::concat(&[&cls, &x], 1)?.add(&tape.param(&self.pos_embed))?;
-        for blk in &self.blocks {
-            x = blk.forward(tape, &x)?;
-        }
-        match &self.norm {
-            Some(n) => n.forward(tape, &x),
-            None => Ok(x),
-        }
+        par::region(|| {
+            let b = images.shape()[0];
+            let e = self.config.embed_dim;
+            let x = self.patch_embed.forward(tape, images)?;
+            let cls = tape.param(&self.cls_token).broadcast_to(&[b, 1, e])?;
+            let mut x = Var::concat(&[&cls, &x], 1)?.add(&tape.param(&self.pos_embed))?;
+            for blk in &self.blocks {
+                x = blk.forward(tape, &x)?;
+            }
+            match &self.norm {
+                Some(n) => n.forward(tape, &x),
+                None => Ok(x),
+            }
+        })
     }
 
     /// The pooled representation `[B, E]` that the head reads.
