@@ -240,29 +240,27 @@ impl Tape {
         let mut grads = Grads { slots: Vec::new() };
         grads.slots.resize_with(nodes.len(), || None);
         grads.slots[root] = Some(Tensor::full(loss.shape(), 1.0));
-        crate::par::region(|| self.reverse(&mut nodes, &mut grads, root))?;
-        Ok(Gradients { slots: grads.slots, params: self.params.borrow().clone() })
-    }
-
-    /// Runs the nodes' backward closures from `root` down (in one [`crate::par::region`]).
-    fn reverse(&self, nodes: &mut [Option<(&'static str, BackwardFn)>], grads: &mut Grads, root: usize) -> Result<()> {
-        for i in (0..=root).rev() {
-            if let (Some(trace), Some(g)) = (&self.trace, &grads.slots[i]) {
-                let op = nodes[i].as_ref().map_or("leaf", |(op, _)| *op);
-                trace.borrow_mut().push(TraceStep { node: i, op, grad: g.clone() });
-            }
-            if let Some((op, f)) = nodes[i].take() {
-                // An op node: its gradient is no longer needed once propagated.
-                if let Some(g) = grads.slots[i].take() {
-                    let t = self.profile.as_ref().map(|_| std::time::Instant::now());
-                    f(&g, grads)?;
-                    if let (Some(p), Some(t)) = (&self.profile, t) {
-                        p.borrow_mut().ops.entry(op).or_default().backward += t.elapsed().as_secs_f64();
+        // One parallel region for the pass: the workers stay ready between the ops' kernels.
+        crate::par::region(|| -> Result<()> {
+            for i in (0..=root).rev() {
+                if let (Some(trace), Some(g)) = (&self.trace, &grads.slots[i]) {
+                    let op = nodes[i].as_ref().map_or("leaf", |(op, _)| *op);
+                    trace.borrow_mut().push(TraceStep { node: i, op, grad: g.clone() });
+                }
+                if let Some((op, f)) = nodes[i].take() {
+                    // An op node: its gradient is no longer needed once propagated.
+                    if let Some(g) = grads.slots[i].take() {
+                        let t = self.profile.as_ref().map(|_| std::time::Instant::now());
+                        f(&g, &mut grads)?;
+                        if let (Some(p), Some(t)) = (&self.profile, t) {
+                            p.borrow_mut().ops.entry(op).or_default().backward += t.elapsed().as_secs_f64();
+                        }
                     }
                 }
             }
-        }
-        Ok(())
+            Ok(())
+        })?;
+        Ok(Gradients { slots: grads.slots, params: self.params.borrow().clone() })
     }
 }
 
