@@ -153,7 +153,7 @@ mod team {
     use std::cell::{Cell, RefCell};
     use std::panic::{catch_unwind, AssertUnwindSafe};
     use std::ptr;
-    use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::*};
+    use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
@@ -176,21 +176,35 @@ mod team {
     /// One posted task list: `f(i)` for `i in 0..n`.
     struct Job {
         f: *const (dyn Fn(usize) + Sync),
-        n: usize,
-        next: AtomicUsize,
+        /// The indices not yet claimed, `lo..hi`, as `lo | hi << 32`.
+        left: AtomicU64,
         done: AtomicUsize,
         panicked: AtomicBool,
     }
 
     impl Job {
-        /// Claims and runs indices until none are left.
-        fn work(&self) {
-            IN_TASK.with(|t| t.set(true));
+        /// Claims the first (the leader) or last (workers) index left: the leader and a worker
+        /// each run one contiguous range and meet where the work ends, so neighbouring tasks,
+        /// which often share cache lines at their edges, are not run by two cores at once.
+        fn claim(&self, from_back: bool) -> Option<usize> {
+            let mut cur = self.left.load(Relaxed);
             loop {
-                let i = self.next.fetch_add(1, Relaxed);
-                if i >= self.n {
-                    break;
+                let (lo, hi) = (cur & 0xFFFF_FFFF, cur >> 32);
+                if lo >= hi {
+                    return None;
                 }
+                let (next, i) = if from_back { (lo | (hi - 1) << 32, hi - 1) } else { ((lo + 1) | hi << 32, lo) };
+                match self.left.compare_exchange_weak(cur, next, Relaxed, Relaxed) {
+                    Ok(_) => return Some(i as usize),
+                    Err(now) => cur = now,
+                }
+            }
+        }
+
+        /// Claims and runs indices until none are left.
+        fn work(&self, from_back: bool) {
+            IN_TASK.with(|t| t.set(true));
+            while let Some(i) = self.claim(from_back) {
                 // SAFETY: `f` lives until `done` reaches `n` (see `Team::run`), and this index
                 // is not done yet.
                 let f = unsafe { &*self.f };
@@ -263,7 +277,7 @@ mod team {
                 let job = self.job.load(SeqCst);
                 if !job.is_null() {
                     // SAFETY: the leader keeps the job alive while `busy` counts this worker.
-                    unsafe { &*job }.work();
+                    unsafe { &*job }.work(true);
                 }
                 self.busy.fetch_sub(1, SeqCst);
                 idle = Instant::now();
@@ -276,11 +290,12 @@ mod team {
             // SAFETY: only the lifetime is erased; `f` outlives the job (we wait below until no
             // worker can reach it).
             let f: *const (dyn Fn(usize) + Sync + 'static) = unsafe { std::mem::transmute(f) };
-            let job =
-                Job { f, n, next: AtomicUsize::new(0), done: AtomicUsize::new(0), panicked: AtomicBool::new(false) };
+            assert!(n < 1 << 32, "par: {n} tasks");
+            let left = AtomicU64::new((n as u64) << 32);
+            let job = Job { f, left, done: AtomicUsize::new(0), panicked: AtomicBool::new(false) };
             self.job.store(&job as *const Job as *mut Job, SeqCst);
             self.epoch.fetch_add(1, Release);
-            job.work();
+            job.work(false);
             while job.done.load(Acquire) < n {
                 std::hint::spin_loop();
             }
