@@ -260,15 +260,19 @@ mod team {
             if std::thread::current().id() == self.leader {
                 return;
             }
-            let mut seen = 0;
+            let (mut seen, mut spins) = (0, 0u32);
             let mut idle = Instant::now();
             while !self.stop.load(Acquire) {
                 let e = self.epoch.load(Acquire);
                 if e == seen {
-                    if idle.elapsed() < Duration::from_millis(1) {
+                    // The clock is read every 256 turns only: on a VM it can cost as much as
+                    // the wait for the next job.
+                    spins = spins.wrapping_add(1);
+                    if spins % 256 != 0 || idle.elapsed() < Duration::from_millis(1) {
                         std::hint::spin_loop();
                     } else {
                         std::thread::park_timeout(Duration::from_micros(50));
+                        spins = 255; // asleep: look at the clock again next turn
                     }
                     continue;
                 }
