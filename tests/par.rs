@@ -60,3 +60,26 @@ fn a_panicking_task_is_raised_by_its_caller() {
     });
     set_threads(original);
 }
+
+/// A region opened on a rayon worker (a caller parallel at a coarser grain) runs its body there
+/// with every task done once, while other workers are busy.
+#[cfg(feature = "rayon")]
+#[test]
+fn a_region_inside_a_rayon_task_still_runs_every_task() {
+    let original = threads();
+    set_threads(2);
+    let total = AtomicU32::new(0);
+    rayon::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|_| {
+                region(|| {
+                    for_each_index(50, |_| {
+                        total.fetch_add(1, Ordering::Relaxed);
+                    })
+                })
+            });
+        }
+    });
+    assert_eq!(total.load(Ordering::Relaxed), 200);
+    set_threads(original);
+}
