@@ -81,15 +81,16 @@ pub fn for_each_chunk_mut<T: Send>(data: &mut [T], chunk_len: usize, f: impl Fn(
     let chunk_len = chunk_len.max(1);
     #[cfg(feature = "rayon")]
     if threads() > 1 && data.len() > chunk_len && !team::in_task() {
-        if let Some(t) = team::current() {
-            let (len, base) = (data.len(), SendPtr(data.as_mut_ptr()));
-            return t.run(len.div_ceil(chunk_len), &|i| {
-                let start = i * chunk_len;
-                // SAFETY: chunk `i` is `start..start + chunk_len` (clipped) of `data`, which is
-                // borrowed mutably for this call; each index runs once, so chunks are disjoint.
-                let c = unsafe { std::slice::from_raw_parts_mut(base.get().add(start), chunk_len.min(len - start)) };
-                f(i, c)
-            });
+        let (len, base) = (data.len(), SendPtr(data.as_mut_ptr()));
+        let chunk = |i: usize| {
+            let start = i * chunk_len;
+            // SAFETY: chunk `i` is `start..start + chunk_len` (clipped) of `data`, which is
+            // borrowed mutably for this call; each index runs once, so chunks are disjoint.
+            let c = unsafe { std::slice::from_raw_parts_mut(base.get().add(start), chunk_len.min(len - start)) };
+            f(i, c)
+        };
+        if team::run(len.div_ceil(chunk_len), &chunk) {
+            return;
         }
         use rayon::prelude::*;
         data.par_chunks_mut(chunk_len).enumerate().for_each(|(i, c)| f(i, c));
@@ -102,8 +103,8 @@ pub fn for_each_chunk_mut<T: Send>(data: &mut [T], chunk_len: usize, f: impl Fn(
 pub fn for_each_index(n: usize, f: impl Fn(usize) + Sync + Send) {
     #[cfg(feature = "rayon")]
     if threads() > 1 && n > 1 && !team::in_task() {
-        if let Some(t) = team::current() {
-            return t.run(n, &f);
+        if team::run(n, &f) {
+            return;
         }
         use rayon::prelude::*;
         (0..n).into_par_iter().with_max_len(1).for_each(f);
@@ -134,14 +135,14 @@ impl<T> SendPtr<T> {
 /// hands its tasks to workers that wait by spinning instead of sleeping, so a short op costs
 /// no wake-up. A `vit_tiny` forward at batch 1 is ~150 parallel ops of ~100 µs, and waking a
 /// sleeping worker takes tens of microseconds: in a region that forward is ~1.15× faster on two
-/// cores (18.3 → 15.8 ms). The workers spin only until `f`
-/// returns (sleeping briefly after a millisecond without work). Nested calls, calls with one
+/// cores (18.3 → 15.8 ms). The workers spin only until `f` returns (sleeping in short naps
+/// after a millisecond without work). Nested calls, calls with one
 /// thread, calls from inside a parallel task and calls from a rayon worker (the caller is
 /// already parallel at a coarser grain, and a spinning worker would hold up its pool) just run
 /// `f`. The results are the same as outside a region: kernels split their work the same way.
 pub fn region<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(feature = "rayon")]
-    if threads() > 1 && team::current().is_none() && !team::in_task() && rayon::current_thread_index().is_none() {
+    if threads() > 1 && !team::leading() && !team::in_task() && rayon::current_thread_index().is_none() {
         return team::Team::lead(threads().min(rayon::current_num_threads()), f);
     }
     f()
@@ -150,7 +151,8 @@ pub fn region<R>(f: impl FnOnce() -> R) -> R {
 #[cfg(feature = "rayon")]
 mod team {
     //! The spinning workers behind [`super::region`]: the thread that opened the region posts
-    //! one task list at a time; it and the workers claim indices from a shared counter.
+    //! one task list at a time; it claims tasks from the front of the list, the workers from
+    //! the back.
     use std::cell::{Cell, RefCell};
     use std::panic::{catch_unwind, AssertUnwindSafe};
     use std::ptr;
@@ -166,15 +168,23 @@ mod team {
         static IN_TASK: Cell<bool> = const { Cell::new(false) };
     }
 
-    pub fn current() -> Option<Arc<Team>> {
-        CURRENT.with(|c| c.borrow().clone())
+    /// Whether this thread leads a team (is inside [`super::region`]).
+    pub fn leading() -> bool {
+        CURRENT.with(|c| c.borrow().is_some())
+    }
+
+    /// Runs `f(i)` for `i in 0..n` on the team this thread leads; false if it leads none.
+    pub fn run(n: usize, f: &(dyn Fn(usize) + Sync)) -> bool {
+        CURRENT.with(|c| c.borrow().as_ref().map(|t| t.run(n, f)).is_some())
     }
 
     pub fn in_task() -> bool {
         IN_TASK.with(Cell::get)
     }
 
-    /// One posted task list: `f(i)` for `i in 0..n`.
+    /// One posted task list: `f(i)` for `i in 0..n`. On a cache line of its own: it lives on
+    /// the leader's stack, whose other values the leader writes while the workers claim tasks.
+    #[repr(align(128))]
     struct Job {
         f: *const (dyn Fn(usize) + Sync),
         /// The indices not yet claimed, `lo..hi`, as `lo | hi << 32`.
