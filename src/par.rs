@@ -136,17 +136,20 @@ impl<T> SendPtr<T> {
 /// no wake-up. A `vit_tiny` forward at batch 1 is ~150 parallel ops of ~100 µs, and waking a
 /// sleeping worker takes tens of microseconds: in a region that forward is ~1.15× faster on two
 /// cores (18.3 → 15.8 ms). The workers spin only until `f` returns (sleeping in short naps
-/// after a millisecond without work). Nested calls, calls with one
-/// thread, calls from inside a parallel task and calls from a rayon worker (the caller is
-/// already parallel at a coarser grain, and a spinning worker would hold up its pool) just run
-/// `f`. The results are the same as outside a region: kernels split their work the same way.
+/// after a millisecond without work). Nested calls, calls with one thread (or one core), calls
+/// from inside a parallel task and calls from a rayon worker (the caller is already parallel
+/// at a coarser grain, and a spinning worker would hold up its pool) just run `f`. The results
+/// are the same as outside a region: kernels split their work the same way.
 pub fn region<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(feature = "rayon")]
     if threads() > 1 && !team::leading() && !team::in_task() && rayon::current_thread_index().is_none() {
         // Never more spinning threads than cores: with more, a spinning worker takes the core
         // the leader needs (six threads on two cores made a batch-1 forward 3× slower).
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        return team::Team::lead(threads().min(rayon::current_num_threads()).min(cores), f);
+        let size = threads().min(rayon::current_num_threads()).min(cores);
+        if size > 1 {
+            return team::Team::lead(size, f);
+        }
     }
     f()
 }

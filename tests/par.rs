@@ -2,6 +2,7 @@
 //! workers), nested or not; a panicking task is raised by its caller.
 use consolidator::par::{for_each_chunk_mut, for_each_index, region, set_threads, threads};
 use std::sync::atomic::{AtomicU32, Ordering};
+
 /// Every index runs exactly once, in and out of a region, nested or not, with chunks that
 /// cover the data exactly.
 #[test]

@@ -229,26 +229,27 @@ unsafe fn tiled(isa: Isa, a: MatRef, b: Rhs, epi: Epilogue, out: OutPtr, threads
 /// are handed out one at a time, so it runs `⌈tasks / threads⌉` of them) has the least work.
 /// Among equal choices, two tasks per worker beat one unless that packs `B` twice (a row split
 /// of an unpacked `B`): on a shared machine a worker that loses its core mid-task leaves less
-/// behind. Ties between directions go to the one with more tiles.
+/// behind. Ties between directions go to the one with more tiles (tried first; a later choice
+/// must be strictly better).
 fn split(pm: usize, pn: usize, threads: usize, b_unpacked: bool) -> (bool, usize) {
-    let mut best = (f64::INFINITY, true, pm);
-    for by_rows in [true, false] {
+    // (busiest worker's tiles, tiles in that direction, by rows, tiles per task): the busiest
+    // worker's share is the first over the second, compared exactly.
+    let mut best: Option<(usize, usize, bool, usize)> = None;
+    for by_rows in if pm >= pn { [true, false] } else { [false, true] } {
         let panels = if by_rows { pm } else { pn };
-        let twice = !(by_rows && b_unpacked);
         for per_worker in [2, 1] {
-            if per_worker == 2 && !twice {
+            if per_worker == 2 && by_rows && b_unpacked {
                 continue;
             }
             let per = panels.div_ceil(threads * per_worker);
-            let tasks = panels.div_ceil(per);
-            let busiest = (tasks.div_ceil(threads) * per) as f64 / panels as f64;
-            let more = (by_rows && pm >= pn) || (!by_rows && pn > pm);
-            if busiest < best.0 - 1e-9 || (busiest < best.0 + 1e-9 && more && by_rows != best.1) {
-                best = (busiest, by_rows, per);
+            let busiest = panels.div_ceil(per).div_ceil(threads) * per;
+            if best.is_none_or(|(b, p, ..)| busiest * p < b * panels) {
+                best = Some((busiest, panels, by_rows, per));
             }
         }
     }
-    (best.1, best.2)
+    let (.., by_rows, per) = best.expect("two directions were tried");
+    (by_rows, per)
 }
 
 /// The portable path: matrixmultiply, the output split across workers by rows (or by columns
