@@ -17,6 +17,9 @@
 //! **Packing.** `B` is copied into panels of `NR` columns, `KC` rows deep, zero-padded past
 //! column `N`, so the kernel reads it with aligned, contiguous vector loads ([`PackedB`]); a
 //! frozen weight's panels can be packed once and kept ([`PackedB`] is what `Tensor` caches).
+//! Narrow blocks of a `B` with contiguous rows (one or two column tiles, as a 16-wide attention
+//! head or a 24-wide group of the consolidator's weight gradient) are read in place instead,
+//! with masked loads, on the AVX-512 kernel: there packing costs more than it saves.
 //! `A` is read in place when its rows or its columns are contiguous (a row-major activation,
 //! or a transposed one): the kernel broadcasts `A[r][p]` straight from memory, so the common
 //! `x·Wᵀ` packs nothing but the weight. Partial row tiles and other strides are packed into a
@@ -108,8 +111,11 @@ struct Tile {
     a: *const f32,
     lda: usize,
     a_rows: bool,
-    /// `k × NR` packed values.
+    /// `B[p][j]` is `b[p·ldb + j]`: packed panels (`ldb = NR`, zero-padded), or `B`'s own rows
+    /// read in place (`ldb` its row stride; only the first `cols` values of a row are read).
     b: *const f32,
+    ldb: usize,
+    b_in_place: bool,
     c: *mut f32,
     ldc: usize,
     rows: usize,
@@ -126,24 +132,33 @@ impl Tile {
     ///
     /// # Safety
     /// `a` must be readable at every `(r, p)` with `r < MR` (or `< rows` when packed and padded),
-    /// `p < k`; `b` at `k·NR` values; `c` readable (if `beta ≠ 0`) and writable at `rows × cols`
+    /// `p < k`; `b` at `p·ldb + j` for `p < k` and `j < NR` (packed) or `j < cols` (in place);
+    /// `c` readable (if `beta ≠ 0`) and writable at `rows × cols`
     /// values `ldc` apart; `bias` (if not null) at `cols` values; `isa` supported by the CPU.
     unsafe fn run(&self, isa: Isa) {
-        match (isa, self.a_rows) {
+        match (isa, self.a_rows, self.b_in_place) {
             // A tile of at most 16 columns needs one vector per row: half the FMAs.
             #[cfg(target_arch = "x86_64")]
-            (Isa::Avx512, true) if self.cols <= 16 => avx512::<true, 1>(self),
+            (Isa::Avx512, true, false) if self.cols <= 16 => avx512::<true, 1, false>(self),
             #[cfg(target_arch = "x86_64")]
-            (Isa::Avx512, false) if self.cols <= 16 => avx512::<false, 1>(self),
+            (Isa::Avx512, false, false) if self.cols <= 16 => avx512::<false, 1, false>(self),
             #[cfg(target_arch = "x86_64")]
-            (Isa::Avx512, true) => avx512::<true, 2>(self),
+            (Isa::Avx512, true, false) => avx512::<true, 2, false>(self),
             #[cfg(target_arch = "x86_64")]
-            (Isa::Avx512, false) => avx512::<false, 2>(self),
+            (Isa::Avx512, false, false) => avx512::<false, 2, false>(self),
             #[cfg(target_arch = "x86_64")]
-            (Isa::Avx2, true) => avx2::<true>(self),
+            (Isa::Avx512, true, true) if self.cols <= 16 => avx512::<true, 1, true>(self),
             #[cfg(target_arch = "x86_64")]
-            (Isa::Avx2, false) => avx2::<false>(self),
-            (Isa::Scalar256, _) => scalar::<6, 16>(self),
+            (Isa::Avx512, false, true) if self.cols <= 16 => avx512::<false, 1, true>(self),
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512, true, true) => avx512::<true, 2, true>(self),
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512, false, true) => avx512::<false, 2, true>(self),
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx2, true, _) => avx2::<true>(self),
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx2, false, _) => avx2::<false>(self),
+            (Isa::Scalar256, ..) => scalar::<6, 16>(self),
             _ => scalar::<12, 32>(self),
         }
     }
@@ -161,11 +176,13 @@ impl Tile {
 /// The scalar twin: the SIMD kernels' arithmetic, one lane at a time.
 unsafe fn scalar<const MR: usize, const NR: usize>(t: &Tile) {
     let mut acc = [[0.0f32; NR]; MR];
+    let mut b = [0.0f32; NR];
     for p in 0..t.k {
-        let b = std::slice::from_raw_parts(t.b.add(p * NR), NR);
+        let w = if t.b_in_place { t.cols } else { NR };
+        b[..w].copy_from_slice(std::slice::from_raw_parts(t.b.add(p * t.ldb), w));
         for (r, row) in acc.iter_mut().enumerate() {
             let x = if t.a_rows { t.a_at::<true>(r, p) } else { t.a_at::<false>(r, p) };
-            for (v, &bv) in row.iter_mut().zip(b) {
+            for (v, &bv) in row.iter_mut().zip(&b) {
                 *v = x.mul_add(bv, *v);
             }
         }
@@ -189,7 +206,7 @@ unsafe fn scalar<const MR: usize, const NR: usize>(t: &Tile) {
 /// 16 columns of the panel).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn avx512<const ROWS: bool, const NV: usize>(t: &Tile) {
+unsafe fn avx512<const ROWS: bool, const NV: usize, const B_IN_PLACE: bool>(t: &Tile) {
     // Ask for the output's lines now, for writing: their transfer overlaps the FMAs (a fresh
     // output buffer is not in cache, and a store that misses waits for its line).
     for r in 0..12 {
@@ -199,11 +216,17 @@ unsafe fn avx512<const ROWS: bool, const NV: usize>(t: &Tile) {
             }
         }
     }
+    let lanes = |n: usize| if n >= 16 { 0xffff } else { (1u32 << n) as u16 - 1 };
+    let masks = [lanes(t.cols), lanes(t.cols.saturating_sub(16))];
     let mut acc = [_mm512_setzero_ps(); 24];
     let mut b = t.b;
     let mut ap = [0, 3, 6, 9].map(|r| t.a.wrapping_add(r * t.lda));
     for p in 0..t.k {
-        let bv = [_mm512_loadu_ps(b), _mm512_loadu_ps(b.add(16 * (NV - 1)))];
+        let bv = if B_IN_PLACE {
+            [_mm512_maskz_loadu_ps(masks[0], b), _mm512_maskz_loadu_ps(masks[NV - 1], b.wrapping_add(16 * (NV - 1)))]
+        } else {
+            [_mm512_loadu_ps(b), _mm512_loadu_ps(b.add(16 * (NV - 1)))]
+        };
         for r in 0..12 {
             // In place, row `r` is base `r / 3` plus 0, 1 or 2 row strides: the addresses
             // need no chain of additions per step (+3 % on the ViT shapes).
@@ -213,15 +236,13 @@ unsafe fn avx512<const ROWS: bool, const NV: usize>(t: &Tile) {
                 acc[2 * r + h] = _mm512_fmadd_ps(x, bv[h], acc[2 * r + h]);
             }
         }
-        b = b.add(32);
+        b = b.wrapping_add(t.ldb);
         if ROWS {
             for g in &mut ap {
                 *g = g.wrapping_add(1);
             }
         }
     }
-    let lanes = |n: usize| if n >= 16 { 0xffff } else { (1u32 << n) as u16 - 1 };
-    let masks = [lanes(t.cols), lanes(t.cols.saturating_sub(16))];
     let (alpha, beta) = (_mm512_set1_ps(t.alpha), _mm512_set1_ps(t.beta));
     let bias = masks.map(|_| _mm512_setzero_ps());
     let bias = if t.bias.is_null() {
@@ -631,12 +652,23 @@ pub(crate) unsafe fn run_block(
             let mut jc = cols.start;
             while jc < cols.end {
                 let jn = NC.min(cols.end - jc);
-                let bp: *const f32 = match b {
-                    Rhs::Packed(p) => p.panel(pc, jc / nr),
+                // B's first value, the distance between its depth steps and between its column
+                // tiles. Contiguous rows of B are read in place when packing would not pay for
+                // itself: one column tile, or two that at most eight row tiles reuse. Measured
+                // on one thread, K = 3,152: in place is 1.13–1.49× as fast with N ≤ 32
+                // (M = 24…197), 1.03–1.43× with N = 64 and M ≤ 96, a wash at N = 96 and
+                // 0.86–0.90× at N = 192 (there the packed panels' aligned, contiguous lines win).
+                // Only on the AVX-512 kernel (and its twin): AVX2's masked loads made the
+                // 8-lane kernel 5–20 % slower on the same shapes.
+                let in_place = matches!(b, Rhs::View(v) if v.cs == 1 && nr == 32
+                    && (jn <= nr || (jn <= 2 * nr && rows.len() <= 8 * mr)));
+                let (bp, ldb, panel): (*const f32, usize, usize) = match b {
+                    Rhs::Packed(p) => (p.panel(pc, jc / nr), nr, kc * nr),
+                    Rhs::View(v) if in_place => (v.data[pc * v.rs + jc..].as_ptr(), v.rs, nr),
                     Rhs::View(v) => {
                         let off = alloc_aligned(bbuf, kc * jn.div_ceil(nr) * nr);
                         pack_b(v, nr, pc, kc, jc, jc + jn, &mut bbuf[off..], is_simd(isa));
-                        bbuf[off..].as_ptr()
+                        (bbuf[off..].as_ptr(), nr, kc * nr)
                     }
                 };
                 let mut ir = rows.start;
@@ -665,7 +697,9 @@ pub(crate) unsafe fn run_block(
                             a: ap,
                             lda,
                             a_rows,
-                            b: bp.add(jr * kc),
+                            b: bp.add(jr / nr * panel),
+                            ldb,
+                            b_in_place: in_place,
                             c: out.ptr.add(ir * out.ldc + j),
                             ldc: out.ldc,
                             rows: rr,
