@@ -6,8 +6,9 @@
 //!
 //! Backward, with the rows of `x` flattened to `R = Π(leading dims)`:
 //! - `dx = dy·W` (`[R, O]·[O, I]`),
-//! - `dW = dyᵀ·x` (`[O, R]·[R, I]`) — skipped entirely when `W` is frozen: this is where a
-//!   parameter-efficient method saves the weight-gradient GEMM,
+//! - `dW = dyᵀ·x` (`[O, R]·[R, I]`; computed as `(xᵀ·dy)ᵀ` when `I ≥ O`, which is faster) —
+//!   skipped entirely when `W` is frozen: this is where a parameter-efficient method saves the
+//!   weight-gradient GEMM,
 //! - `db = Σ_rows dy`.
 
 use crate::autograd::Var;
@@ -44,8 +45,15 @@ impl<'t> Var<'t> {
                 Ok(Tensor::from_parts(x.shape().to_vec(), dx))
             })?;
             g.add_with(wn, || {
-                let dw = gemm_new(1.0, MatRef::new(dyd, rows, o).t(), Rhs::View(MatRef::new(x.data(), rows, i)), None);
-                Ok(Tensor::from_parts(vec![o, i], dw))
+                let (dyv, xv) = (MatRef::new(dyd, rows, o), MatRef::new(x.data(), rows, i));
+                if i < o {
+                    return Ok(Tensor::from_parts(vec![o, i], gemm_new(1.0, dyv.t(), Rhs::View(xv), None)));
+                }
+                // An input at least as wide as the output: `dWᵀ = xᵀ·dy` is the faster product
+                // (the narrower operand is the one packed; 6,400 rows 256 → 64 on two threads:
+                // 150–165 → 205 GFLOP/s) and has the same values, transposed into place.
+                let dwt = gemm_new(1.0, xv.t(), Rhs::View(dyv), None);
+                Ok(Tensor::from_parts(vec![o, i], (0..o * i).map(|k| dwt[k % i * o + k / i]).collect()))
             })?;
             g.add_with(bn, || {
                 let mut db = vec![0.0; o];
