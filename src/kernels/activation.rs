@@ -71,16 +71,21 @@ pub fn erf_f64(x: f64) -> f64 {
 pub fn gelu_erf(x: &[f32], out: &mut [f32]) {
     assert_eq!(x.len(), out.len());
     let chunk = simd::flat_chunk_len(x.len());
-    par::for_each_chunk_mut(out, chunk, |i, o| {
-        let xs = &x[i * chunk..i * chunk + o.len()];
-        #[cfg(target_arch = "x86_64")]
-        if avx512::usable() {
-            // SAFETY: AVX-512F is present; the slices have equal lengths.
-            let done = unsafe { avx512::gelu(xs, &[], o) };
-            return gelu_erf_x8(&xs[done..], &mut o[done..]);
-        }
-        gelu_erf_x8(xs, o)
-    });
+    par::for_each_chunk_mut(out, chunk, |i, o| gelu_here(&x[i * chunk..i * chunk + o.len()], &[], o));
+}
+
+/// On the calling thread: [`gelu_erf`] (`dy` empty) or [`gelu_erf_backward`] of `x` into `out`.
+pub(crate) fn gelu_here(x: &[f32], dy: &[f32], out: &mut [f32]) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if avx512::usable() {
+        // SAFETY: AVX-512F is present; the slices have equal lengths (`dy` unless empty).
+        done = unsafe { avx512::gelu(x, dy, out) };
+    }
+    match dy {
+        [] => gelu_erf_x8(&x[done..], &mut out[done..]),
+        _ => gelu_erf_backward_x8(&x[done..], &dy[done..], &mut out[done..]),
+    }
 }
 
 /// [`gelu_erf`] eight lanes at a time, on the calling thread (the portable kernel, and the
@@ -102,14 +107,7 @@ pub fn gelu_erf_backward(x: &[f32], dy: &[f32], dx: &mut [f32]) {
     let chunk = simd::flat_chunk_len(x.len());
     par::for_each_chunk_mut(dx, chunk, |i, d| {
         let r = i * chunk..i * chunk + d.len();
-        let (xs, gs) = (&x[r.clone()], &dy[r]);
-        #[cfg(target_arch = "x86_64")]
-        if avx512::usable() {
-            // SAFETY: AVX-512F is present; the slices have equal lengths.
-            let done = unsafe { avx512::gelu(xs, gs, d) };
-            return gelu_erf_backward_x8(&xs[done..], &gs[done..], &mut d[done..]);
-        }
-        gelu_erf_backward_x8(xs, gs, d)
+        gelu_here(&x[r.clone()], &dy[r], d)
     });
 }
 

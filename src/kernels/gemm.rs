@@ -47,7 +47,7 @@
 //! ```
 
 pub use super::packed::MatRef;
-use super::packed::{self, Epilogue, Isa, OutPtr, Rhs};
+use super::packed::{self, Epilogue, Finish, Isa, OutPtr, Rhs};
 use crate::par;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -74,7 +74,14 @@ pub fn gemm_ext(alpha: f32, a: MatRef, b: Rhs, beta: f32, bias: Option<&[f32]>, 
     match b.isa().or_else(Isa::detect) {
         // SAFETY: the operands and `c` were checked to cover the product.
         Some(isa) => unsafe {
-            tiled(isa, a, b, Epilogue { alpha, beta, bias }, OutPtr { ptr: c.as_mut_ptr(), ldc }, par::threads())
+            tiled(
+                isa,
+                a,
+                b,
+                Epilogue { alpha, beta, bias, finish: None },
+                OutPtr { ptr: c.as_mut_ptr(), ldc },
+                par::threads(),
+            )
         },
         None => {
             let Rhs::View(b) = b else { unreachable!("packed panels always name their kernel") };
@@ -97,11 +104,20 @@ pub fn gemm_ext(alpha: f32, a: MatRef, b: Rhs, beta: f32, bias: Option<&[f32]>, 
 
 /// A new `m × n` matrix `α·A·B (+ bias in every row)`, written once: no zeroing pass first.
 pub fn gemm_new(alpha: f32, a: MatRef, b: Rhs, bias: Option<&[f32]>) -> Vec<f32> {
+    gemm_new_then(alpha, a, b, bias, None)
+}
+
+/// [`gemm_new`], then `finish` on every part of every row as soon as it is final (while the
+/// worker that wrote it still has it in cache): a fused elementwise pass, e.g. an activation.
+pub(crate) fn gemm_new_then(alpha: f32, a: MatRef, b: Rhs, bias: Option<&[f32]>, finish: Option<&Finish>) -> Vec<f32> {
     let (m, (k, n)) = (a.rows, b.dims());
     let isa = b.isa().or_else(Isa::detect).filter(|_| k > 0 && m > 0 && n > 0);
     let Some(isa) = isa else {
         let mut c = vec![0.0; m * n];
         gemm_ext(alpha, a, b, 0.0, bias, &mut c, n.max(1));
+        if let Some(f) = finish.filter(|_| n > 0) {
+            c.chunks_exact_mut(n).enumerate().for_each(|(r, row)| f(r, 0, row));
+        }
         return c;
     };
     check_operands(a, &b, m * n, n);
@@ -111,7 +127,14 @@ pub fn gemm_new(alpha: f32, a: MatRef, b: Rhs, bias: Option<&[f32]>) -> Vec<f32>
     // SAFETY: the operands were checked; with β = 0 and k > 0 the kernels write every value of
     // the m × n output without reading it, so all `m·n` values are initialised before `set_len`.
     unsafe {
-        tiled(isa, a, b, Epilogue { alpha, beta: 0.0, bias }, OutPtr { ptr: c.as_mut_ptr(), ldc: n }, par::threads());
+        tiled(
+            isa,
+            a,
+            b,
+            Epilogue { alpha, beta: 0.0, bias, finish },
+            OutPtr { ptr: c.as_mut_ptr(), ldc: n },
+            par::threads(),
+        );
         c.set_len(m * n);
     }
     if let Some(t) = t {
@@ -133,7 +156,7 @@ pub fn gemm_push<'v>(alpha: f32, a: MatRef, b: MatRef, v: &'v mut Vec<f32>) -> &
             // β = 0 and k > 0 the kernels write every one of them without reading it, so they
             // are initialised before `set_len`.
             unsafe {
-                tiled(isa, a, Rhs::View(b), Epilogue { alpha, beta: 0.0, bias: None }, out, 1);
+                tiled(isa, a, Rhs::View(b), Epilogue { alpha, beta: 0.0, bias: None, finish: None }, out, 1);
                 v.set_len(start + m * n);
             }
         }
@@ -182,7 +205,7 @@ fn check_operands(a: MatRef, b: &Rhs, c_len: usize, ldc: usize) {
 pub fn gemm_isa(isa: Isa, alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], ldc: usize) {
     assert!(Isa::available().contains(&isa), "gemm: this CPU cannot run the {isa:?} kernel");
     check_operands(a, &Rhs::View(b), c.len(), ldc);
-    let epi = Epilogue { alpha, beta, bias: None };
+    let epi = Epilogue { alpha, beta, bias: None, finish: None };
     // SAFETY: the operands and `c` were checked to cover the product.
     unsafe { tiled(isa, a, Rhs::View(b), epi, OutPtr { ptr: c.as_mut_ptr(), ldc }, par::threads()) }
 }
@@ -311,7 +334,7 @@ fn gemm_serial(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], ldc: 
     match Isa::detect() {
         Some(isa) if a.rows > 0 && b.cols > 0 => {
             check_operands(a, &Rhs::View(b), c.len(), ldc);
-            let epi = Epilogue { alpha, beta, bias: None };
+            let epi = Epilogue { alpha, beta, bias: None, finish: None };
             // SAFETY: the operands and `c` were checked to cover the product.
             unsafe { tiled(isa, a, Rhs::View(b), epi, OutPtr { ptr: c.as_mut_ptr(), ldc }, 1) }
         }
@@ -351,7 +374,7 @@ pub(crate) fn sgemm_checked(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut
     if let (Some(isa), 1) = (Isa::detect(), csc) {
         // Unit column stride: our kernels (on this thread).
         check_operands(a, &Rhs::View(b), c.len(), rsc);
-        let epi = Epilogue { alpha, beta, bias: None };
+        let epi = Epilogue { alpha, beta, bias: None, finish: None };
         // SAFETY: the operands and `c` were checked to cover the product.
         return unsafe { tiled(isa, a, Rhs::View(b), epi, OutPtr { ptr: c.as_mut_ptr(), ldc: rsc }, 1) };
     }

@@ -601,13 +601,19 @@ impl Rhs<'_> {
     }
 }
 
-/// What the kernels write: `α·A·B + β·C + bias` (bias: one value per column, every row).
+/// What the kernels write: `α·A·B + β·C + bias` (bias: one value per column, every row), then
+/// `finish` on each part of a row once it holds its final values.
 #[derive(Clone, Copy)]
 pub(crate) struct Epilogue<'a> {
     pub alpha: f32,
     pub beta: f32,
     pub bias: Option<&'a [f32]>,
+    pub finish: Option<&'a Finish<'a>>,
 }
+
+/// A pass over the output while it is still in cache: `f(r, j0, part)` gets columns
+/// `j0..j0 + part.len()` of row `r`, final, once each (on the worker that wrote them).
+pub type Finish<'a> = dyn Fn(usize, usize, &mut [f32]) + Sync + 'a;
 
 /// The output: `C[r][j]` at `ptr[r·ldc + j]`; a raw pointer so that workers can write disjoint
 /// tiles of it.
@@ -713,6 +719,12 @@ pub(crate) unsafe fn run_block(
                         };
                         tile.run(isa);
                         jr += nr;
+                    }
+                    if let (Some(f), true) = (epi.finish, pc + kc == k) {
+                        for r in ir..ir + rr {
+                            // SAFETY: the caller gave this block to this thread alone.
+                            f(r, jc, std::slice::from_raw_parts_mut(out.ptr.add(r * out.ldc + jc), jn));
+                        }
                     }
                     ir += mr;
                 }

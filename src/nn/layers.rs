@@ -130,7 +130,8 @@ impl Attention {
 
 module_keys!(Attention { "qkv." => qkv, "proj." => proj });
 
-/// `fc1 → gelu_erf → fc2`.
+/// `fc1 → gelu_erf → fc2`: one fused op when neither layer has an adapter (the GELU and its
+/// derivative computed inside the GEMMs; the same values as the three ops).
 #[derive(Clone, Debug)]
 pub struct Mlp {
     /// `C → hidden`.
@@ -142,6 +143,12 @@ pub struct Mlp {
 impl Mlp {
     /// Forward.
     pub fn forward<'t>(&self, tape: &'t Tape, x: &Var<'t>) -> Result<Var<'t>> {
+        if let (None, None) = (&self.fc1.adapter, &self.fc2.adapter) {
+            let (w1, w2) = (tape.param(&self.fc1.weight), tape.param(&self.fc2.weight));
+            let (b1, b2) =
+                (self.fc1.bias.as_ref().map(|b| tape.param(b)), self.fc2.bias.as_ref().map(|b| tape.param(b)));
+            return super::fused::mlp_gelu(x, (&w1, b1.as_ref()), (&w2, b2.as_ref()));
+        }
         self.fc2.forward(tape, &self.fc1.forward(tape, x)?.gelu_erf()?)
     }
 }

@@ -23,6 +23,7 @@
 
 pub mod adapter;
 mod checkpoint;
+mod fused;
 mod layers;
 mod vit;
 

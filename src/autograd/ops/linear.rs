@@ -44,24 +44,30 @@ impl<'t> Var<'t> {
                 let dx = gemm_new(1.0, MatRef::new(dyd, rows, o), rhs(&packed, MatRef::new(wv.data(), o, i)), None);
                 Ok(Tensor::from_parts(x.shape().to_vec(), dx))
             })?;
-            g.add_with(wn, || {
-                let (dyv, xv) = (MatRef::new(dyd, rows, o), MatRef::new(x.data(), rows, i));
-                if i < o {
-                    return Ok(Tensor::from_parts(vec![o, i], gemm_new(1.0, dyv.t(), Rhs::View(xv), None)));
-                }
-                // An input at least as wide as the output: `dWᵀ = xᵀ·dy` is the faster product
-                // (the narrower operand is the one packed; 6,400 rows 256 → 64 on two threads:
-                // 150–165 → 205 GFLOP/s) and has the same values, transposed into place.
-                let dwt = gemm_new(1.0, xv.t(), Rhs::View(dyv), None);
-                Ok(Tensor::from_parts(vec![o, i], (0..o * i).map(|k| dwt[k % i * o + k / i]).collect()))
-            })?;
-            g.add_with(bn, || {
-                let mut db = vec![0.0; o];
-                elementwise::sum_rows_into(dyd, o, &mut db);
-                Ok(Tensor::from_parts(vec![o], db))
-            })
+            g.add_with(wn, || Ok(weight_grad(dyd, x.data(), rows, o, i)))?;
+            g.add_with(bn, || Ok(bias_grad(dyd, o)))
         })
     }
+}
+
+/// `dW = dyᵀ·x` (`[O, I]`) for `dy: [R, O]`, `x: [R, I]`.
+pub(crate) fn weight_grad(dy: &[f32], x: &[f32], rows: usize, o: usize, i: usize) -> Tensor {
+    let (dyv, xv) = (MatRef::new(dy, rows, o), MatRef::new(x, rows, i));
+    if i < o {
+        return Tensor::from_parts(vec![o, i], gemm_new(1.0, dyv.t(), Rhs::View(xv), None));
+    }
+    // An input at least as wide as the output: `dWᵀ = xᵀ·dy` is the faster product (the
+    // narrower operand is the one packed; 6,400 rows 256 → 64 on two threads: 150–165 → 205
+    // GFLOP/s) and has the same values, transposed into place.
+    let dwt = gemm_new(1.0, xv.t(), Rhs::View(dyv), None);
+    Tensor::from_parts(vec![o, i], (0..o * i).map(|k| dwt[k % i * o + k / i]).collect())
+}
+
+/// `db = Σ_rows dy` (`[O]`).
+pub(crate) fn bias_grad(dy: &[f32], o: usize) -> Tensor {
+    let mut db = vec![0.0; o];
+    elementwise::sum_rows_into(dy, o, &mut db);
+    Tensor::from_parts(vec![o], db)
 }
 
 /// A frozen weight `W: [O, I]` as packed GEMM panels of `Wᵀ` (`transposed`, the forward's
