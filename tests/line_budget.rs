@@ -11,8 +11,11 @@ use std::path::{Path, PathBuf};
 /// The budget, in counted lines. Set about 15 % above the size when it was introduced (4,119),
 /// then raised from 4,700 for the engine's own GEMM (issue 16: packed panels, AVX-512 and AVX2
 /// micro-kernels with their scalar twins, frozen weights' panels kept with the tensor), which
-/// replaced matrixmultiply on x86-64 and added about 600 lines.
-const CORE_BUDGET: usize = 5400;
+/// replaced matrixmultiply on x86-64 and added about 600 lines, then from 5,400 for the GEMM's
+/// second speed round (issue 16 again: narrow `B` read in place, strided operands prefetched,
+/// a finish hook that fuses an elementwise pass into the product; about 50 lines, each
+/// measured faster).
+const CORE_BUDGET: usize = 5500;
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
