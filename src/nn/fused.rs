@@ -76,8 +76,8 @@ pub(crate) fn mlp_gelu<'t>(
     x.tape().op("mlp", Tensor::from_parts(shape, y), &inputs, move |dy, g| {
         let [xn, w1n, b1n, w2n, b2n] = nodes;
         let dyd = dy.data();
-        g.add_with(w2n, || Ok(weight_grad(dyd, &a, rows, o, hid)))?;
         g.add_with(b2n, || Ok(bias_grad(dyd, o)))?;
+        g.add_with(w2n, || Ok(weight_grad(dyd, &a, rows, o, hid)))?;
         if xn.is_none() && w1n.is_none() && b1n.is_none() {
             return Ok(());
         }
@@ -94,13 +94,13 @@ pub(crate) fn mlp_gelu<'t>(
         let p2 = frozen[1].then(|| packed_weight(&w2v, false)).flatten();
         let w2m = MatRef::new(w2v.data(), o, hid);
         let dh = gemm_new_then(1.0, MatRef::new(dyd, rows, o), rhs(&p2, w2m), None, Some(&gelu_grad));
+        g.add_with(b1n, || Ok(bias_grad(&dh, hid)))?;
         g.add_with(xn, || {
             let p1 = frozen[0].then(|| packed_weight(&w1v, false)).flatten();
             let dx = gemm_new(1.0, MatRef::new(&dh, rows, hid), rhs(&p1, MatRef::new(w1v.data(), hid, i)), None);
             Ok(Tensor::from_parts(xv.shape().to_vec(), dx))
         })?;
-        g.add_with(w1n, || Ok(weight_grad(&dh, xv.data(), rows, hid, i)))?;
-        g.add_with(b1n, || Ok(bias_grad(&dh, hid)))
+        g.add_with(w1n, || Ok(weight_grad(&dh, xv.data(), rows, hid, i)))
     })
 }
 

@@ -39,13 +39,13 @@ impl<'t> Var<'t> {
         let (xn, wn, bn) = (self.node(), w.node(), b.and_then(|b| b.node()));
         self.tape().op("linear", y, &inputs, move |dy, g| {
             let dyd = dy.data();
+            g.add_with(bn, || Ok(bias_grad(dyd, o)))?;
             g.add_with(xn, || {
                 let packed = frozen.then(|| packed_weight(&wv, false)).flatten();
                 let dx = gemm_new(1.0, MatRef::new(dyd, rows, o), rhs(&packed, MatRef::new(wv.data(), o, i)), None);
                 Ok(Tensor::from_parts(x.shape().to_vec(), dx))
             })?;
-            g.add_with(wn, || Ok(weight_grad(dyd, x.data(), rows, o, i)))?;
-            g.add_with(bn, || Ok(bias_grad(dyd, o)))
+            g.add_with(wn, || Ok(weight_grad(dyd, x.data(), rows, o, i)))
         })
     }
 }
