@@ -423,6 +423,8 @@ fn pack_b(b: MatRef, nr: usize, pc: usize, kc: usize, j0: usize, j1: usize, out:
             for (p, dst) in panel.chunks_exact_mut(nr).enumerate() {
                 let src = &b.data[(pc + p) * b.rs + c0..][..w];
                 #[cfg(target_arch = "x86_64")]
+                prefetch_span(src.as_ptr().wrapping_add(AHEAD * b.rs), w); // rows a stride apart, as in `avx512`
+                #[cfg(target_arch = "x86_64")]
                 if simd {
                     // SAFETY: `src` holds `w ≤ nr` values, `dst` holds `nr`; `simd`: AVX2 present.
                     unsafe { copy_padded(src, dst) };
