@@ -457,3 +457,32 @@ pub fn gemm_naive(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], ld
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    /// `finish` sees every value once, final: doubling it in the hook doubles the product, on
+    /// the SIMD path and the fallback (k = 0, empty outputs), across column blocks and workers.
+    #[test]
+    fn finish_sees_every_value_once_and_final() {
+        for (m, k, n) in [(0, 3, 4), (5, 0, 7), (37, 19, 600), (200, 64, 70), (1, 5, 1)] {
+            let a: Vec<f32> = (0..m * k).map(|v| (v % 7) as f32 - 3.0).collect();
+            let b: Vec<f32> = (0..k * n).map(|v| (v % 5) as f32 * 0.5).collect();
+            let bias: Vec<f32> = (0..n).map(|v| v as f32).collect();
+            let (av, bv) = (MatRef::new(&a, m, k), Rhs::View(MatRef::new(&b, k, n)));
+            let seen: Vec<AtomicU32> = (0..m * n).map(|_| AtomicU32::new(0)).collect();
+            let double = |r: usize, j0: usize, part: &mut [f32]| {
+                for (j, v) in part.iter_mut().enumerate() {
+                    seen[r * n + j0 + j].fetch_add(1, Ordering::Relaxed);
+                    *v *= 2.0;
+                }
+            };
+            let got = gemm_new_then(1.0, av, bv, Some(&bias), Some(&double));
+            let want: Vec<f32> = gemm_new(1.0, av, bv, Some(&bias)).iter().map(|v| 2.0 * v).collect();
+            assert_eq!(got, want, "{m}x{k}x{n}");
+            assert!(seen.iter().all(|s| s.load(Ordering::Relaxed) == 1), "{m}x{k}x{n}");
+        }
+    }
+}
