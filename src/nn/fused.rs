@@ -14,8 +14,8 @@ use crate::autograd::ops::linear::{bias_grad, packed_weight, rhs, weight_grad};
 use crate::autograd::Var;
 use crate::kernels::activation::gelu_here;
 use crate::kernels::gemm::gemm_new_then;
-use crate::kernels::packed::OutPtr;
 use crate::kernels::{gemm_new, MatRef};
+use crate::par::SendPtr;
 use crate::{Error, Result, Tensor};
 use std::mem::MaybeUninit;
 
@@ -42,14 +42,13 @@ pub(crate) fn mlp_gelu<'t>(
 
     // h, and a = gelu(h) from each finished part of h.
     let mut a: Vec<f32> = Vec::with_capacity(rows * hid);
-    let out = OutPtr { ptr: a.as_mut_ptr(), ldc: hid };
+    let out = SendPtr(a.as_mut_ptr());
     let gelu = |r: usize, j0: usize, part: &mut [f32]| {
         // SAFETY: `a` has room for rows × hid values; each (r, j0..) part is handed out once,
         // to one worker, so nothing else touches these values. They are written (zeros, then
         // the GELU) before being read.
-        let out = &out; // the whole (Sync) struct, not its raw pointer field
         let dst = unsafe {
-            std::slice::from_raw_parts_mut(out.ptr.add(r * out.ldc + j0).cast::<MaybeUninit<f32>>(), part.len())
+            std::slice::from_raw_parts_mut(out.get().add(r * hid + j0).cast::<MaybeUninit<f32>>(), part.len())
         };
         dst.fill(MaybeUninit::new(0.0));
         gelu_here(part, &[], unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) });
