@@ -130,21 +130,52 @@ pub fn sum_rows_into(x: &[f32], cols: usize, out: &mut [f32]) {
     // in order, one addition per row, so the result is the scalar twin's, bit for bit.
     let t = par::threads();
     let chunk = if rows * cols < simd::PAR_MIN_ELEMS || t <= 1 { cols } else { cols.div_ceil(t).next_multiple_of(W) };
-    par::for_each_chunk_mut(out, chunk, |i, o| {
-        let c0 = i * chunk;
-        for row in x.chunks_exact(cols) {
-            let r = &row[c0..c0 + o.len()];
-            let mut oc = o.chunks_exact_mut(W);
-            let mut rc = r.chunks_exact(W);
-            for (ov, rv) in (&mut oc).zip(&mut rc) {
-                simd::store(load(ov) + load(rv), ov);
-            }
-            for (ov, v) in oc.into_remainder().iter_mut().zip(rc.remainder()) {
-                *ov += v;
-            }
-        }
-    });
+    par::for_each_chunk_mut(out, chunk, |i, o| sum_rows_strided(&x[i * chunk..], rows, cols, o));
 }
+
+/// `out[c] += Σ_r x[r·ld + c]` for `c < out.len()`, on the calling thread: the column sums of
+/// a block of a row-major matrix whose rows are `ld` apart, each column adding its rows in order.
+/// Up to 64 columns at a time are summed in registers over all rows.
+pub(crate) fn sum_rows_strided(x: &[f32], rows: usize, ld: usize, out: &mut [f32]) {
+    if rows == 0 {
+        return;
+    }
+    for (b, ob) in out.chunks_mut(8 * W).enumerate() {
+        let xb = &x[b * 8 * W..];
+        match ob.len() / W {
+            8 => sum_cols::<8>(xb, rows, ld, ob),
+            7 => sum_cols::<7>(xb, rows, ld, ob),
+            6 => sum_cols::<6>(xb, rows, ld, ob),
+            5 => sum_cols::<5>(xb, rows, ld, ob),
+            4 => sum_cols::<4>(xb, rows, ld, ob),
+            3 => sum_cols::<3>(xb, rows, ld, ob),
+            2 => sum_cols::<2>(xb, rows, ld, ob),
+            1 => sum_cols::<1>(xb, rows, ld, ob),
+            _ => sum_cols::<0>(xb, rows, ld, ob),
+        }
+    }
+}
+
+/// [`sum_rows_strided`] for `out.len()` in `N·8..N·8 + 8`: `N` vectors in registers, the rest
+/// (fewer than 8 columns) one by one.
+#[inline(always)]
+fn sum_cols<const N: usize>(x: &[f32], rows: usize, ld: usize, out: &mut [f32]) {
+    let mut acc: [f32x8; N] = std::array::from_fn(|j| load(&out[j * W..]));
+    let (head, tail) = out.split_at_mut(N * W);
+    for r in 0..rows {
+        let row = &x[r * ld..r * ld + N * W + tail.len()];
+        for (j, a) in acc.iter_mut().enumerate() {
+            *a += load(&row[j * W..]);
+        }
+        for (t, v) in tail.iter_mut().zip(&row[N * W..]) {
+            *t += v;
+        }
+    }
+    for (j, a) in acc.iter().enumerate() {
+        simd::store(*a, &mut head[j * W..]);
+    }
+}
+
 /// Scalar twin of [`sum_rows_into`].
 pub fn sum_rows_into_scalar(x: &[f32], cols: usize, out: &mut [f32]) {
     assert_eq!(out.len(), cols);

@@ -23,7 +23,8 @@
 //!   per-128-row partial sums apart, added in order at the end.
 //! - **GEMM kernels** (larger blocks, and `g = 1`): matrixmultiply on strided views of each group's
 //!   runs. Forward and input gradient are parallel over row tiles, one single-threaded GEMM per
-//!   (tile, group, run); the weight gradient is parallel over groups, one GEMM over all rows each.
+//!   (tile, group, run); the weight gradient is parallel over groups, one GEMM over all rows each
+//!   (after that group's bias-gradient column sums, which bring its `dy` columns into cache).
 //!   A group with several runs is gathered tile by tile for the forward (the GEMM's own packing step
 //!   copies it anyway); the input gradient writes its runs in place through the output's strides.
 //!
@@ -542,31 +543,38 @@ pub fn grouped_backward_weight(
 ) -> Result<()> {
     let rows = check(spec, x.len(), dw.len(), dy.len(), "grouped_backward_weight")?;
     let (i_dim, o_dim, ci, co, g) = (spec.in_dim, spec.out_dim, spec.ci(), spec.co(), spec.groups);
-    if let Some(db) = dbias {
-        // Column sums split across workers, then scaled once: `db += α·Σ_rows dy`.
-        let mut sums = vec![0.0f32; o_dim];
-        crate::kernels::elementwise::sum_rows_into(dy, o_dim, &mut sums);
+    // Column sums of dy (each column adding its rows in order), scaled once: `db += α·Σ_rows dy`.
+    let mut sums = dbias.as_ref().map(|_| vec![0.0f32; o_dim]);
+    if rows > 0 && g > 1 && !spec.wgrad_lanes() {
+        // Parallel over groups, one single-threaded GEMM per run over all rows:
+        // dG_i[:, run] += α·dY_iᵀ·X[:, run]; group i's column sums first, which brings dY_i
+        // into the worker's cache for the GEMM.
+        let sums_at = sums.as_mut().map(|s| par::SendPtr(s.as_mut_ptr()));
+        par::for_each_chunk_mut(dw, co * ci, |i, dwi| {
+            if let Some(p) = sums_at {
+                // SAFETY: `sums` has o_dim = g·co values and group i alone writes i·co..(i+1)·co.
+                let si = unsafe { std::slice::from_raw_parts_mut(p.get().add(i * co), co) };
+                crate::kernels::elementwise::sum_rows_strided(&dy[i * co..], rows, o_dim, si);
+            }
+            let dyi = MatRef::strided(&dy[i * co..], rows, co, o_dim, 1).t();
+            for r in spec.runs(i) {
+                let xv = MatRef::strided(&x[r.start..], rows, r.len, i_dim, r.stride);
+                sgemm_serial(alpha, dyi, xv, &mut dwi[r.offset..], ci, 1);
+            }
+        });
+    } else {
+        if let Some(s) = &mut sums {
+            crate::kernels::elementwise::sum_rows_into(dy, o_dim, s);
+        }
+        if rows > 0 && spec.wgrad_lanes() {
+            backward_weight_lanes(spec, alpha, x, dy, dw);
+        } else if rows > 0 {
+            gemm(alpha, MatRef::new(dy, rows, o_dim).t(), MatRef::new(x, rows, i_dim), 1.0, dw, ci);
+        }
+    }
+    if let (Some(db), Some(sums)) = (dbias, sums) {
         db.iter_mut().zip(&sums).for_each(|(d, s)| *d += alpha * s);
     }
-    if rows == 0 {
-        return Ok(());
-    }
-    if spec.wgrad_lanes() {
-        backward_weight_lanes(spec, alpha, x, dy, dw);
-        return Ok(());
-    }
-    if g == 1 {
-        gemm(alpha, MatRef::new(dy, rows, o_dim).t(), MatRef::new(x, rows, i_dim), 1.0, dw, ci);
-        return Ok(());
-    }
-    // Parallel over groups, one single-threaded GEMM per run over all rows: dG_i[:, run] += α·dY_iᵀ·X[:, run].
-    par::for_each_chunk_mut(dw, co * ci, |i, dwi| {
-        let dyi = MatRef::strided(&dy[i * co..], rows, co, o_dim, 1).t();
-        for r in spec.runs(i) {
-            let xv = MatRef::strided(&x[r.start..], rows, r.len, i_dim, r.stride);
-            sgemm_serial(alpha, dyi, xv, &mut dwi[r.offset..], ci, 1);
-        }
-    });
     Ok(())
 }
 
