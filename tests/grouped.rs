@@ -91,7 +91,9 @@ fn small_block_strategy() -> impl Strategy<Value = (GroupSpec, usize)> {
 
 /// GEMM-kernel shapes: blocks above the lane limits (and `g = 1`).
 fn large_block_strategy() -> impl Strategy<Value = (GroupSpec, usize)> {
-    (17usize..70, 17usize..70, prop::sample::select(vec![1usize, 2, 3, 5]), any::<bool>(), 0usize..200)
+    // Rows up to and across the weight gradient's 384-row depth blocks.
+    let rows = prop_oneof![0usize..200, 380usize..800];
+    (17usize..70, 17usize..70, prop::sample::select(vec![1usize, 2, 3, 5]), any::<bool>(), rows)
         .prop_map(|(ci, co, g, reorder, rows)| (GroupSpec::new(ci * g, co * g, g, reorder).unwrap(), rows))
 }
 
@@ -214,6 +216,9 @@ fn tile_edges_match_twin() {
         (33, 32, 3, 71),
         (48, 48, 4, 200),
         (40, 40, 1, 9),
+        // the weight gradient's depth blocks: one row past a block, several blocks
+        (48, 48, 4, 385),
+        (24, 72, 8, 1153),
     ];
     for (ci, co, g, rows) in cases {
         for reorder in [false, true] {
@@ -227,9 +232,9 @@ fn tile_edges_match_twin() {
 #[test]
 fn results_do_not_depend_on_thread_count() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
-    for (ci, co, g) in [(2, 2, 96), (12, 12, 16), (24, 24, 8), (64, 64, 3), (96, 96, 1)] {
+    for (ci, co, g) in [(2, 2, 96), (12, 12, 16), (24, 24, 8), (24, 72, 7), (64, 64, 3), (96, 96, 1)] {
         let spec = GroupSpec::new(ci * g, co * g, g, true).unwrap();
-        let rows = 301;
+        let rows = 301 + 500 * (g % 2); // the weight gradient's 384-row depth blocks, too
         let x = randv(rows * spec.in_dim, &mut rng);
         let w = randv(spec.weight_len(), &mut rng);
         let dy = randv(rows * spec.out_dim, &mut rng);
@@ -237,10 +242,11 @@ fn results_do_not_depend_on_thread_count() {
             let mut y = vec![0.0; rows * spec.out_dim];
             let mut dx = vec![0.0; rows * spec.in_dim];
             let mut dw = vec![0.0; spec.weight_len()];
+            let mut db = vec![0.0; spec.out_dim];
             grouped_forward(&spec, 1.0, &x, &w, None, &mut y).unwrap();
             grouped_backward_input(&spec, 1.0, &dy, &w, &mut dx).unwrap();
-            grouped_backward_weight(&spec, 1.0, &x, &dy, &mut dw, None).unwrap();
-            (y, dx, dw)
+            grouped_backward_weight(&spec, 1.0, &x, &dy, &mut dw, Some(&mut db)).unwrap();
+            (y, dx, dw, db)
         };
         let all = run();
         let before = consolidator::par::threads();
