@@ -78,6 +78,35 @@ struct Kept {
     scale: f32,
 }
 
+impl Kept {
+    /// `f(range, its rows of out)` for every kept range, the ranges spread over the workers
+    /// (with drop-path a batch has dozens of short runs of kept samples; each is computed by
+    /// one worker, as a whole batch would be). The first error, if any.
+    fn each_range(
+        &self,
+        out: &mut [f32],
+        width: usize,
+        f: impl Fn((usize, usize), &mut [f32]) -> Result<()> + Sync,
+    ) -> Result<()> {
+        let at = crate::par::SendPtr(out.as_mut_ptr());
+        assert!(self.ranges.last().is_none_or(|r| r.1 * width <= out.len()), "kept rows beyond the output");
+        let first_err = std::sync::Mutex::new(Ok(()));
+        crate::par::for_each_index(self.ranges.len(), |k| {
+            let (r0, r1) = self.ranges[k];
+            // SAFETY: the ranges are disjoint and inside `out` (checked above): each task
+            // writes its own rows.
+            let rows = unsafe { std::slice::from_raw_parts_mut(at.get().add(r0 * width), (r1 - r0) * width) };
+            if let Err(e) = f((r0, r1), rows) {
+                let mut first = first_err.lock().unwrap_or_else(|p| p.into_inner());
+                if first.is_ok() {
+                    *first = Err(e);
+                }
+            }
+        });
+        first_err.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 impl<'t> Var<'t> {
     /// `x·Wᵀ + b + Σ_k DP_p(x·(BD(G_k)·Π_k)ᵀ + β_k)`: see the module docs.
     pub fn consolidated_linear(
@@ -177,16 +206,8 @@ fn fused<'t>(
     };
     let xd = x.value().data();
     for (br, k) in branches.iter().zip(&kept) {
-        for &(r0, r1) in &k.ranges {
-            grouped_forward(
-                &br.spec,
-                k.scale,
-                &xd[r0 * i_dim..r1 * i_dim],
-                br.weight.value().data(),
-                br.bias.map(|b| b.value().data()),
-                &mut y[r0 * o_dim..r1 * o_dim],
-            )?;
-        }
+        let (spec, w, bias) = (br.spec, br.weight.value().data(), br.bias.map(|b| b.value().data()));
+        k.each_range(&mut y, o_dim, |(r0, r1), ys| grouped_forward(&spec, k.scale, &xd[r0 * i_dim..r1 * i_dim], w, bias, ys))?;
     }
     let value = Tensor::from_parts(out_shape, y);
 
@@ -219,15 +240,9 @@ fn fused<'t>(
                 None => vec![0.0; rows * i_dim],
             };
             for ((spec, wk, _, _), k) in br_saved.iter().zip(&kept) {
-                for &(r0, r1) in &k.ranges {
-                    grouped_backward_input(
-                        spec,
-                        k.scale,
-                        &dyd[r0 * o_dim..r1 * o_dim],
-                        wk.data(),
-                        &mut dx[r0 * i_dim..r1 * i_dim],
-                    )?;
-                }
+                k.each_range(&mut dx, i_dim, |(r0, r1), dxs| {
+                    grouped_backward_input(spec, k.scale, &dyd[r0 * o_dim..r1 * o_dim], wk.data(), dxs)
+                })?;
             }
             Ok(Tensor::from_parts(xv.shape().to_vec(), dx))
         })?;
