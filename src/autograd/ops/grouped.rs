@@ -273,7 +273,7 @@ fn fused<'t>(
 /// With several drop-path patterns in a batch the unfolded path is used instead: one GEMM with
 /// the frozen weight and the branches' grouped kernels on their kept rows. Folding each pattern
 /// into its own `W_m` (one GEMM per pattern on its samples, gathered and scattered back) made the
-/// released recipe's step (drop-path 0.5) 1.2–1.4× slower on the ViT shapes.
+/// released recipe's step (drop-path 0.5) 1.2–1.5× slower on the ViT shapes.
 #[allow(clippy::too_many_arguments)]
 fn folded<'t>(
     x: &Var<'t>,
