@@ -207,7 +207,9 @@ fn fused<'t>(
     let xd = x.value().data();
     for (br, k) in branches.iter().zip(&kept) {
         let (spec, w, bias) = (br.spec, br.weight.value().data(), br.bias.map(|b| b.value().data()));
-        k.each_range(&mut y, o_dim, |(r0, r1), ys| grouped_forward(&spec, k.scale, &xd[r0 * i_dim..r1 * i_dim], w, bias, ys))?;
+        k.each_range(&mut y, o_dim, |(r0, r1), ys| {
+            grouped_forward(&spec, k.scale, &xd[r0 * i_dim..r1 * i_dim], w, bias, ys)
+        })?;
     }
     let value = Tensor::from_parts(out_shape, y);
 
