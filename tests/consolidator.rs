@@ -209,3 +209,35 @@ fn drop_path_is_identity_in_eval_and_active_in_training() {
     let train = adapted.forward(&tape, &tape.constant(x)).unwrap();
     assert!(train.value().max_abs_diff(&eval1) > 1e-4);
 }
+
+/// A consolidator step with drop-path (dozens of runs of kept samples, spread over the workers)
+/// gives the same loss and gradients, bit for bit, on one thread and on all of them. (No other
+/// test in this file changes the thread count.)
+#[test]
+fn consolidator_step_does_not_depend_on_the_thread_count() {
+    let cfg = small_config();
+    let step = || {
+        let mut vit = VisionTransformer::new(&cfg, 0).unwrap();
+        Method::parse("consolidator:g=4+8r,dp=0.5,init=0.05", cfg.embed_dim).unwrap().apply(&mut vit, 5, 0).unwrap();
+        let labels: Vec<usize> = (0..64).map(|i| i % 5).collect();
+        let tape = consolidator::autograd::Tape::new().with_seed(11);
+        let loss = vit.forward(&tape, &tape.constant(images(64, 5))).unwrap().cross_entropy(&labels, 0.0).unwrap();
+        let grads = tape.backward(&loss).unwrap();
+        let mut bits = vec![loss.value().data()[0].to_bits()];
+        let mut branch_grads = 0;
+        for (key, p) in vit.named_params() {
+            let g = grads.param(&p).map(|g| g.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            branch_grads += usize::from(key.contains("consolidator") && g.is_some());
+            bits.extend(g.unwrap_or_default());
+            bits.push(key.len() as u32);
+        }
+        assert_eq!(branch_grads, cfg.depth * 4 * 2 * 2, "every branch's weight and bias get a gradient");
+        bits
+    };
+    let all = step();
+    let before = consolidator::par::threads();
+    consolidator::par::set_threads(1);
+    let one = step();
+    consolidator::par::set_threads(before);
+    assert!(all == one, "gradients differ between {before} thread(s) and one");
+}

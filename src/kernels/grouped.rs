@@ -21,8 +21,8 @@
 //!   The input gradient is the same with `Gᵀ` (transposed per call, it is small); the weight
 //!   gradient sums `dy ⊗ x̃` over tiles in registers, reduces the lanes once per 64 rows, and keeps
 //!   per-128-row partial sums apart, added in order at the end.
-//! - **GEMM kernels** (larger blocks, and `g = 1`): matrixmultiply on strided views of each group's
-//!   runs. Forward and input gradient are parallel over row tiles, one single-threaded GEMM per
+//! - **GEMM kernels** (larger blocks, and `g = 1`): the crate's GEMM (matrixmultiply without
+//!   AVX2) on strided views of each group's runs. Forward and input gradient are parallel over row tiles, one single-threaded GEMM per
 //!   (tile, group, run); the weight gradient splits the groups across workers, each taking its
 //!   groups a depth block of rows at a time (one GEMM per group and block, after that group's
 //!   bias-gradient column sums over the block), so every block is read from memory once.
