@@ -37,10 +37,9 @@
 //! # Ok::<(), consolidator::Error>(())
 //! ```
 
-use crate::autograd::ops::linear::{linear_forward, packed_weight, rhs};
+use crate::autograd::ops::linear::{bias_grad, input_grad, linear_forward, weight_grad};
 use crate::autograd::{Grads, Var};
 use crate::kernels::grouped::{grouped_backward_input, grouped_backward_weight, grouped_forward, GroupSpec};
-use crate::kernels::{elementwise, gemm, gemm_new, MatRef};
 use crate::{Error, Result, Tensor};
 use rand::Rng;
 
@@ -234,11 +233,7 @@ fn fused<'t>(
         let dyd = dy.data();
         g.add_with(xn, || {
             let mut dx = match &base_saved {
-                Some((w, wn, _)) => {
-                    let packed = wn.is_none().then(|| packed_weight(w, false)).flatten();
-                    let wv = rhs(&packed, MatRef::new(w.data(), o_dim, i_dim));
-                    gemm_new(1.0, MatRef::new(dyd, rows, o_dim), wv, None)
-                }
+                Some((w, wn, _)) => input_grad(dyd, w, wn.is_none()),
                 None => vec![0.0; rows * i_dim],
             };
             for ((spec, wk, _, _), k) in br_saved.iter().zip(&kept) {
@@ -249,16 +244,8 @@ fn fused<'t>(
             Ok(Tensor::from_parts(xv.shape().to_vec(), dx))
         })?;
         if let Some((_, wn, bn)) = &base_saved {
-            g.add_with(*wn, || {
-                let mut dw = vec![0.0; o_dim * i_dim];
-                gemm(1.0, MatRef::new(dyd, rows, o_dim).t(), MatRef::new(xv.data(), rows, i_dim), 0.0, &mut dw, i_dim);
-                Ok(Tensor::from_parts(vec![o_dim, i_dim], dw))
-            })?;
-            g.add_with(*bn, || {
-                let mut db = vec![0.0; o_dim];
-                elementwise::sum_rows_into(dyd, o_dim, &mut db);
-                Ok(Tensor::from_parts(vec![o_dim], db))
-            })?;
+            g.add_with(*wn, || Ok(weight_grad(dyd, xv.data(), rows, o_dim, i_dim)))?;
+            g.add_with(*bn, || Ok(bias_grad(dyd, o_dim)))?;
         }
         let saved: Vec<(GroupSpec, Option<usize>, Option<usize>)> =
             br_saved.iter().map(|(s, _, g, b)| (*s, *g, *b)).collect();
@@ -287,26 +274,22 @@ fn folded<'t>(
     scale: f32,
     o_dim: usize,
 ) -> Result<Var<'t>> {
-    let (rows, i_dim) = x.value().rows_cols();
+    let i_dim = x.value().rows_cols().1;
     let mut bm: Vec<f32> = b.map(|b| b.value().data().to_vec()).unwrap_or_else(|| vec![0.0; o_dim]);
-    let (wm, packed) = if kept_branches.iter().any(|&k| k) {
-        let mut wm = w.value().data().to_vec();
+    // Every branch dropped: the frozen weight itself, whose panels are packed once and kept.
+    let all_dropped = !kept_branches.iter().any(|&k| k);
+    let mut wm = w.value().clone();
+    if !all_dropped {
+        let mut v = w.value().data().to_vec();
         for (br, _) in branches.iter().zip(kept_branches).filter(|(_, &k)| k) {
-            scatter_branch(&br.spec, scale, br.weight.value().data(), &mut wm);
+            scatter_branch(&br.spec, scale, br.weight.value().data(), &mut v);
             if let Some(beta) = br.bias {
                 bm.iter_mut().zip(beta.value().data()).for_each(|(a, v)| *a += scale * v);
             }
         }
-        (Tensor::from_parts(vec![o_dim, i_dim], wm), [None, None])
-    } else {
-        // The frozen weight itself (every branch dropped): its panels are packed once.
-        (w.value().clone(), [packed_weight(w.value(), true), packed_weight(w.value(), false)])
-    };
-    let wv = MatRef::new(wm.data(), o_dim, i_dim);
-    let y = gemm_new(1.0, MatRef::new(x.value().data(), rows, i_dim), rhs(&packed[0], wv.t()), Some(&bm));
-    let mut out_shape = x.shape().to_vec();
-    *out_shape.last_mut().unwrap() = o_dim;
-    let value = Tensor::from_parts(out_shape, y);
+        wm = Tensor::from_parts(vec![o_dim, i_dim], v);
+    }
+    let value = linear_forward(x.value(), &wm, Some(&Tensor::from_parts(vec![o_dim], bm)), all_dropped);
 
     let mut inputs: Vec<&Var<'t>> = vec![x, w];
     inputs.extend(b);
@@ -320,16 +303,8 @@ fn folded<'t>(
         branches.iter().map(|br| (br.spec, br.weight.node(), br.bias.and_then(|b| b.node()))).collect();
     x.tape().op("consolidated_linear", value, &inputs, move |dy, g| {
         let dyd = dy.data();
-        g.add_with(xn, || {
-            let wv = MatRef::new(wm.data(), o_dim, i_dim);
-            let dx = gemm_new(1.0, MatRef::new(dyd, rows, o_dim), rhs(&packed[1], wv), None);
-            Ok(Tensor::from_parts(xv.shape().to_vec(), dx))
-        })?;
-        g.add_with(bn, || {
-            let mut db = vec![0.0; o_dim];
-            elementwise::sum_rows_into(dyd, o_dim, &mut db);
-            Ok(Tensor::from_parts(vec![o_dim], db))
-        })?;
+        g.add_with(xn, || Ok(Tensor::from_parts(xv.shape().to_vec(), input_grad(dyd, &wm, all_dropped))))?;
+        g.add_with(bn, || Ok(bias_grad(dyd, o_dim)))?;
         branch_weight_grads(&br_saved, &kept, xv.data(), dyd, i_dim, o_dim, g)
     })
 }

@@ -40,11 +40,7 @@ impl<'t> Var<'t> {
         self.tape().op("linear", y, &inputs, move |dy, g| {
             let dyd = dy.data();
             g.add_with(bn, || Ok(bias_grad(dyd, o)))?;
-            g.add_with(xn, || {
-                let packed = frozen.then(|| packed_weight(&wv, false)).flatten();
-                let dx = gemm_new(1.0, MatRef::new(dyd, rows, o), rhs(&packed, MatRef::new(wv.data(), o, i)), None);
-                Ok(Tensor::from_parts(x.shape().to_vec(), dx))
-            })?;
+            g.add_with(xn, || Ok(Tensor::from_parts(x.shape().to_vec(), input_grad(dyd, &wv, frozen))))?;
             g.add_with(wn, || Ok(weight_grad(dyd, x.data(), rows, o, i)))
         })
     }
@@ -61,6 +57,13 @@ pub(crate) fn weight_grad(dy: &[f32], x: &[f32], rows: usize, o: usize, i: usize
     // GFLOP/s) and has the same values, transposed into place.
     let dwt = gemm_new(1.0, xv.t(), Rhs::View(dyv), None);
     Tensor::from_parts(vec![o, i], (0..o * i).map(|k| dwt[k % i * o + k / i]).collect())
+}
+
+/// `dx = dy·W` (`[R, I]`) for `dy: [R, O]`, `W: [O, I]`, with `W`'s kept panels if it is frozen.
+pub(crate) fn input_grad(dy: &[f32], w: &Tensor, frozen: bool) -> Vec<f32> {
+    let (o, i) = (w.shape()[0], w.shape()[1]);
+    let packed = frozen.then(|| packed_weight(w, false)).flatten();
+    gemm_new(1.0, MatRef::new(dy, dy.len() / o.max(1), o), rhs(&packed, MatRef::new(w.data(), o, i)), None)
 }
 
 /// `db = Σ_rows dy` (`[O]`).
