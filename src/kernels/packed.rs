@@ -206,18 +206,23 @@ unsafe fn scalar<const MR: usize, const NR: usize>(t: &Tile) {
     }
 }
 
-/// Runs `step(p)` for `p` in `0..k`, four steps per turn of the loop: with `B`'s panels
-/// streaming from L2, the 12 × 32 kernel alone ran 1.10–1.15× as fast as with one step per turn
-/// (K = 192, one thread), and the ViT-shape GEMMs 1.02–1.12× (two threads).
+/// Runs `step(p)` for `p` in `0..k`; when `unroll`, four steps per turn of the loop. Measured
+/// with a packed `A` panel and packed `B` panels (streaming from L2): the 12 × 32 kernel alone
+/// 1.10–1.15× as fast (K = 192, one thread), the ViT-shape GEMMs 1.02–1.10× on one thread and
+/// 1.02–1.05× on two, the AVX2 kernel's 1.08–1.16×. With `A` or `B` read in place it was slower
+/// (rows of `A` in place: 3,152 × 768 × 192 at 0.7×; a weight gradient with `B`'s 64-wide rows
+/// in place: 0.65×), so those loop one step at a time.
 #[cfg(target_arch = "x86_64")]
 macro_rules! depth_loop {
-    ($k:expr, $step:ident) => {{
+    ($k:expr, $step:ident, $unroll:expr) => {{
         let mut p = 0;
-        while p + 4 <= $k {
-            for u in 0..4 {
-                $step(p + u);
+        if $unroll {
+            while p + 4 <= $k {
+                for u in 0..4 {
+                    $step(p + u);
+                }
+                p += 4;
             }
-            p += 4;
         }
         while p < $k {
             $step(p);
@@ -287,7 +292,7 @@ unsafe fn avx512<const A: u8, const NV: usize, const B_IN_PLACE: bool>(t: &Tile)
             }
         }
     };
-    depth_loop!(t.k, step);
+    depth_loop!(t.k, step, A == A_PACKED && !B_IN_PLACE);
     let (alpha, beta) = (_mm512_set1_ps(t.alpha), _mm512_set1_ps(t.beta));
     let bias = masks.map(|_| _mm512_setzero_ps());
     let bias = if t.bias.is_null() {
@@ -366,7 +371,7 @@ unsafe fn avx2<const A: u8>(t: &Tile) {
             }
         }
     };
-    depth_loop!(t.k, step);
+    depth_loop!(t.k, step, A == A_PACKED);
     let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     let masks = [t.cols as i32, t.cols as i32 - 8].map(|n| _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane));
     let (alpha, beta) = (_mm256_set1_ps(t.alpha), _mm256_set1_ps(t.beta));
