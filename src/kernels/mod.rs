@@ -28,6 +28,16 @@ pub mod softmax;
 pub use gemm::{gemm, gemm_batched, gemm_naive, gemm_new, MatRef};
 pub use packed::{Isa, PackedB, Rhs};
 
+/// Asks for every cache line of `s` to be brought into L2 (a hint; never faults, no-op off
+/// x86-64): for an operand a later step of the same worker will read from memory.
+pub(crate) fn prefetch_l2(s: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for i in (0..s.len()).step_by(16) {
+        // SAFETY: `i` is in bounds, and prefetches do not fault.
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(s.as_ptr().add(i).cast()) };
+    }
+}
+
 /// Shared eight-lane helpers: loads, stores, padded tails, a vector `exp`, and the row split.
 pub(crate) mod simd {
     use wide::{f32x8, i32x8, CmpGe, CmpLt};
