@@ -768,15 +768,20 @@ pub(crate) unsafe fn run_block(
                 let mut ir = rows.start;
                 while ir < rows.end {
                     let rr = mr.min(rows.end - ir);
-                    // A is read in place only when few column tiles use it; a tile that
-                    // four or more reuse is packed: its values then sit in consecutive lines
-                    // (in place, rows a multiple of 1 KiB apart fight over a few L1 sets, and
-                    // columns touch a line per depth step), and the kernel steps through one
-                    // pointer. Measured on the ViT shapes: +5 % over reading rows in place.
+                    // A's rows are read in place only when few column tiles use them; a tile
+                    // that four or more reuse is packed: its values then sit in consecutive
+                    // lines (in place, rows a multiple of 1 KiB apart fight over a few L1
+                    // sets), and the kernel steps through one pointer. Measured on the ViT
+                    // shapes: +5 % over reading rows in place. A's columns (a transposed
+                    // operand, as `dyᵀ` in a weight gradient) are always read in place by the
+                    // AVX-512 kernel: the `MR` values of a depth step are contiguous, and
+                    // packing them again for every block of columns cost more than it saved
+                    // (weight gradients over 3,152 tokens: 0.93–1.04× at N = 192, 1.0–1.1× at
+                    // N = 576 and 768; the AVX2 kernel was 5–12 % slower so).
                     let reused = jn > 3 * nr;
                     let (ap, lda, a_layout) = if rr == mr && a.cs == 1 && !reused {
                         (a.data[ir * a.rs + pc..].as_ptr(), a.rs, A_ROWS)
-                    } else if rr == mr && a.rs == 1 && !reused {
+                    } else if rr == mr && a.rs == 1 && a.cs != 1 && (nr == 32 || !reused) {
                         (a.data[ir + pc * a.cs..].as_ptr(), a.cs, A_COLS)
                     } else {
                         let off = alloc_aligned(abuf, kc * mr);
