@@ -557,9 +557,33 @@ unsafe fn transpose8(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
     }
 }
 
+/// `dst[p·ldd + i] = src[i·lds + p]` for `i < 4`, `p < 8`: four rows of eight values into eight
+/// rows of four (the last third of a 12-row tile; 16-byte stores, which never straddle a line).
+///
+/// # Safety
+/// `src` readable at `i·lds + p`, `dst` writable at `p·ldd + i` for `i < 4`, `p < 8`; AVX present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn transpose4x8(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
+    let r: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * lds)));
+    let (t0, t1) = (_mm256_unpacklo_ps(r[0], r[1]), _mm256_unpackhi_ps(r[0], r[1]));
+    let (t2, t3) = (_mm256_unpacklo_ps(r[2], r[3]), _mm256_unpackhi_ps(r[2], r[3]));
+    // Column q in the low half, column q + 4 in the high half.
+    let cols = [
+        _mm256_shuffle_ps::<0x44>(t0, t2),
+        _mm256_shuffle_ps::<0xee>(t0, t2),
+        _mm256_shuffle_ps::<0x44>(t1, t3),
+        _mm256_shuffle_ps::<0xee>(t1, t3),
+    ];
+    for (q, v) in cols.into_iter().enumerate() {
+        _mm_storeu_ps(dst.add(q * ldd), _mm256_castps256_ps128(v));
+        _mm_storeu_ps(dst.add((q + 4) * ldd), _mm256_extractf128_ps::<1>(v));
+    }
+}
+
 /// Packs rows `r0..r0 + rows` (at most `mr`) of columns `pc..pc + kc` of `a` as `kc × mr`,
 /// zero-padded past `rows`. `simd` as in [`pack_b`]: whole tiles of contiguous columns are
-/// row copies, of contiguous rows 8 × 8 transposes (rows 0–7, then 4–11 of a 12-row tile).
+/// row copies, of contiguous rows transposes (rows 0–7 of a 12-row tile 8 × 8, rows 8–11 4 × 8).
 #[allow(clippy::too_many_arguments)]
 fn pack_a(a: MatRef, mr: usize, r0: usize, rows: usize, pc: usize, kc: usize, out: &mut [f32], simd: bool) {
     let out = &mut out[..kc * mr];
@@ -589,11 +613,11 @@ fn pack_a(a: MatRef, mr: usize, r0: usize, rows: usize, pc: usize, kc: usize, ou
         let row = |r: usize| &a.data[(r0 + r) * a.rs + pc..][..kc];
         let _ = row(11); // bounds every read of the transposes
         for p in (0..kc / 8 * 8).step_by(8) {
-            for r in [0, 4] {
-                // SAFETY: rows r0 + r .. r0 + r + 8 hold columns pc + p .. pc + p + 8 (checked
-                // through `row`); `out` holds rows p .. p + 8 of 12 values from column r + 8 ≤ 12;
-                // `simd`: AVX.
-                unsafe { transpose8(row(r)[p..].as_ptr(), a.rs, out[p * mr + r..].as_mut_ptr(), mr) };
+            // SAFETY: rows r0 .. r0 + 12 hold columns pc + p .. pc + p + 8 (checked through
+            // `row`); `out` holds rows p .. p + 8 of 12 values; `simd`: AVX.
+            unsafe {
+                transpose8(row(0)[p..].as_ptr(), a.rs, out[p * mr..].as_mut_ptr(), mr);
+                transpose4x8(row(8)[p..].as_ptr(), a.rs, out[p * mr + 8..].as_mut_ptr(), mr);
             }
         }
         for r in 0..12 {
