@@ -38,7 +38,8 @@ use std::arch::x86_64::*;
 /// Depth of a block: a 12-row tile of `A` (12·384·4 B = 18 KiB) stays in L1 while the column
 /// tiles pass.
 pub(crate) const KC: usize = 384;
-/// Columns of `B` packed at a time: `KC × NC` values (768 KiB) stay in L2.
+/// Columns of `B` packed at a time, at most (wider products take blocks of near-equal width):
+/// `KC × NC` values (768 KiB) stay in L2.
 const NC: usize = 512;
 
 /// A micro-kernel: the SIMD kernels and their scalar twins.
@@ -769,7 +770,10 @@ pub(crate) unsafe fn run_block(
             let first = pc == 0;
             let mut jc = cols.start;
             while jc < cols.end {
-                let jn = NC.min(cols.end - jc);
+                // Blocks of near-equal width (whole column tiles): no narrow last block, whose
+                // row tiles would read `A` in place one step per turn (N = 576 and 768: 1.03×).
+                let blocks = cols.len().div_ceil(NC);
+                let jn = cols.len().div_ceil(blocks).div_ceil(nr).saturating_mul(nr).min(cols.end - jc);
                 // B's first value, the distance between its depth steps and between its column
                 // tiles. Contiguous rows of B are read in place when packing would not pay for
                 // itself: one column tile, or two that at most eight row tiles reuse. Measured
