@@ -76,7 +76,7 @@ pub fn run_gemm_bench(reps_ms: u64) -> Result<GemmReport> {
 /// timed inside one [`par::region`]: as the model's products run (a forward, a backward and a
 /// training step each open one), with the workers waiting between products instead of being
 /// woken for each — as PyTorch's OpenMP workers wait between its calls. Outside a region each
-/// call pays a wake-up (3–5 % of a 1,576-row product on the 2-core machine).
+/// call pays a wake-up (3–8 % of a 1,576-row product on the 2-core machine).
 fn time_shape(m: usize, k: usize, n: usize, budget: Duration) -> f64 {
     par::region(|| time_shape_here(m, k, n, budget))
 }

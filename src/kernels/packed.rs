@@ -20,10 +20,11 @@
 //! Narrow blocks of a `B` with contiguous rows (one or two column tiles, as a 16-wide attention
 //! head or a 24-wide group of the consolidator's weight gradient) are read in place instead,
 //! with masked loads, on the AVX-512 kernel: there packing costs more than it saves.
-//! `A` is read in place when its rows or its columns are contiguous (a row-major activation,
-//! or a transposed one): the kernel broadcasts `A[r][p]` straight from memory, so the common
-//! `x·Wᵀ` packs nothing but the weight. Partial row tiles and other strides are packed into a
-//! zero-padded `KC × MR` panel.
+//! `A` is read in place when its rows are contiguous and few column tiles reuse them (a
+//! row-major activation), or when its columns are contiguous (a transposed one; AVX-512): the
+//! kernel broadcasts `A[r][p]` straight from memory. Rows that four or more column tiles reuse,
+//! partial row tiles and other strides are packed into a zero-padded `KC × MR` panel; with `B`
+//! packed too, the kernels then run four depth steps per turn of their loop.
 //!
 //! **Blocking.** For each depth block of `KC` (the first block writes `α·acc + β·C + bias`,
 //! later ones add `α·acc`), for each block of `NC` columns (its panels stay in L2), for each
