@@ -533,6 +533,21 @@ unsafe fn copy_padded(src: &[f32], dst: &mut [f32]) {
     }
 }
 
+/// Within each 128-bit half, a 4 × 4 transpose of four rows: lane `i` of output `q` is lane `q`
+/// of row `i` (low half), lane `i` of output `q`'s high half is lane `q + 4` of row `i`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn transpose_halves(r: [__m256; 4]) -> [__m256; 4] {
+    let (t0, t1) = (_mm256_unpacklo_ps(r[0], r[1]), _mm256_unpackhi_ps(r[0], r[1]));
+    let (t2, t3) = (_mm256_unpacklo_ps(r[2], r[3]), _mm256_unpackhi_ps(r[2], r[3]));
+    [
+        _mm256_shuffle_ps::<0x44>(t0, t2),
+        _mm256_shuffle_ps::<0xee>(t0, t2),
+        _mm256_shuffle_ps::<0x44>(t1, t3),
+        _mm256_shuffle_ps::<0xee>(t1, t3),
+    ]
+}
+
 /// `dst[p·ldd + i] = src[i·lds + p]` for `i, p < 8`: an 8 × 8 transpose in AVX registers.
 ///
 /// # Safety
@@ -541,18 +556,10 @@ unsafe fn copy_padded(src: &[f32], dst: &mut [f32]) {
 #[target_feature(enable = "avx")]
 unsafe fn transpose8(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
     let half = |i: usize, p: usize| _mm_loadu_ps(src.add(i * lds + p));
+    // Row `i`'s values p..p+4 in the low half, row `i + 4`'s in the high half.
     let rows = |i: usize, p: usize| _mm256_insertf128_ps(_mm256_castps128_ps256(half(i, p)), half(i + 4, p), 1);
-    let r = [rows(0, 0), rows(1, 0), rows(2, 0), rows(3, 0), rows(0, 4), rows(1, 4), rows(2, 4), rows(3, 4)];
     for h in 0..2 {
-        let (r0, r1, r2, r3) = (r[4 * h], r[4 * h + 1], r[4 * h + 2], r[4 * h + 3]);
-        let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
-        let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
-        let out = [
-            _mm256_shuffle_ps::<0x44>(t0, t2),
-            _mm256_shuffle_ps::<0xee>(t0, t2),
-            _mm256_shuffle_ps::<0x44>(t1, t3),
-            _mm256_shuffle_ps::<0xee>(t1, t3),
-        ];
+        let out = transpose_halves([0, 1, 2, 3].map(|i| rows(i, 4 * h)));
         for (q, v) in out.into_iter().enumerate() {
             _mm256_storeu_ps(dst.add((4 * h + q) * ldd), v);
         }
@@ -567,16 +574,8 @@ unsafe fn transpose8(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
 unsafe fn transpose4x8(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
-    let r: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * lds)));
-    let (t0, t1) = (_mm256_unpacklo_ps(r[0], r[1]), _mm256_unpackhi_ps(r[0], r[1]));
-    let (t2, t3) = (_mm256_unpacklo_ps(r[2], r[3]), _mm256_unpackhi_ps(r[2], r[3]));
     // Column q in the low half, column q + 4 in the high half.
-    let cols = [
-        _mm256_shuffle_ps::<0x44>(t0, t2),
-        _mm256_shuffle_ps::<0xee>(t0, t2),
-        _mm256_shuffle_ps::<0x44>(t1, t3),
-        _mm256_shuffle_ps::<0xee>(t1, t3),
-    ];
+    let cols = transpose_halves([0, 1, 2, 3].map(|i| _mm256_loadu_ps(src.add(i * lds))));
     for (q, v) in cols.into_iter().enumerate() {
         _mm_storeu_ps(dst.add(q * ldd), _mm256_castps256_ps128(v));
         _mm_storeu_ps(dst.add((q + 4) * ldd), _mm256_extractf128_ps::<1>(v));
