@@ -6,6 +6,8 @@
 //! - [`LinearAdapter`] — beside or after one linear layer `y = x·Wᵀ + b`. Its `forward` gets the
 //!   input and the layer's own `W` and `b` on the tape, so a method can fuse everything into one
 //!   op (the consolidator's `consolidated_linear`) or call `x.linear(w, b)` and add to it (LoRA).
+//!   Its optional `dense` says what the layer is as one dense map on a batch, when it is one, so
+//!   that the MLP can fuse its GELU into the GEMMs (the consolidator without drop-path).
 //!   Its `delta` reports what it does to the layer as an exact [`LayerDelta`] — the stage-1
 //!   storage form and what stage 2 folds into the dense weights — or an error when it cannot
 //!   merge. As HF PEFT's `LoraLayer` owns `get_delta_weight`, the adapter owns its delta.
@@ -47,6 +49,7 @@
 
 use super::Module;
 use crate::algebra::LayerDelta;
+use crate::autograd::ops::linear::DenseLinear;
 use crate::autograd::{Tape, Var};
 use crate::{Result, Tensor};
 use std::fmt::Debug;
@@ -59,6 +62,20 @@ pub trait LinearAdapter: Module + Debug + Send + Sync {
     /// The layer's output `[.., O]` for input `x: [.., I]`, given the layer's own weight
     /// `w: [O, I]` and bias `b: [O]` (constants on the tape when frozen).
     fn forward<'t>(&self, tape: &'t Tape, x: &Var<'t>, w: &Var<'t>, b: Option<&Var<'t>>) -> Result<Var<'t>>;
+
+    /// The same layer as [`forward`](Self::forward) for an input of shape `x_shape`, as one
+    /// dense map, when the method is one on this batch (linear in the layer's input, nothing
+    /// drawn at random): the consolidator without drop-path. The MLP then runs its GELU inside
+    /// that map's GEMMs. Default: `None` (the MLP calls `forward`).
+    fn dense<'t>(
+        &self,
+        _tape: &'t Tape,
+        _x_shape: &[usize],
+        _w: &Var<'t>,
+        _b: Option<&Var<'t>>,
+    ) -> Result<Option<DenseLinear<'t>>> {
+        Ok(None)
+    }
 
     /// What the adapter does to the layer, exactly (stage 1), relative to the layer's current
     /// weight `[O, I]` and bias `[O]` (given, for methods whose change depends on them); an

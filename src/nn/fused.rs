@@ -10,36 +10,26 @@
 //! bits (the tests check it); the fusion saves a read of `h` forward and a write and a read of
 //! `da` backward. Frozen weights are packed once and kept, as in `Var::linear`.
 
-use crate::autograd::ops::linear::{bias_grad, packed_weight, rhs, weight_grad};
+use crate::autograd::ops::linear::DenseLinear;
 use crate::autograd::Var;
 use crate::kernels::activation::gelu_here;
-use crate::kernels::gemm::gemm_new_then;
 use crate::kernels::prefetch_l2;
-use crate::kernels::{gemm_new, MatRef};
 use crate::par::SendPtr;
 use crate::{Error, Result, Tensor};
 use std::mem::MaybeUninit;
 
-/// `gelu_erf(x·W₁ᵀ + b₁)·W₂ᵀ + b₂` for `x: [.., I]`, `W₁: [H, I]`, `W₂: [O, H]`: see the module docs.
-pub(crate) fn mlp_gelu<'t>(
-    x: &Var<'t>,
-    (w1, b1): (&Var<'t>, Option<&Var<'t>>),
-    (w2, b2): (&Var<'t>, Option<&Var<'t>>),
-) -> Result<Var<'t>> {
-    let [hid, i] = w1.value().dims::<2>("mlp (fc1 weight)")?;
-    let [o, _] = w2.value().dims::<2>("mlp (fc2 weight)")?;
-    w2.value().expect_shape("mlp (fc2 weight)", &[o, hid])?;
+/// `fc2(gelu_erf(fc1(x)))` for `x: [.., I]`, `fc1: I → H`, `fc2: H → O`: see the module docs.
+pub(crate) fn mlp_gelu<'t>(x: &Var<'t>, fc1: DenseLinear<'t>, fc2: DenseLinear<'t>) -> Result<Var<'t>> {
+    let ((hid, i), (o, h2)) = (fc1.dims(), fc2.dims());
+    if h2 != hid {
+        return Err(Error::shape("mlp (fc2 weight)", &[o, hid], &[o, h2]));
+    }
     let (rows, xi) = x.value().rows_cols();
     if x.value().rank() == 0 || xi != i {
         return Err(Error::ShapeMismatch { op: "mlp", expected: vec![usize::MAX, i], got: x.shape().to_vec() });
     }
-    for (b, n, what) in [(b1, hid, "mlp (fc1 bias)"), (b2, o, "mlp (fc2 bias)")] {
-        if let Some(b) = b {
-            b.value().expect_shape(what, &[n])?;
-        }
-    }
-    let (xv, w1v, w2v) = (x.value().clone(), w1.value().clone(), w2.value().clone());
-    let packed = |w: &Var, t: &Tensor, transposed| (!w.requires_grad()).then(|| packed_weight(t, transposed)).flatten();
+    let ((fc1, in1), (fc2, in2)) = (fc1.into_parts(), fc2.into_parts());
+    let xv = x.value().clone();
 
     // h, and a = gelu(h) from each finished part of h.
     let mut a: Vec<f32> = Vec::with_capacity(rows * hid);
@@ -54,31 +44,20 @@ pub(crate) fn mlp_gelu<'t>(
         dst.fill(MaybeUninit::new(0.0));
         gelu_here(part, &[], unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) });
     };
-    let p1 = packed(w1, &w1v, true);
-    let w1t = MatRef::new(w1v.data(), hid, i).t();
-    let h =
-        gemm_new_then(1.0, MatRef::new(xv.data(), rows, i), rhs(&p1, w1t), b1.map(|b| b.value().data()), Some(&gelu));
+    let h = fc1.forward(xv.data(), rows, Some(&gelu));
     // SAFETY: every part of every row of h was finished, so every value of `a` was written.
     unsafe { a.set_len(rows * hid) };
-
-    let p2 = packed(w2, &w2v, true);
-    let w2t = MatRef::new(w2v.data(), o, hid).t();
-    let y = gemm_new(1.0, MatRef::new(&a, rows, hid), rhs(&p2, w2t), b2.map(|b| b.value().data()));
+    let y = fc2.forward(&a, rows, None);
     let mut shape = x.shape().to_vec();
     *shape.last_mut().unwrap() = o;
 
-    let mut inputs = vec![x, w1];
-    inputs.extend(b1);
-    inputs.push(w2);
-    inputs.extend(b2);
-    let nodes = [x.node(), w1.node(), b1.and_then(|b| b.node()), w2.node(), b2.and_then(|b| b.node())];
-    let frozen = [!w1.requires_grad(), !w2.requires_grad()];
+    let inputs: Vec<&Var<'t>> = std::iter::once(x).chain(&in1).chain(&in2).collect();
+    let xn = x.node();
     x.tape().op("mlp", Tensor::from_parts(shape, y), &inputs, move |dy, g| {
-        let [xn, w1n, b1n, w2n, b2n] = nodes;
         let dyd = dy.data();
-        g.add_with(b2n, || Ok(bias_grad(dyd, o)))?;
-        g.add_with(w2n, || Ok(weight_grad(dyd, &a, rows, o, hid)))?;
-        if xn.is_none() && w1n.is_none() && b1n.is_none() {
+        fc2.bias_grad(dyd, g)?;
+        (fc2.rest)(&a, dyd, rows, g)?;
+        if xn.is_none() && !fc1.trains {
             return Ok(());
         }
         // dh = (dy·W₂) ⊙ gelu'(h), each part as soon as it is final.
@@ -97,29 +76,57 @@ pub(crate) fn mlp_gelu<'t>(
                 prefetch_l2(next);
             }
         };
-        let p2 = frozen[1].then(|| packed_weight(&w2v, false)).flatten();
-        let w2m = MatRef::new(w2v.data(), o, hid);
-        let dh = gemm_new_then(1.0, MatRef::new(dyd, rows, o), rhs(&p2, w2m), None, Some(&gelu_grad));
-        g.add_with(b1n, || Ok(bias_grad(&dh, hid)))?;
-        g.add_with(xn, || {
-            let p1 = frozen[0].then(|| packed_weight(&w1v, false)).flatten();
-            let dx = gemm_new(1.0, MatRef::new(&dh, rows, hid), rhs(&p1, MatRef::new(w1v.data(), hid, i)), None);
-            Ok(Tensor::from_parts(xv.shape().to_vec(), dx))
-        })?;
-        g.add_with(w1n, || Ok(weight_grad(&dh, xv.data(), rows, hid, i)))
+        let dh = fc2.input_grad(dyd, rows, Some(&gelu_grad));
+        fc1.bias_grad(&dh, g)?;
+        g.add_with(xn, || Ok(Tensor::from_parts(xv.shape().to_vec(), fc1.input_grad(&dh, rows, None))))?;
+        (fc1.rest)(xv.data(), &dh, rows, g)
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::mlp_gelu;
+    use crate::autograd::ops::grouped::{consolidated_dense, Branch};
+    use crate::autograd::ops::linear::DenseLinear;
     use crate::autograd::ops::testutil::{check, rand_t};
-    use crate::autograd::Tape;
-    use crate::{Error, Tensor};
+    use crate::autograd::{Tape, Var};
+    use crate::kernels::grouped::GroupSpec;
+    use crate::{Error, Result, Tensor};
     use proptest::prelude::*;
 
     fn bits(t: &Tensor) -> Vec<u32> {
         t.data().iter().map(|v| v.to_bits()).collect()
+    }
+
+    /// One layer: weight, bias, consolidator branches and drop-path rate.
+    type Layer<'a, 't> = (&'a Var<'t>, Option<&'a Var<'t>>, Vec<Branch<'a, 't>>, f32);
+
+    /// The layer as a dense map on an input of shape `x_shape`.
+    fn dense<'t>(x_shape: &[usize], (w, b, br, p): Layer<'_, 't>) -> Result<DenseLinear<'t>> {
+        if br.is_empty() {
+            return DenseLinear::new(w, b);
+        }
+        Ok(consolidated_dense(x_shape, w, b, &br, p)?.expect("a dense map"))
+    }
+
+    /// The fused MLP.
+    fn fused<'t>(x: &Var<'t>, l1: Layer<'_, 't>, l2: Layer<'_, 't>) -> Result<Var<'t>> {
+        let fc1 = dense(x.shape(), l1)?;
+        let mut hidden = x.shape().to_vec();
+        *hidden.last_mut().unwrap() = fc1.dims().0;
+        mlp_gelu(x, fc1, dense(&hidden, l2)?)
+    }
+
+    /// The same MLP as three ops.
+    fn composed<'t>(x: &Var<'t>, l1: Layer<'_, 't>, l2: Layer<'_, 't>) -> Result<Var<'t>> {
+        let layer = |x: &Var<'t>, (w, b, br, p): Layer<'_, 't>| {
+            if br.is_empty() {
+                x.linear(w, b)
+            } else {
+                x.consolidated_linear(w, b, &br, p)
+            }
+        };
+        layer(&layer(x, l1)?.gelu_erf()?, l2)
     }
 
     proptest! {
@@ -131,7 +138,24 @@ mod tests {
             if bias {
                 ins.extend([rand_t(&[h], seed + 3), rand_t(&[o], seed + 4)]);
             }
-            check(|_, v| mlp_gelu(&v[0], (&v[1], v.get(3)), (&v[2], v.get(4))), &ins);
+            check(|_, v| fused(&v[0], (&v[1], v.get(3), vec![], 0.0), (&v[2], v.get(4), vec![], 0.0)), &ins);
+        }
+
+        /// Frozen weights with consolidator branches in both layers.
+        #[test]
+        fn consolidated_mlp_gradcheck(t in 1usize..4, g in 1usize..3, ci in 1usize..3, ch in 1usize..3,
+                                      co in 1usize..3, seed in 0u64..1000) {
+            let (i, h, o) = (g * ci, g * ch, g * co);
+            let (s1, s2) = (GroupSpec::new(i, h, g, false).unwrap(), GroupSpec::new(h, o, g, true).unwrap());
+            let (w1, w2) = (rand_t(&[h, i], seed + 1), rand_t(&[o, h], seed + 2));
+            let ins = [rand_t(&[2, t, i], seed), rand_t(&[h], seed + 3), rand_t(&s1.weight_shape(), seed + 4),
+                       rand_t(&[h], seed + 5), rand_t(&s2.weight_shape(), seed + 6), rand_t(&[o], seed + 7)];
+            check(|tape, v| {
+                let (w1, w2) = (tape.constant(w1.clone()), tape.constant(w2.clone()));
+                let br1 = vec![Branch { spec: s1, weight: &v[2], bias: Some(&v[3]) }];
+                let br2 = vec![Branch { spec: s2, weight: &v[4], bias: Some(&v[5]) }];
+                fused(&v[0], (&w1, Some(&v[1]), br1, 0.0), (&w2, None, br2, 0.0))
+            }, &ins);
         }
 
         /// The same bits as `linear → gelu_erf → linear`, forward and every gradient, whichever
@@ -142,20 +166,55 @@ mod tests {
                                  frozen in 0usize..4, seed in 0u64..1000) {
             let (x, w1, b1) = (rand_t(&[rows, i], seed), rand_t(&[h, i], seed + 1), rand_t(&[h], seed + 2));
             let (w2, b2, r) = (rand_t(&[o, h], seed + 3), rand_t(&[o], seed + 4), rand_t(&[rows, o], seed + 5));
-            let run = |fused: bool| {
+            let run = |fuse: bool| {
                 let tape = Tape::new();
                 let v = |t: &Tensor, freeze: bool| if freeze { tape.constant(t.clone()) } else { tape.var(t.clone()) };
                 let (xv, w1v, b1v) = (tape.var(x.clone()), v(&w1, frozen & 1 != 0), tape.var(b1.clone()));
                 let (w2v, b2v) = (v(&w2, frozen & 2 != 0), tape.var(b2.clone()));
-                let y = if fused {
-                    mlp_gelu(&xv, (&w1v, Some(&b1v)), (&w2v, Some(&b2v))).unwrap()
-                } else {
-                    xv.linear(&w1v, Some(&b1v)).unwrap().gelu_erf().unwrap().linear(&w2v, Some(&b2v)).unwrap()
-                };
+                let (l1, l2) = ((&w1v, Some(&b1v), vec![], 0.0), (&w2v, Some(&b2v), vec![], 0.0));
+                let y = if fuse { fused(&xv, l1, l2) } else { composed(&xv, l1, l2) }.unwrap();
                 let l = y.mul(&tape.constant(r.clone())).unwrap().sum().unwrap();
                 let g = tape.backward(&l).unwrap();
                 let mut out = vec![bits(y.value())];
                 for p in [&xv, &w1v, &b1v, &w2v, &b2v] {
+                    out.push(g.get(p).map(bits).unwrap_or_default());
+                }
+                out
+            };
+            prop_assert_eq!(run(true), run(false));
+        }
+
+        /// With the consolidator in both layers (frozen weights, one or two branches each; in
+        /// training without drop-path, or in evaluation with it): the same bits as
+        /// `consolidated_linear → gelu_erf → consolidated_linear`.
+        #[test]
+        fn consolidated_fused_equals_composed(samples in 1usize..4, t in prop_oneof![1usize..4, 40usize..50],
+                                              g in 1usize..4, ci in 1usize..9, ch in prop_oneof![1usize..9, 40usize..45],
+                                              co in 1usize..9, two in any::<bool>(), train in any::<bool>(),
+                                              seed in 0u64..1000) {
+            let (i, h, o) = (g * ci, g * ch, g * co);
+            let specs1 = [GroupSpec::new(i, h, g, false).unwrap(), GroupSpec::new(i, h, 1, true).unwrap()];
+            let specs2 = [GroupSpec::new(h, o, g, true).unwrap(), GroupSpec::new(h, o, g, false).unwrap()];
+            let x = rand_t(&[samples, t, i], seed);
+            let (w1, b1, w2, b2) = (rand_t(&[h, i], seed + 1), rand_t(&[h], seed + 2), rand_t(&[o, h], seed + 3), rand_t(&[o], seed + 4));
+            let gs: Vec<Tensor> = specs1.iter().chain(&specs2).enumerate().map(|(k, s)| rand_t(&s.weight_shape(), seed + 10 + k as u64)).collect();
+            let betas: Vec<Tensor> = (0..4).map(|k| rand_t(&[if k < 2 { h } else { o }], seed + 20 + k as u64)).collect();
+            let r = rand_t(&[samples, t, o], seed + 5);
+            let p = if train { 0.0 } else { 0.5 };
+            let run = |fuse: bool| {
+                let tape = if train { Tape::new() } else { Tape::eval() };
+                let xv = tape.var(x.clone());
+                let (w1v, b1v, w2v, b2v) = (tape.constant(w1.clone()), tape.var(b1.clone()), tape.constant(w2.clone()), tape.var(b2.clone()));
+                let gv: Vec<Var> = gs.iter().map(|t| tape.var(t.clone())).collect();
+                let bv: Vec<Var> = betas.iter().map(|t| tape.var(t.clone())).collect();
+                let nb = 1 + two as usize;
+                let br = |k0: usize, specs: &[GroupSpec; 2]| (0..nb).map(|k| Branch { spec: specs[k], weight: &gv[k0 + k], bias: Some(&bv[k0 + k]) }).collect::<Vec<_>>();
+                let (l1, l2) = ((&w1v, Some(&b1v), br(0, &specs1), p), (&w2v, Some(&b2v), br(2, &specs2), p));
+                let y = if fuse { fused(&xv, l1, l2) } else { composed(&xv, l1, l2) }.unwrap();
+                let l = y.mul(&tape.constant(r.clone())).unwrap().sum().unwrap();
+                let g = tape.backward(&l).unwrap();
+                let mut out = vec![bits(y.value())];
+                for p in [&xv, &b1v, &b2v].into_iter().chain(&gv).chain(&bv) {
                     out.push(g.get(p).map(bits).unwrap_or_default());
                 }
                 out
@@ -169,12 +228,28 @@ mod tests {
         let tape = Tape::new();
         let x = tape.var(Tensor::zeros(&[2, 3]));
         let (w1, w2) = (tape.var(Tensor::zeros(&[4, 3])), tape.var(Tensor::zeros(&[5, 4])));
-        assert!(mlp_gelu(&x, (&w1, None), (&w2, None)).is_ok());
+        let plain = |w| (w, None, vec![], 0.0);
+        assert!(fused(&x, plain(&w1), plain(&w2)).is_ok());
         let bad_w2 = tape.var(Tensor::zeros(&[5, 3]));
-        assert!(matches!(mlp_gelu(&x, (&w1, None), (&bad_w2, None)), Err(Error::ShapeMismatch { .. })));
+        assert!(matches!(fused(&x, plain(&w1), plain(&bad_w2)), Err(Error::ShapeMismatch { .. })));
         let bad_x = tape.var(Tensor::zeros(&[2, 2]));
-        assert!(matches!(mlp_gelu(&bad_x, (&w1, None), (&w2, None)), Err(Error::ShapeMismatch { op: "mlp", .. })));
+        assert!(matches!(fused(&bad_x, plain(&w1), plain(&w2)), Err(Error::ShapeMismatch { op: "mlp", .. })));
         let bad_b = tape.var(Tensor::zeros(&[3]));
-        assert!(mlp_gelu(&x, (&w1, Some(&bad_b)), (&w2, None)).is_err());
+        assert!(fused(&x, (&w1, Some(&bad_b), vec![], 0.0), plain(&w2)).is_err());
+    }
+
+    /// With drop-path in training the consolidator is no dense map (its masks are drawn per
+    /// sample), and asking draws nothing from the tape's generator.
+    #[test]
+    fn drop_path_in_training_is_not_dense() {
+        let spec = GroupSpec::new(4, 4, 2, false).unwrap();
+        let (asked, fresh) = (Tape::new().with_seed(3), Tape::new().with_seed(3));
+        let (w, g) = (asked.constant(Tensor::zeros(&[4, 4])), asked.var(Tensor::zeros(&spec.weight_shape())));
+        let br = [Branch { spec, weight: &g, bias: None }];
+        assert!(consolidated_dense(&[2, 3, 4], &w, None, &br, 0.5).unwrap().is_none());
+        let next = |t: &Tape| rand::Rng::gen::<u64>(&mut *t.rng());
+        assert_eq!(next(&asked), next(&fresh));
+        assert!(consolidated_dense(&[2, 3, 4], &w, None, &br, 0.0).unwrap().is_some());
+        assert!(consolidated_dense(&[2, 3, 5], &w, None, &br, 0.0).is_err());
     }
 }

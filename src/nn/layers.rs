@@ -1,6 +1,7 @@
 //! Linear, LayerNorm, PatchEmbed, Attention and Mlp.
 
 use super::adapter::LinearAdapter;
+use crate::autograd::ops::linear::DenseLinear;
 use crate::autograd::{Tape, Var};
 use crate::{module_keys, Error, Param, Result, Tensor};
 use rand::Rng;
@@ -43,6 +44,17 @@ impl Linear {
         match &self.adapter {
             None => x.linear(&w, b.as_ref()),
             Some(a) => a.forward(tape, x, &w, b.as_ref()),
+        }
+    }
+
+    /// The layer (with its adapter) as one dense map for an input of shape `x_shape`: always
+    /// without an adapter, else when the adapter says so ([`LinearAdapter::dense`]).
+    pub fn dense<'t>(&self, tape: &'t Tape, x_shape: &[usize]) -> Result<Option<DenseLinear<'t>>> {
+        let w = tape.param(&self.weight);
+        let b = self.bias.as_ref().map(|b| tape.param(b));
+        match &self.adapter {
+            None => DenseLinear::new(&w, b.as_ref()).map(Some),
+            Some(a) => a.dense(tape, x_shape, &w, b.as_ref()),
         }
     }
 }
@@ -130,8 +142,9 @@ impl Attention {
 
 module_keys!(Attention { "qkv." => qkv, "proj." => proj });
 
-/// `fc1 → gelu_erf → fc2`: one fused op when neither layer has an adapter (the GELU and its
-/// derivative computed inside the GEMMs; the same values as the three ops).
+/// `fc1 → gelu_erf → fc2`: one fused op when both layers are dense maps on the batch (no
+/// adapter, or the consolidator without drop-path): the GELU and its derivative computed inside
+/// the GEMMs, the same values as the three ops.
 #[derive(Clone, Debug)]
 pub struct Mlp {
     /// `C → hidden`.
@@ -143,13 +156,15 @@ pub struct Mlp {
 impl Mlp {
     /// Forward.
     pub fn forward<'t>(&self, tape: &'t Tape, x: &Var<'t>) -> Result<Var<'t>> {
-        if let (None, None) = (&self.fc1.adapter, &self.fc2.adapter) {
-            let (w1, w2) = (tape.param(&self.fc1.weight), tape.param(&self.fc2.weight));
-            let (b1, b2) =
-                (self.fc1.bias.as_ref().map(|b| tape.param(b)), self.fc2.bias.as_ref().map(|b| tape.param(b)));
-            return super::fused::mlp_gelu(x, (&w1, b1.as_ref()), (&w2, b2.as_ref()));
+        let mut hidden = x.shape().to_vec();
+        if let Some(last) = hidden.last_mut() {
+            *last = self.fc1.out_dim();
         }
-        self.fc2.forward(tape, &self.fc1.forward(tape, x)?.gelu_erf()?)
+        match (self.fc1.dense(tape, x.shape())?, self.fc2.dense(tape, &hidden)?) {
+            (Some(fc1), Some(fc2)) => super::fused::mlp_gelu(x, fc1, fc2),
+            (Some(fc1), None) => self.fc2.forward(tape, &fc1.record(x)?.gelu_erf()?),
+            (None, _) => self.fc2.forward(tape, &self.fc1.forward(tape, x)?.gelu_erf()?),
+        }
     }
 }
 

@@ -21,7 +21,8 @@
 
 use super::{AttachCtx, LayerSet, Method, MethodConfig, Options};
 use crate::algebra::{branch_from_f32, branch_token, parse_branch_token, Affine, Dense, LayerDelta, Pattern, Sparse};
-use crate::autograd::ops::grouped::Branch;
+use crate::autograd::ops::grouped::{consolidated_dense, Branch};
+use crate::autograd::ops::linear::DenseLinear;
 use crate::autograd::{Tape, Var};
 use crate::kernels::grouped::GroupSpec;
 use crate::nn::{LinearAdapter, VisionTransformer};
@@ -238,20 +239,38 @@ pub struct Consolidator {
 
 module_keys!(Consolidator { "consolidator." => branches });
 
+impl Consolidator {
+    /// Each branch's weight and bias on the tape.
+    fn vars<'t>(&self, tape: &'t Tape) -> Vec<(Var<'t>, Var<'t>)> {
+        self.branches.iter().map(|br| (tape.param(&br.weight), tape.param(&br.bias))).collect()
+    }
+    /// The branches as the op takes them.
+    fn on_tape<'a, 't>(&self, vars: &'a [(Var<'t>, Var<'t>)]) -> Vec<Branch<'a, 't>> {
+        self.branches
+            .iter()
+            .zip(vars)
+            .map(|(br, (g, beta))| Branch { spec: br.spec, weight: g, bias: Some(beta) })
+            .collect()
+    }
+}
+
 impl LinearAdapter for Consolidator {
     fn kind(&self) -> &'static str {
         "consolidator"
     }
     fn forward<'t>(&self, tape: &'t Tape, x: &Var<'t>, w: &Var<'t>, b: Option<&Var<'t>>) -> Result<Var<'t>> {
-        let vars: Vec<(Var, Var)> =
-            self.branches.iter().map(|br| (tape.param(&br.weight), tape.param(&br.bias))).collect();
-        let branches: Vec<Branch> = self
-            .branches
-            .iter()
-            .zip(&vars)
-            .map(|(br, (g, beta))| Branch { spec: br.spec, weight: g, bias: Some(beta) })
-            .collect();
-        x.consolidated_linear(w, b, &branches, self.drop_path)
+        let vars = self.vars(tape);
+        x.consolidated_linear(w, b, &self.on_tape(&vars), self.drop_path)
+    }
+    fn dense<'t>(
+        &self,
+        tape: &'t Tape,
+        x_shape: &[usize],
+        w: &Var<'t>,
+        b: Option<&Var<'t>>,
+    ) -> Result<Option<DenseLinear<'t>>> {
+        let vars = self.vars(tape);
+        consolidated_dense(x_shape, w, b, &self.on_tape(&vars), self.drop_path)
     }
     /// Stage 1: every branch added into one map (in `f64`), stored on the union of the
     /// branches' supports.

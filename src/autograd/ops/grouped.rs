@@ -37,7 +37,7 @@
 //! # Ok::<(), consolidator::Error>(())
 //! ```
 
-use crate::autograd::ops::linear::{bias_grad, input_grad, linear_forward, weight_grad};
+use crate::autograd::ops::linear::{DenseLinear, ParamGrads};
 use crate::autograd::{Grads, Var};
 use crate::kernels::grouped::{grouped_backward_input, grouped_backward_weight, grouped_forward, GroupSpec};
 use crate::{Error, Result, Tensor};
@@ -124,20 +124,35 @@ impl<'t> Var<'t> {
     }
 }
 
-fn fused<'t>(
-    x: &Var<'t>,
-    base: Option<(&Var<'t>, Option<&Var<'t>>)>,
+/// The consolidated layer as one dense map on an input of shape `x_shape` (see [`fold`]), when
+/// every sample keeps every branch — no drop-path in training, or evaluation — and `W` is frozen;
+/// `None` otherwise, when [`Var::consolidated_linear`] draws the masks. It draws nothing.
+pub fn consolidated_dense<'t>(
+    x_shape: &[usize],
+    w: &Var<'t>,
+    b: Option<&Var<'t>>,
     branches: &[Branch<'_, 't>],
     p: f32,
-) -> Result<Var<'t>> {
-    const OP: &str = "consolidated_linear";
+) -> Result<Option<DenseLinear<'t>>> {
+    check(x_shape, Some((w, b)), branches, p)?;
+    if (w.tape().is_train() && p > 0.0) || w.requires_grad() || branches.is_empty() {
+        return Ok(None);
+    }
+    let rows: usize = x_shape[..x_shape.len() - 1].iter().product();
+    let all = Kept { ranges: (rows > 0).then_some((0, rows)).into_iter().collect(), scale: 1.0 };
+    Ok(Some(fold(w, b, branches, &vec![true; branches.len()], vec![all; branches.len()], 1.0)))
+}
+
+const OP: &str = "consolidated_linear";
+
+/// Checks the operands for an input of shape `x_shape`; returns `O`.
+fn check(x_shape: &[usize], base: Option<(&Var, Option<&Var>)>, branches: &[Branch], p: f32) -> Result<usize> {
     if !(0.0..1.0).contains(&p) {
         return Err(Error::invalid(OP, format!("drop-path rate {p} must be in [0, 1)")));
     }
-    let (rows, i_dim) = x.value().rows_cols();
-    if x.value().rank() < 2 {
-        return Err(Error::bad_shape(OP, x.shape(), "the input must be [samples, .., features]"));
-    }
+    let (Some(&i_dim), true) = (x_shape.last(), x_shape.len() >= 2) else {
+        return Err(Error::bad_shape(OP, x_shape, "the input must be [samples, .., features]"));
+    };
     let mut o_dim = None;
     if let Some((w, b)) = base {
         let [o, i] = w.value().dims::<2>(OP)?;
@@ -162,7 +177,17 @@ fn fused<'t>(
             b.value().expect_shape(OP, &[o])?;
         }
     }
-    let o_dim = o_dim.ok_or_else(|| Error::invalid(OP, "no base layer and no branch"))?;
+    o_dim.ok_or_else(|| Error::invalid(OP, "no base layer and no branch"))
+}
+
+fn fused<'t>(
+    x: &Var<'t>,
+    base: Option<(&Var<'t>, Option<&Var<'t>>)>,
+    branches: &[Branch<'_, 't>],
+    p: f32,
+) -> Result<Var<'t>> {
+    let o_dim = check(x.shape(), base, branches, p)?;
+    let (rows, i_dim) = x.value().rows_cols();
 
     // Drop-path masks: per branch and sample, kept or not; and the kept row ranges.
     let samples = x.shape()[0];
@@ -192,18 +217,22 @@ fn fused<'t>(
         let one_pattern = (1..samples).all(|s| keep.iter().all(|kb| kb[s] == kb[0]));
         if w.node().is_none() && !branches.is_empty() && one_pattern {
             let kept_branches: Vec<bool> = keep.iter().map(|kb| kb.first() != Some(&false)).collect();
-            return folded(x, w, b, branches, &kept_branches, kept, scale, o_dim);
+            return fold(w, b, branches, &kept_branches, kept, scale).record(x);
         }
     }
 
     // Forward.
     let mut out_shape = x.shape().to_vec();
     *out_shape.last_mut().unwrap() = o_dim;
-    let mut y = match base {
-        Some((w, b)) => linear_forward(x.value(), w.value(), b.map(|b| b.value()), !w.requires_grad()).into_vec(),
-        None => vec![0.0; rows * o_dim],
-    };
     let xd = x.value().data();
+    let (base, base_inputs) = match base {
+        Some((w, b)) => {
+            let (map, inputs) = DenseLinear::new(w, b)?.into_parts();
+            (Some(map), inputs)
+        }
+        None => (None, vec![]),
+    };
+    let mut y = base.as_ref().map_or_else(|| vec![0.0; rows * o_dim], |m| m.forward(xd, rows, None));
     for (br, k) in branches.iter().zip(&kept) {
         let (spec, w, bias) = (br.spec, br.weight.value().data(), br.bias.map(|b| b.value().data()));
         k.each_range(&mut y, o_dim, |(r0, r1), ys| {
@@ -213,18 +242,13 @@ fn fused<'t>(
     let value = Tensor::from_parts(out_shape, y);
 
     // Record.
-    let mut inputs: Vec<&Var<'t>> = vec![x];
-    if let Some((w, b)) = base {
-        inputs.push(w);
-        inputs.extend(b);
-    }
+    let mut inputs: Vec<&Var<'t>> = std::iter::once(x).chain(&base_inputs).collect();
     for br in branches {
         inputs.push(br.weight);
         inputs.extend(br.bias);
     }
     let xv = x.value().clone();
     let xn = x.node();
-    let base_saved = base.map(|(w, b)| (w.value().clone(), w.node(), b.and_then(|b| b.node())));
     let br_saved: Vec<(GroupSpec, Tensor, Option<usize>, Option<usize>)> = branches
         .iter()
         .map(|br| (br.spec, br.weight.value().clone(), br.weight.node(), br.bias.and_then(|b| b.node())))
@@ -232,10 +256,7 @@ fn fused<'t>(
     tape.op(OP, value, &inputs, move |dy, g| {
         let dyd = dy.data();
         g.add_with(xn, || {
-            let mut dx = match &base_saved {
-                Some((w, wn, _)) => input_grad(dyd, w, wn.is_none()),
-                None => vec![0.0; rows * i_dim],
-            };
+            let mut dx = base.as_ref().map_or_else(|| vec![0.0; rows * i_dim], |m| m.input_grad(dyd, rows, None));
             for ((spec, wk, _, _), k) in br_saved.iter().zip(&kept) {
                 k.each_range(&mut dx, i_dim, |(r0, r1), dxs| {
                     grouped_backward_input(spec, k.scale, &dyd[r0 * o_dim..r1 * o_dim], wk.data(), dxs)
@@ -243,9 +264,9 @@ fn fused<'t>(
             }
             Ok(Tensor::from_parts(xv.shape().to_vec(), dx))
         })?;
-        if let Some((_, wn, bn)) = &base_saved {
-            g.add_with(*wn, || Ok(weight_grad(dyd, xv.data(), rows, o_dim, i_dim)))?;
-            g.add_with(*bn, || Ok(bias_grad(dyd, o_dim)))?;
+        if let Some(m) = &base {
+            m.bias_grad(dyd, g)?;
+            (m.rest)(xv.data(), dyd, rows, g)?;
         }
         let saved: Vec<(GroupSpec, Option<usize>, Option<usize>)> =
             br_saved.iter().map(|(s, _, g, b)| (*s, *g, *b)).collect();
@@ -263,18 +284,15 @@ fn fused<'t>(
 /// the frozen weight and the branches' grouped kernels on their kept rows. Folding each pattern
 /// into its own `W_m` (one GEMM per pattern on its samples, gathered and scattered back) made the
 /// released recipe's step (drop-path 0.5) 1.2–1.5× slower on the ViT shapes.
-#[allow(clippy::too_many_arguments)]
-fn folded<'t>(
-    x: &Var<'t>,
+fn fold<'t>(
     w: &Var<'t>,
     b: Option<&Var<'t>>,
     branches: &[Branch<'_, 't>],
     kept_branches: &[bool],
     kept: Vec<Kept>,
     scale: f32,
-    o_dim: usize,
-) -> Result<Var<'t>> {
-    let i_dim = x.value().rows_cols().1;
+) -> DenseLinear<'t> {
+    let (o_dim, i_dim) = (w.shape()[0], w.shape()[1]);
     let mut bm: Vec<f32> = b.map(|b| b.value().data().to_vec()).unwrap_or_else(|| vec![0.0; o_dim]);
     // Every branch dropped: the frozen weight itself, whose panels are packed once and kept.
     let all_dropped = !kept_branches.iter().any(|&k| k);
@@ -289,24 +307,15 @@ fn folded<'t>(
         }
         wm = Tensor::from_parts(vec![o_dim, i_dim], v);
     }
-    let value = linear_forward(x.value(), &wm, Some(&Tensor::from_parts(vec![o_dim], bm)), all_dropped);
-
-    let mut inputs: Vec<&Var<'t>> = vec![x, w];
-    inputs.extend(b);
+    let mut inputs: Vec<Var<'t>> = std::iter::once(w).chain(b).cloned().collect();
     for br in branches {
-        inputs.push(br.weight);
-        inputs.extend(br.bias);
+        inputs.extend(std::iter::once(br.weight).chain(br.bias).cloned());
     }
-    let xv = x.value().clone();
-    let (xn, bn) = (x.node(), b.and_then(|b| b.node()));
-    let br_saved: Vec<(GroupSpec, Option<usize>, Option<usize>)> =
+    let saved: Vec<(GroupSpec, Option<usize>, Option<usize>)> =
         branches.iter().map(|br| (br.spec, br.weight.node(), br.bias.and_then(|b| b.node()))).collect();
-    x.tape().op("consolidated_linear", value, &inputs, move |dy, g| {
-        let dyd = dy.data();
-        g.add_with(xn, || Ok(Tensor::from_parts(xv.shape().to_vec(), input_grad(dyd, &wm, all_dropped))))?;
-        g.add_with(bn, || Ok(bias_grad(dyd, o_dim)))?;
-        branch_weight_grads(&br_saved, &kept, xv.data(), dyd, i_dim, o_dim, g)
-    })
+    let rest: ParamGrads = Box::new(move |x, dy, _, g| branch_weight_grads(&saved, &kept, x, dy, i_dim, o_dim, g));
+    let bias = Some(Tensor::from_parts(vec![o_dim], bm));
+    DenseLinear::folded(OP, (wm, bias), all_dropped, inputs, b.and_then(|b| b.node()), rest)
 }
 
 /// `W[:, src] += s·BD(G)` for one branch, in place on a dense `[O, I]` matrix.

@@ -11,7 +11,15 @@
 //!   weight-gradient GEMM,
 //! - `db = Σ_rows dy`.
 
-use crate::autograd::Var;
+//!
+//! A layer that is one dense map on the batch at hand is a [`DenseLinear`]: a plain layer, or
+//! one whose adapter folds into its weight for this batch (the consolidator without drop-path,
+//! `ops::grouped::consolidated_dense`). `Var::linear` records one as an op; the fused MLP
+//! (`nn::fused`) runs two, with its GELU inside their GEMMs.
+
+use crate::autograd::{Grads, Var};
+use crate::kernels::gemm::gemm_new_then;
+use crate::kernels::packed::Finish;
 use crate::kernels::{elementwise, gemm_new, Isa, MatRef, PackedB, Rhs};
 use crate::{Error, Result, Tensor};
 use std::sync::Arc;
@@ -19,30 +27,119 @@ use std::sync::Arc;
 impl<'t> Var<'t> {
     /// `x·Wᵀ + b`: see the module docs.
     pub fn linear(&self, w: &Var<'t>, b: Option<&Var<'t>>) -> Result<Var<'t>> {
+        DenseLinear::new(w, b)?.record(self)
+    }
+}
+
+/// Adds the gradients of a [`DenseLinear`]'s parameters other than its bias, given the layer's
+/// input `x: [rows, I]`, its output gradient `dy: [rows, O]` and `rows`.
+pub type ParamGrads = Box<dyn Fn(&[f32], &[f32], usize, &mut Grads) -> Result<()>>;
+
+/// A layer that is one dense map `y = x·Wᵀ + b` on the batch at hand, with the rule that gives
+/// its parameters' gradients: see the module docs.
+pub struct DenseLinear<'t> {
+    map: DenseMap,
+    /// The parameters on the tape (the op's inputs besides `x`).
+    inputs: Vec<Var<'t>>,
+}
+
+/// What a [`DenseLinear`]'s backward keeps.
+pub(crate) struct DenseMap {
+    op: &'static str,
+    /// `[O, I]`.
+    weight: Tensor,
+    bias: Option<Tensor>,
+    /// `weight` is a frozen parameter's own tensor: its panels are packed once and kept.
+    frozen: bool,
+    bias_node: Option<usize>,
+    /// The other parameters' gradients.
+    pub rest: ParamGrads,
+    /// Some parameter needs a gradient.
+    pub trains: bool,
+}
+
+impl<'t> DenseLinear<'t> {
+    /// The plain layer `x·Wᵀ + b` (`W: [O, I]`, `b: [O]`).
+    pub fn new(w: &Var<'t>, b: Option<&Var<'t>>) -> Result<Self> {
         let [o, i] = w.value().dims::<2>("linear (weight)")?;
-        let (rows, xi) = self.value().rows_cols();
-        if self.value().rank() == 0 || xi != i {
-            return Err(Error::ShapeMismatch {
-                op: "linear",
-                expected: vec![usize::MAX, i],
-                got: self.shape().to_vec(),
-            });
-        }
         if let Some(b) = b {
             b.value().expect_shape("linear (bias)", &[o])?;
         }
-        let frozen = !w.requires_grad();
-        let y = linear_forward(self.value(), w.value(), b.map(|b| b.value()), frozen);
-        let mut inputs = vec![self, w];
-        inputs.extend(b);
-        let (x, wv) = (self.value().clone(), w.value().clone());
-        let (xn, wn, bn) = (self.node(), w.node(), b.and_then(|b| b.node()));
-        self.tape().op("linear", y, &inputs, move |dy, g| {
+        let wn = w.node();
+        let rest: ParamGrads = Box::new(move |x, dy, rows, g| g.add_with(wn, || Ok(weight_grad(dy, x, rows, o, i))));
+        let inputs = std::iter::once(w).chain(b).cloned().collect();
+        let (weight, bias) = (w.value().clone(), b.map(|b| b.value().clone()));
+        Ok(Self::folded("linear", (weight, bias), wn.is_none(), inputs, b.and_then(Var::node), rest))
+    }
+
+    /// The dense map `weight`, `bias` (checked by the caller) with parameters `inputs`: the
+    /// node `bias_node` gets `Σ dy`, `rest` gives the others' gradients. `frozen`: `weight` is a
+    /// frozen parameter's own tensor. `op` names it on the tape.
+    pub(crate) fn folded(
+        op: &'static str,
+        (weight, bias): (Tensor, Option<Tensor>),
+        frozen: bool,
+        inputs: Vec<Var<'t>>,
+        bias_node: Option<usize>,
+        rest: ParamGrads,
+    ) -> Self {
+        let trains = inputs.iter().any(Var::requires_grad);
+        DenseLinear { map: DenseMap { op, weight, bias, frozen, bias_node, rest, trains }, inputs }
+    }
+
+    /// `(O, I)`.
+    pub fn dims(&self) -> (usize, usize) {
+        self.map.dims()
+    }
+
+    /// Records the layer on `x: [.., I]` as one op.
+    pub fn record(self, x: &Var<'t>) -> Result<Var<'t>> {
+        let DenseLinear { map, inputs } = self;
+        let ((o, i), (rows, xi)) = (map.dims(), x.value().rows_cols());
+        if x.value().rank() == 0 || xi != i {
+            return Err(Error::ShapeMismatch { op: map.op, expected: vec![usize::MAX, i], got: x.shape().to_vec() });
+        }
+        let mut shape = x.shape().to_vec();
+        *shape.last_mut().unwrap() = o;
+        let y = Tensor::from_parts(shape, map.forward(x.value().data(), rows, None));
+        let all: Vec<&Var<'t>> = std::iter::once(x).chain(&inputs).collect();
+        let (xv, xn) = (x.value().clone(), x.node());
+        x.tape().op(map.op, y, &all, move |dy, g| {
             let dyd = dy.data();
-            g.add_with(bn, || Ok(bias_grad(dyd, o)))?;
-            g.add_with(xn, || Ok(Tensor::from_parts(x.shape().to_vec(), input_grad(dyd, &wv, frozen))))?;
-            g.add_with(wn, || Ok(weight_grad(dyd, x.data(), rows, o, i)))
+            map.bias_grad(dyd, g)?;
+            g.add_with(xn, || Ok(Tensor::from_parts(xv.shape().to_vec(), map.input_grad(dyd, rows, None))))?;
+            (map.rest)(xv.data(), dyd, rows, g)
         })
+    }
+
+    /// The map and the parameters, for an op that records several layers as one.
+    pub(crate) fn into_parts(self) -> (DenseMap, Vec<Var<'t>>) {
+        (self.map, self.inputs)
+    }
+}
+
+impl DenseMap {
+    /// `(O, I)`.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.weight.shape()[0], self.weight.shape()[1])
+    }
+    /// `x·Wᵀ + b` for `x: [rows, I]`: one GEMM whose epilogue adds the bias, then runs `finish`
+    /// on each finished part of a row.
+    pub fn forward(&self, x: &[f32], rows: usize, finish: Option<&Finish>) -> Vec<f32> {
+        let ((o, i), w) = (self.dims(), self.weight.data());
+        let packed = self.frozen.then(|| packed_weight(&self.weight, true)).flatten();
+        let b = self.bias.as_ref().map(|b| b.data());
+        gemm_new_then(1.0, MatRef::new(x, rows, i), rhs(&packed, MatRef::new(w, o, i).t()), b, finish)
+    }
+    /// `dx = dy·W` for `dy: [rows, O]`, then `finish` on each finished part of a row.
+    pub fn input_grad(&self, dy: &[f32], rows: usize, finish: Option<&Finish>) -> Vec<f32> {
+        let ((o, i), w) = (self.dims(), self.weight.data());
+        let packed = self.frozen.then(|| packed_weight(&self.weight, false)).flatten();
+        gemm_new_then(1.0, MatRef::new(dy, rows, o), rhs(&packed, MatRef::new(w, o, i)), None, finish)
+    }
+    /// `db = Σ dy`, if the bias needs it.
+    pub fn bias_grad(&self, dy: &[f32], g: &mut Grads) -> Result<()> {
+        g.add_with(self.bias_node, || Ok(bias_grad(dy, self.dims().0)))
     }
 }
 
@@ -57,13 +154,6 @@ pub(crate) fn weight_grad(dy: &[f32], x: &[f32], rows: usize, o: usize, i: usize
     // GFLOP/s) and has the same values, transposed into place.
     let dwt = gemm_new(1.0, xv.t(), Rhs::View(dyv), None);
     Tensor::from_parts(vec![o, i], (0..o * i).map(|k| dwt[k % i * o + k / i]).collect())
-}
-
-/// `dx = dy·W` (`[R, I]`) for `dy: [R, O]`, `W: [O, I]`, with `W`'s kept panels if it is frozen.
-pub(crate) fn input_grad(dy: &[f32], w: &Tensor, frozen: bool) -> Vec<f32> {
-    let (o, i) = (w.shape()[0], w.shape()[1]);
-    let packed = frozen.then(|| packed_weight(w, false)).flatten();
-    gemm_new(1.0, MatRef::new(dy, dy.len() / o.max(1), o), rhs(&packed, MatRef::new(w.data(), o, i)), None)
 }
 
 /// `db = Σ_rows dy` (`[O]`).
@@ -91,19 +181,6 @@ pub(crate) fn packed_weight(w: &Tensor, transposed: bool) -> Option<Arc<PackedB>
 /// Packed panels if there are some, else the view.
 pub(crate) fn rhs<'a>(packed: &'a Option<Arc<PackedB>>, view: MatRef<'a>) -> Rhs<'a> {
     packed.as_deref().map_or(Rhs::View(view), Rhs::Packed)
-}
-
-/// The forward computation on plain tensors (also used by inference paths): one GEMM whose
-/// epilogue adds the bias; a frozen weight's panels are packed once and kept.
-pub fn linear_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>, frozen: bool) -> Tensor {
-    let (o, i) = (w.shape()[0], w.shape()[1]);
-    let (rows, _) = x.rows_cols();
-    let packed = frozen.then(|| packed_weight(w, true)).flatten();
-    let view = MatRef::new(w.data(), o, i).t();
-    let y = gemm_new(1.0, MatRef::new(x.data(), rows, i), rhs(&packed, view), b.map(|b| b.data()));
-    let mut shape = x.shape().to_vec();
-    *shape.last_mut().unwrap() = o;
-    Tensor::from_parts(shape, y)
 }
 
 #[cfg(test)]
