@@ -124,9 +124,10 @@ impl<'t> Var<'t> {
     }
 }
 
-/// The consolidated layer as one dense map on an input of shape `x_shape` (see [`fold`]), when
-/// every sample keeps every branch — no drop-path in training, or evaluation — and `W` is frozen;
-/// `None` otherwise, when [`Var::consolidated_linear`] draws the masks. It draws nothing.
+/// The consolidated layer as one dense map `W + Σ_k BD(G_k)·Π_k` (bias `b + Σ_k β_k`) on an
+/// input of shape `x_shape`, when every sample keeps every branch — no drop-path in training, or
+/// evaluation — and `W` is frozen; `None` otherwise, when [`Var::consolidated_linear`] draws the
+/// masks. It draws nothing. The fused MLP (`nn::fused`) runs two of these.
 pub fn consolidated_dense<'t>(
     x_shape: &[usize],
     w: &Var<'t>,
