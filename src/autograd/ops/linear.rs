@@ -10,7 +10,6 @@
 //!   skipped entirely when `W` is frozen: this is where a parameter-efficient method saves the
 //!   weight-gradient GEMM,
 //! - `db = Σ_rows dy`.
-
 //!
 //! A layer that is one dense map on the batch at hand is a [`DenseLinear`]: a plain layer, or
 //! one whose adapter folds into its weight for this batch (the consolidator without drop-path,
@@ -33,7 +32,7 @@ impl<'t> Var<'t> {
 
 /// Adds the gradients of a [`DenseLinear`]'s parameters other than its bias, given the layer's
 /// input `x: [rows, I]`, its output gradient `dy: [rows, O]` and `rows`.
-pub type ParamGrads = Box<dyn Fn(&[f32], &[f32], usize, &mut Grads) -> Result<()>>;
+pub(crate) type ParamGrads = Box<dyn Fn(&[f32], &[f32], usize, &mut Grads) -> Result<()>>;
 
 /// A layer that is one dense map `y = x·Wᵀ + b` on the batch at hand, with the rule that gives
 /// its parameters' gradients: see the module docs.
