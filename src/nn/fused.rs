@@ -1,14 +1,17 @@
 //! A transformer block's MLP, `y = gelu_erf(x·W₁ᵀ + b₁)·W₂ᵀ + b₂`, as one tape op whose GELU
 //! rides on the GEMMs instead of making passes of its own over the wide hidden activation.
+//! Each layer is a [`DenseLinear`]: a plain layer, or a consolidator layer whose branches are
+//! folded into its frozen weight for this batch (`W₁`, `b₁` are then the folded ones).
 //!
 //! Forward: as each part of a row of `h = x·W₁ᵀ + b₁` is final, still in the cache of the
 //! worker that wrote it, `a = gelu_erf(h)` is computed from it; then `y = a·W₂ᵀ + b₂`. Backward,
 //! given `dy`: as each part of a row of `da = dy·W₂` is final, it becomes
 //! `dh = da ⊙ gelu_erf'(h)` in place; then the two layers' usual gradients (`dW₂ = dyᵀ·a`,
-//! `db₂ = Σ dy`, `dx = dh·W₁`, `dW₁ = dhᵀ·x`, `db₁ = Σ dh`). Every value is computed by the same
-//! kernels in the same order as the unfused `linear → gelu_erf → linear`, so both give the same
-//! bits (the tests check it); the fusion saves a read of `h` forward and a write and a read of
-//! `da` backward. Frozen weights are packed once and kept, as in `Var::linear`.
+//! `db₂ = Σ dy`, `dx = dh·W₁`, `dW₁ = dhᵀ·x`, `db₁ = Σ dh`; for a consolidator layer its
+//! branches' `dG`, `dβ` instead of `dW`). Every value is computed by the same kernels in the
+//! same order as the unfused `linear → gelu_erf → linear` (or `consolidated_linear`), so both
+//! give the same bits (the tests check it); the fusion saves a read of `h` forward and a write
+//! and a read of `da` backward. Frozen weights are packed once and kept, as in `Var::linear`.
 
 use crate::autograd::ops::linear::DenseLinear;
 use crate::autograd::Var;

@@ -14,8 +14,8 @@
 //! | `norm` | `layer_norm` (last dim) |
 //! | `attention` | `attention` (fused multi-head self-attention from packed qkv) |
 //! | `matmul` | `matmul` (batched) |
-//! | `linear` | `linear` |
-//! | `grouped` | grouped connections (consolidator branches) |
+//! | `linear` | `linear`; `DenseLinear` (a layer that is one dense map on the batch) |
+//! | `grouped` | grouped connections (consolidator branches); `consolidated_dense` |
 //! | `loss` | `cross_entropy` |
 //! | `dropout` | `dropout`, `drop_path` |
 
