@@ -210,8 +210,8 @@ pub fn gemm_isa(isa: Isa, alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [
     unsafe { tiled(isa, a, Rhs::View(b), epi, OutPtr { ptr: c.as_mut_ptr(), ldc }, par::threads()) }
 }
 
-/// Splits the output among `threads` workers (blocks of whole row tiles or column tiles,
-/// whichever leaves the busiest worker the least) and runs [`packed::run_block`] on each.
+/// Splits the output among `threads` workers (blocks of whole row tiles or column tiles, as
+/// [`split`] chooses) and runs [`packed::run_block`] on each.
 ///
 /// # Safety
 /// `a` covers `m × k`, `b` covers `k × n`, `out` is valid for `m × n` values `ldc` apart (read
@@ -236,9 +236,8 @@ unsafe fn tiled(isa: Isa, a: MatRef, b: Rhs, epi: Epilogue, out: OutPtr, threads
         return packed::run_block(isa, a, b, epi, out, 0..m, 0..n);
     }
     let (mr, nr) = isa.tile();
-    let (by_rows, per) = split(m.div_ceil(mr), n.div_ceil(nr), threads, matches!(b, Rhs::View(_)));
-    let (unit, len) = if by_rows { (mr, m) } else { (nr, n) };
-    let per = per * unit;
+    let (by_rows, per) = split(m, n, (mr, nr), threads);
+    let len = if by_rows { m } else { n };
     par::for_each_index(len.div_ceil(per), |i| {
         let r = i * per..(i * per + per).min(len);
         let (rows, cols) = if by_rows { (r, 0..n) } else { (0..m, r) };
@@ -247,33 +246,41 @@ unsafe fn tiled(isa: Isa, a: MatRef, b: Rhs, epi: Epilogue, out: OutPtr, threads
     });
 }
 
-/// How to cut an output of `pm` row tiles × `pn` column tiles among `threads` workers: by rows
-/// or by columns, and how many tiles go in one task. Chosen so that the busiest worker (tasks
-/// are handed out one at a time, so it runs `⌈tasks / threads⌉` of them) has the least work.
-/// Among equal choices, two tasks per worker beat one unless that packs `B` twice (a row split
-/// of an unpacked `B`): on a shared machine a worker that loses its core mid-task leaves less
-/// behind. Ties between directions go to the one with more tiles (tried first; a later choice
-/// must be strictly better).
-fn split(pm: usize, pn: usize, threads: usize, b_unpacked: bool) -> (bool, usize) {
-    // (busiest worker's tiles, tiles in that direction, by rows, tiles per task): the busiest
-    // worker's share is the first over the second, compared exactly.
-    let mut best: Option<(usize, usize, bool, usize)> = None;
+/// How to cut an `m × n` output (tiles `mr × nr`) among `threads` workers: by rows or by
+/// columns, and how many rows or columns (whole tiles) go in one task. Tasks are handed out one
+/// at a time, so the busiest worker runs `⌈tasks / threads⌉` of them; the choice minimises its
+/// estimated time in multiply-adds (over the depth `k`, which every term shares): its share of
+/// the product plus [`READ_COST`] for every operand value it reads. A row task reads its rows of
+/// `A` and all of `B` (packing it, unless kept packed), a column task all of `A` and its columns
+/// of `B`. So columns, which make every worker read all of `A`, are chosen where that pays (a
+/// short, wide output: batch-1 inference), not for a slightly better balance of a tall one.
+/// Counting tiles alone did that: 4,160 rows are 347 row tiles, an odd count, while 6, 18 or 24
+/// column tiles split evenly, so every product of the 32² workload (and of vit_tiny at batch
+/// 16) went by columns and read `A` twice; their training steps are 8–10 % faster by rows.
+/// Among equal costs the first tried wins: two tasks per worker (a worker that loses its core
+/// mid-task leaves less behind), the direction with more tiles.
+fn split(m: usize, n: usize, (mr, nr): (usize, usize), threads: usize) -> (bool, usize) {
+    let (pm, pn) = (m.div_ceil(mr), n.div_ceil(nr));
+    // (estimated time, by rows, rows or columns per task)
+    let mut best = (usize::MAX, true, m);
     for by_rows in if pm >= pn { [true, false] } else { [false, true] } {
-        let panels = if by_rows { pm } else { pn };
+        let (panels, unit, len, other) = if by_rows { (pm, mr, m, n) } else { (pn, nr, n, m) };
         for per_worker in [2, 1] {
-            if per_worker == 2 && by_rows && b_unpacked {
-                continue;
-            }
             let per = panels.div_ceil(threads * per_worker);
-            let busiest = panels.div_ceil(per).div_ceil(threads) * per;
-            if best.is_none_or(|(b, p, ..)| busiest * p < b * panels) {
-                best = Some((busiest, panels, by_rows, per));
+            let tasks = panels.div_ceil(per).div_ceil(threads);
+            let share = (tasks * per * unit).min(len);
+            let cost = share * other + READ_COST * (tasks * other + share);
+            if cost < best.0 {
+                best = (cost, by_rows, per * unit);
             }
         }
     }
-    let (.., by_rows, per) = best.expect("two directions were tried");
-    (by_rows, per)
+    (best.1, best.2)
 }
+
+/// What reading one operand value from L2 or beyond (and packing it) costs a worker, in
+/// multiply-adds of its kernel (32 a cycle on AVX-512): about half a cycle.
+const READ_COST: usize = 16;
 
 /// The portable path: matrixmultiply, the output split across workers by rows (or by columns
 /// when short and wide).
@@ -465,6 +472,14 @@ mod tests {
 
     /// `finish` sees every value once, final: doubling it in the hook doubles the product, on
     /// the SIMD path and the fallback (k = 0, empty outputs), across column blocks and workers.
+    #[test]
+    fn tall_outputs_split_by_rows_short_wide_ones_by_columns() {
+        // 4,160 rows (347 row tiles) × 192 columns (6 tiles): one row task per worker.
+        assert_eq!(split(4160, 192, (12, 32), 2), (true, 2088));
+        // One 197-token image through a 576-wide layer: by columns.
+        assert!(!split(197, 576, (12, 32), 2).0);
+    }
+
     #[test]
     fn finish_sees_every_value_once_and_final() {
         for (m, k, n) in [(0, 3, 4), (5, 0, 7), (37, 19, 600), (200, 64, 70), (1, 5, 1)] {
