@@ -126,6 +126,14 @@ proptest! {
         }
         gelu_erf_backward_x8(&x, &dy, &mut w);
         prop_assert_eq!(bits(&f), bits(&w));
+        // One pass for both: `gelu_erf`'s values, and the slope that `gelu_erf_backward`
+        // multiplies `dy` by (so `dy·slope` is its result bit for bit), at every length.
+        let (mut slope, mut a) = (x.clone(), vec![std::mem::MaybeUninit::new(f32::NAN); n]);
+        gelu_and_slope(&mut slope, &mut a);
+        gelu_erf(&x, &mut o);
+        prop_assert_eq!(bits(&o), a.iter().map(|v| unsafe { v.assume_init() }.to_bits()).collect::<Vec<_>>());
+        let times: Vec<f32> = dy.iter().zip(&slope).map(|(d, s)| d * s).collect();
+        prop_assert_eq!(bits(&f), bits(&times));
     }
 }
 

@@ -20,6 +20,7 @@
 
 use super::simd::{self, exp8};
 use crate::par;
+use std::mem::MaybeUninit;
 use wide::{f32x8, CmpGe, CmpLt};
 
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
@@ -75,7 +76,7 @@ pub fn gelu_erf(x: &[f32], out: &mut [f32]) {
 }
 
 /// On the calling thread: [`gelu_erf`] (`dy` empty) or [`gelu_erf_backward`] of `x` into `out`.
-pub(crate) fn gelu_here(x: &[f32], dy: &[f32], out: &mut [f32]) {
+fn gelu_here(x: &[f32], dy: &[f32], out: &mut [f32]) {
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if avx512::usable() {
@@ -85,6 +86,28 @@ pub(crate) fn gelu_here(x: &[f32], dy: &[f32], out: &mut [f32]) {
     match dy {
         [] => gelu_erf_x8(&x[done..], &mut out[done..]),
         _ => gelu_erf_backward_x8(&x[done..], &dy[done..], &mut out[done..]),
+    }
+}
+
+/// On the calling thread: `a = gelu_erf(h)`, and `h` replaced by the slope `gelu_erf'(h)`
+/// that the backward multiplies its `dy` by, from one evaluation of `Φ` and `φ`. The slope has
+/// the bits [`gelu_erf_backward`] multiplies by, so `dy·slope` is its result bit for bit.
+pub fn gelu_and_slope(h: &mut [f32], a: &mut [MaybeUninit<f32>]) {
+    assert_eq!(h.len(), a.len());
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if avx512::usable() {
+        // SAFETY: AVX-512F is present; the slices have equal lengths.
+        done = unsafe { avx512::gelu_and_slope(h, a) };
+    }
+    for (h, a) in h[done..].chunks_mut(simd::W).zip(a[done..].chunks_mut(simd::W)) {
+        let v = simd::load_partial(h, 0.0);
+        let (cdf, gauss) = phi_and_gauss8(v);
+        let slope = v.mul_add(gauss * f32x8::splat(FRAC_1_SQRT_2PI), cdf).to_array();
+        for ((h, a), (y, s)) in h.iter_mut().zip(a).zip((v * cdf).to_array().into_iter().zip(slope)) {
+            a.write(y);
+            *h = s;
+        }
     }
 }
 
@@ -127,12 +150,53 @@ pub fn gelu_erf_backward_x8(x: &[f32], dy: &[f32], dx: &mut [f32]) {
 mod avx512 {
     use super::{AS_A, AS_P, FRAC_1_SQRT_2, FRAC_1_SQRT_2PI};
     use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
 
     /// The CPU has AVX-512F and the 8-lane kernels fuse their multiply-adds (a build for
     /// x86-64-v3 or above), so both give the same values and chunk boundaries (which follow the
     /// thread count) cannot change a result.
     pub(super) fn usable() -> bool {
         cfg!(target_feature = "fma") && is_x86_feature_detected!("avx512f")
+    }
+
+    /// `(Φ(v), e^{−v²/2})`, as `phi_and_gauss8`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn phi_and_gauss(v: __m512) -> (__m512, __m512) {
+        let s = _mm512_set1_ps;
+        // exp8(−½·x·x)
+        let e = _mm512_mul_ps(_mm512_mul_ps(s(-0.5), v), v);
+        let ec = _mm512_min_ps(_mm512_max_ps(e, s(-87.5)), s(88.0));
+        let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
+            ec,
+            s(std::f32::consts::LOG2_E),
+        ));
+        let r = _mm512_fnmadd_ps(k, s(0.693_145_75), ec);
+        let r = _mm512_fnmadd_ps(k, s(1.428_606_8e-6), r);
+        let mut p = s(1.0 / 5040.0);
+        for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+            p = _mm512_fmadd_ps(p, r, s(c));
+        }
+        let two_k = _mm512_slli_epi32::<23>(_mm512_add_epi32(_mm512_cvtps_epi32(k), _mm512_set1_epi32(127)));
+        let y = _mm512_mul_ps(p, _mm512_castsi512_ps(two_k));
+        let gauss = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_LT_OQ>(e, s(-87.3)), y, _mm512_setzero_ps());
+        // Φ(x) from erfc(|x|/√2) (A&S 7.1.26)
+        let z = _mm512_mul_ps(_mm512_abs_ps(v), s(FRAC_1_SQRT_2));
+        let t = _mm512_div_ps(s(1.0), _mm512_fmadd_ps(z, s(AS_P), s(1.0)));
+        let mut h = s(AS_A[4]);
+        for &a in AS_A[..4].iter().rev() {
+            h = _mm512_fmadd_ps(h, t, s(a));
+        }
+        let half_erfc = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(s(0.5), t), h), gauss);
+        let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, _mm512_setzero_ps());
+        (_mm512_mask_blend_ps(neg, _mm512_sub_ps(s(1.0), half_erfc), half_erfc), gauss)
+    }
+
+    /// The slope `Φ(v) + v·φ(v)`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn slope(v: __m512, cdf: __m512, gauss: __m512) -> __m512 {
+        _mm512_fmadd_ps(v, _mm512_mul_ps(gauss, _mm512_set1_ps(FRAC_1_SQRT_2PI)), cdf)
     }
 
     /// The forward (`dy` empty) or the backward of the first `16·⌊len/16⌋` values into `out`;
@@ -143,42 +207,31 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn gelu(x: &[f32], dy: &[f32], out: &mut [f32]) -> usize {
         let n = x.len() / 16 * 16;
-        let s = _mm512_set1_ps;
         for i in (0..n).step_by(16) {
             let v = _mm512_loadu_ps(x[i..i + 16].as_ptr());
-            // exp8(−½·x·x)
-            let e = _mm512_mul_ps(_mm512_mul_ps(s(-0.5), v), v);
-            let ec = _mm512_min_ps(_mm512_max_ps(e, s(-87.5)), s(88.0));
-            let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
-                ec,
-                s(std::f32::consts::LOG2_E),
-            ));
-            let r = _mm512_fnmadd_ps(k, s(0.693_145_75), ec);
-            let r = _mm512_fnmadd_ps(k, s(1.428_606_8e-6), r);
-            let mut p = s(1.0 / 5040.0);
-            for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
-                p = _mm512_fmadd_ps(p, r, s(c));
-            }
-            let two_k = _mm512_slli_epi32::<23>(_mm512_add_epi32(_mm512_cvtps_epi32(k), _mm512_set1_epi32(127)));
-            let y = _mm512_mul_ps(p, _mm512_castsi512_ps(two_k));
-            let gauss = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_LT_OQ>(e, s(-87.3)), y, _mm512_setzero_ps());
-            // Φ(x) from erfc(|x|/√2) (A&S 7.1.26)
-            let z = _mm512_mul_ps(_mm512_abs_ps(v), s(FRAC_1_SQRT_2));
-            let t = _mm512_div_ps(s(1.0), _mm512_fmadd_ps(z, s(AS_P), s(1.0)));
-            let mut h = s(AS_A[4]);
-            for &a in AS_A[..4].iter().rev() {
-                h = _mm512_fmadd_ps(h, t, s(a));
-            }
-            let half_erfc = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(s(0.5), t), h), gauss);
-            let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, _mm512_setzero_ps());
-            let cdf = _mm512_mask_blend_ps(neg, _mm512_sub_ps(s(1.0), half_erfc), half_erfc);
+            let (cdf, gauss) = phi_and_gauss(v);
             let o = if dy.is_empty() {
                 _mm512_mul_ps(v, cdf)
             } else {
-                let g = _mm512_loadu_ps(dy[i..i + 16].as_ptr());
-                _mm512_mul_ps(g, _mm512_fmadd_ps(v, _mm512_mul_ps(gauss, s(FRAC_1_SQRT_2PI)), cdf))
+                _mm512_mul_ps(_mm512_loadu_ps(dy[i..i + 16].as_ptr()), slope(v, cdf, gauss))
             };
             _mm512_storeu_ps(out[i..i + 16].as_mut_ptr(), o);
+        }
+        n
+    }
+
+    /// [`super::gelu_and_slope`] of the first `16·⌊len/16⌋` values; returns how many.
+    ///
+    /// # Safety
+    /// AVX-512F present; `a.len() == h.len()`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn gelu_and_slope(h: &mut [f32], a: &mut [MaybeUninit<f32>]) -> usize {
+        let n = h.len() / 16 * 16;
+        for i in (0..n).step_by(16) {
+            let v = _mm512_loadu_ps(h[i..i + 16].as_ptr());
+            let (cdf, gauss) = phi_and_gauss(v);
+            _mm512_storeu_ps(a[i..i + 16].as_mut_ptr().cast(), _mm512_mul_ps(v, cdf));
+            _mm512_storeu_ps(h[i..i + 16].as_mut_ptr(), slope(v, cdf, gauss));
         }
         n
     }

@@ -4,9 +4,11 @@
 //! folded into its frozen weight for this batch (`W₁`, `b₁` are then the folded ones).
 //!
 //! Forward: as each part of a row of `h = x·W₁ᵀ + b₁` is final, still in the cache of the
-//! worker that wrote it, `a = gelu_erf(h)` is computed from it; then `y = a·W₂ᵀ + b₂`. Backward,
-//! given `dy`: as each part of a row of `da = dy·W₂` is final, it becomes
-//! `dh = da ⊙ gelu_erf'(h)` in place; then the two layers' usual gradients (`dW₂ = dyᵀ·a`,
+//! worker that wrote it, `a = gelu_erf(h)` is computed from it and `h` is replaced by the slope
+//! `gelu_erf'(h)` (one evaluation of `Φ` and `φ` for both: the backward kept `h` and evaluated
+//! them again, ~2 % of a training step); then `y = a·W₂ᵀ + b₂`. Backward, given `dy`: as each
+//! part of a row of `da = dy·W₂` is final, it becomes `dh = da ⊙ gelu_erf'(h)` in place (a
+//! product with the kept slope); then the two layers' usual gradients (`dW₂ = dyᵀ·a`,
 //! `db₂ = Σ dy`, `dx = dh·W₁`, `dW₁ = dhᵀ·x`, `db₁ = Σ dh`; for a consolidator layer its
 //! branches' `dG`, `dβ` instead of `dW`). Every value is computed by the same kernels in the
 //! same order as the unfused `linear → gelu_erf → linear` (or `consolidated_linear`), so both
@@ -15,7 +17,7 @@
 
 use crate::autograd::ops::linear::DenseLinear;
 use crate::autograd::Var;
-use crate::kernels::activation::gelu_here;
+use crate::kernels::activation::gelu_and_slope;
 use crate::kernels::prefetch_l2;
 use crate::par::SendPtr;
 use crate::{Error, Result, Tensor};
@@ -34,20 +36,19 @@ pub(crate) fn mlp_gelu<'t>(x: &Var<'t>, fc1: DenseLinear<'t>, fc2: DenseLinear<'
     let ((fc1, in1), (fc2, in2)) = (fc1.into_parts(), fc2.into_parts());
     let xv = x.value().clone();
 
-    // h, and a = gelu(h) from each finished part of h.
+    // h, and from each finished part of it a = gelu(h), with h replaced by gelu'(h) (the
+    // backward's slope: one evaluation of Φ and φ serves both passes).
     let mut a: Vec<f32> = Vec::with_capacity(rows * hid);
     let out = SendPtr(a.as_mut_ptr());
     let gelu = |r: usize, j0: usize, part: &mut [f32]| {
         // SAFETY: `a` has room for rows × hid values; each (r, j0..) part is handed out once,
-        // to one worker, so nothing else touches these values. They are written (zeros, then
-        // the GELU) before being read.
+        // to one worker, so nothing else touches these values.
         let dst = unsafe {
             std::slice::from_raw_parts_mut(out.get().add(r * hid + j0).cast::<MaybeUninit<f32>>(), part.len())
         };
-        dst.fill(MaybeUninit::new(0.0));
-        gelu_here(part, &[], unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) });
+        gelu_and_slope(part, dst);
     };
-    let h = fc1.forward(xv.data(), rows, Some(&gelu));
+    let slope = fc1.forward(xv.data(), rows, Some(&gelu));
     // SAFETY: every part of every row of h was finished, so every value of `a` was written.
     unsafe { a.set_len(rows * hid) };
     let y = fc2.forward(&a, rows, None);
@@ -65,17 +66,14 @@ pub(crate) fn mlp_gelu<'t>(x: &Var<'t>, fc1: DenseLinear<'t>, fc2: DenseLinear<'
         }
         // dh = (dy·W₂) ⊙ gelu'(h), each part as soon as it is final.
         let gelu_grad = |r: usize, j0: usize, part: &mut [f32]| {
-            let mut da = [0.0f32; 256];
-            for (c, p) in part.chunks_mut(da.len()).enumerate() {
-                let da = &mut da[..p.len()];
-                da.copy_from_slice(p);
-                let at = r * hid + j0 + c * 256;
-                gelu_here(&h[at..at + p.len()], da, p);
+            let at = r * hid + j0..r * hid + j0 + part.len();
+            for (d, &s) in part.iter_mut().zip(&slope[at]) {
+                *d *= s;
             }
             // The same part of the worker's next row tile (12 rows on), into L2 while the GEMM
-            // computes that tile: read from memory here, `h` stalled this pass (mlp backward
-            // 216 → 184–200 ms per vit_tiny b16 step).
-            if let Some(next) = h.get((r + 12) * hid + j0..(r + 12) * hid + j0 + part.len()) {
+            // computes that tile: read from memory here, the slope stalled this pass (mlp
+            // backward 216 → 184–200 ms per vit_tiny b16 step, when it was `h`).
+            if let Some(next) = slope.get((r + 12) * hid + j0..(r + 12) * hid + j0 + part.len()) {
                 prefetch_l2(next);
             }
         };
