@@ -470,8 +470,9 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicU32;
 
-    /// `finish` sees every value once, final: doubling it in the hook doubles the product, on
-    /// the SIMD path and the fallback (k = 0, empty outputs), across column blocks and workers.
+    /// A tall output goes by rows even when its row tiles split less evenly than its column
+    /// tiles (a split by columns would make each worker read all of `A`); a short, wide one by
+    /// columns.
     #[test]
     fn tall_outputs_split_by_rows_short_wide_ones_by_columns() {
         // 4,160 rows (347 row tiles) × 192 columns (6 tiles): one row task per worker.
@@ -480,6 +481,8 @@ mod tests {
         assert!(!split(197, 576, (12, 32), 2).0);
     }
 
+    /// `finish` sees every value once, final: doubling it in the hook doubles the product, on
+    /// the SIMD path and the fallback (k = 0, empty outputs), across column blocks and workers.
     #[test]
     fn finish_sees_every_value_once_and_final() {
         for (m, k, n) in [(0, 3, 4), (5, 0, 7), (37, 19, 600), (200, 64, 70), (1, 5, 1)] {
