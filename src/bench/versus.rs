@@ -87,6 +87,12 @@ pub fn compare(
                 let work = format!("sgemm {}×{}×{}", r.m, r.k, r.n);
                 out.push(VersusRow::new(work, r.gflops, tg, "GFLOP/s", true, "ours/torch ≥ 0.95"));
             }
+            // Both sides multiply by a linear layer's weight, stored `[n, k]`; MKL's product
+            // with a row-major `B[k, n]` is shown beside it, for reference (no goal).
+            if let Some(nn) = t.and_then(|t| num(t, "gflops_nn_best_all").or_else(|| num(t, "gflops_nn_best"))) {
+                let work = format!("sgemm {}×{}×{}, PyTorch's B row-major", r.m, r.k, r.n);
+                out.push(VersusRow::new(work, r.gflops, nn, "GFLOP/s", true, "reference"));
+            }
         }
     }
     if let Some(gc) = gc {
