@@ -134,6 +134,35 @@ struct Tile {
     beta: f32,
     /// `cols` values added to every row, or null.
     bias: *const f32,
+    /// Lines to ask into L2 while the tile runs (the AVX-512 kernel, packed `A`; [`NextA`]).
+    next_a: NextA,
+}
+
+/// A share of the next row tile's rows of `A`, asked into L2 one line every [`NEXT_A_EVERY`]
+/// depth steps of a kernel call, so that packing that tile finds them there instead of in L3:
+/// `lines` lines in all, `row_lines` per row, from `at` on, rows `ld` values apart.
+#[derive(Clone, Copy)]
+struct NextA {
+    at: *const f32,
+    ld: usize,
+    row_lines: usize,
+    lines: usize,
+}
+
+impl NextA {
+    const NONE: NextA = NextA { at: std::ptr::null(), ld: 0, row_lines: 1, lines: 0 };
+
+    /// Asks for line `p / NEXT_A_EVERY` at every [`NEXT_A_EVERY`]-th depth step `p`.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn step(&self, p: usize) {
+        let l = p / NEXT_A_EVERY;
+        if p % NEXT_A_EVERY == 0 && l < self.lines {
+            let at = self.at.wrapping_add(l / self.row_lines * self.ld + l % self.row_lines * 16);
+            // SAFETY: a prefetch never faults, wherever it points.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(at as *const i8) };
+        }
+    }
 }
 
 impl Tile {
@@ -273,6 +302,9 @@ unsafe fn avx512<const A: u8, const NV: usize, const B_IN_PLACE: bool>(t: &Tile)
         if B_IN_PLACE {
             prefetch_span(b.wrapping_add(AHEAD * t.ldb), t.cols);
         }
+        if A == A_PACKED {
+            t.next_a.step(p);
+        }
         let bv = if B_IN_PLACE {
             [_mm512_maskz_loadu_ps(masks[0], b), _mm512_maskz_loadu_ps(masks[NV - 1], b.wrapping_add(16 * (NV - 1)))]
         } else {
@@ -318,6 +350,12 @@ unsafe fn avx512<const A: u8, const NV: usize, const B_IN_PLACE: bool>(t: &Tile)
         }
     }
 }
+
+/// Depth steps between two asks for a line of the next row tile of `A` ([`NextA`]): 96 asks
+/// per call at `KC`, enough for a call's share when four column tiles share a row tile (the
+/// fewest that pack it): three rows of 25 lines.
+#[cfg(target_arch = "x86_64")]
+const NEXT_A_EVERY: usize = 4;
 
 /// Depth steps ahead that strided in-place operands are prefetched: 16 measured best of 8, 16
 /// and 32 (cold operands, e.g. `dW` over 6,400 rows 256 → 64: 174–187 → 202–219 GFLOP/s).
@@ -834,7 +872,24 @@ pub(crate) unsafe fn run_block(
                                 super::prefetch_l2(&p.buf[at..at + len]);
                             }
                         }
+                        // Packing `A` reads its rows from L3 (a 1,576-row activation is 4.8 MB at
+                        // K = 768; pack_a was 8.8 % of that product's samples): each column tile
+                        // asks for its share of the next row tile's rows, a line at a time among
+                        // its FMAs (a burst of asks before each call stalled the loop instead).
+                        // `bench gemm` shapes on two threads, per-pair medians: 1,576 × 768 × 192
+                        // 1.04×, the others 0.99–1.02×; training steps 0.97–0.99. The AVX2
+                        // kernel, slower, gained nothing from it and does not ask.
+                        let (t, tiles, next) = (jr / nr, jn.div_ceil(nr), ir + mr);
+                        let share = mr.min(rows.end.saturating_sub(next));
+                        let (r0, r1) = (t * share / tiles, (t + 1) * share / tiles);
+                        let next_a = if isa == Isa::Avx512 && a_layout == A_PACKED && a.cs == 1 && r1 > r0 {
+                            let at = a.data[(next + r0) * a.rs + pc..].as_ptr();
+                            NextA { at, ld: a.rs, row_lines: kc / 16 + 1, lines: (r1 - r0) * (kc / 16 + 1) }
+                        } else {
+                            NextA::NONE
+                        };
                         let tile = Tile {
+                            next_a,
                             k: kc,
                             a: ap,
                             lda,
