@@ -157,7 +157,7 @@ impl NextA {
     #[inline(always)]
     fn step(&self, p: usize) {
         let l = p / NEXT_A_EVERY;
-        if p % NEXT_A_EVERY == 0 && l < self.lines {
+        if p.is_multiple_of(NEXT_A_EVERY) && l < self.lines {
             let at = self.at.wrapping_add(l / self.row_lines * self.ld + l % self.row_lines * 16);
             // SAFETY: a prefetch never faults, wherever it points.
             unsafe { _mm_prefetch::<_MM_HINT_T1>(at as *const i8) };
