@@ -135,6 +135,7 @@ struct Tile {
     /// `cols` values added to every row, or null.
     bias: *const f32,
     /// Lines to ask into L2 while the tile runs (the AVX-512 kernel, packed `A`; [`NextA`]).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     next_a: NextA,
 }
 
@@ -142,6 +143,7 @@ struct Tile {
 /// depth steps of a kernel call, so that packing that tile finds them there instead of in L3:
 /// `lines` lines in all, `row_lines` per row, from `at` on, rows `ld` values apart.
 #[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct NextA {
     at: *const f32,
     ld: usize,
