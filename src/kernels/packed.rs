@@ -355,7 +355,8 @@ unsafe fn avx512<const A: u8, const NV: usize, const B_IN_PLACE: bool>(t: &Tile)
 
 /// Depth steps between two asks for a line of the next row tile of `A` ([`NextA`]): 96 asks
 /// per call at `KC`, enough for a call's share when four column tiles share a row tile (the
-/// fewest that pack it): three rows of 25 lines.
+/// fewest that pack it): three rows of 25 lines. Every 2 or 8 steps measured the same on
+/// 1,576 × 768 × 192.
 #[cfg(target_arch = "x86_64")]
 const NEXT_A_EVERY: usize = 4;
 
