@@ -103,7 +103,7 @@ pub fn gelu_and_slope(h: &mut [f32], a: &mut [MaybeUninit<f32>]) {
     for (h, a) in h[done..].chunks_mut(simd::W).zip(a[done..].chunks_mut(simd::W)) {
         let v = simd::load_partial(h, 0.0);
         let (cdf, gauss) = phi_and_gauss8(v);
-        let slope = v.mul_add(gauss * f32x8::splat(FRAC_1_SQRT_2PI), cdf).to_array();
+        let slope = slope8(v, cdf, gauss).to_array();
         for ((h, a), (y, s)) in h.iter_mut().zip(a).zip((v * cdf).to_array().into_iter().zip(slope)) {
             a.write(y);
             *h = s;
@@ -139,8 +139,14 @@ pub fn gelu_erf_backward(x: &[f32], dy: &[f32], dx: &mut [f32]) {
 pub fn gelu_erf_backward_x8(x: &[f32], dy: &[f32], dx: &mut [f32]) {
     simd::map2(x, dy, dx, |v, g| {
         let (cdf, gauss) = phi_and_gauss8(v);
-        g * v.mul_add(gauss * f32x8::splat(FRAC_1_SQRT_2PI), cdf)
+        g * slope8(v, cdf, gauss)
     });
+}
+
+/// The slope `gelu_erf'(v) = Φ(v) + v·φ(v)` from `phi_and_gauss8`'s `(Φ(v), e^{−v²/2})`.
+#[inline]
+fn slope8(v: f32x8, cdf: f32x8, gauss: f32x8) -> f32x8 {
+    v.mul_add(gauss * f32x8::splat(FRAC_1_SQRT_2PI), cdf)
 }
 
 /// The GELU kernels on 16 lanes: `phi_and_gauss8` and `exp8` instruction for instruction

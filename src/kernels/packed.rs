@@ -886,8 +886,8 @@ pub(crate) unsafe fn run_block(
                         let share = mr.min(rows.end.saturating_sub(next));
                         let (r0, r1) = (t * share / tiles, (t + 1) * share / tiles);
                         let next_a = if isa == Isa::Avx512 && a_layout == A_PACKED && a.cs == 1 && r1 > r0 {
-                            let at = a.data[(next + r0) * a.rs + pc..].as_ptr();
-                            NextA { at, ld: a.rs, row_lines: kc / 16 + 1, lines: (r1 - r0) * (kc / 16 + 1) }
+                            let (at, row_lines) = (a.data[(next + r0) * a.rs + pc..].as_ptr(), kc / 16 + 1);
+                            NextA { at, ld: a.rs, row_lines, lines: (r1 - r0) * row_lines }
                         } else {
                             NextA::NONE
                         };
