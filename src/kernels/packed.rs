@@ -149,20 +149,29 @@ struct NextA {
     ld: usize,
     row_lines: usize,
     lines: usize,
+    /// The next line's place in its row.
+    col: usize,
 }
 
 impl NextA {
-    const NONE: NextA = NextA { at: std::ptr::null(), ld: 0, row_lines: 1, lines: 0 };
+    const NONE: NextA = NextA { at: std::ptr::null(), ld: 0, row_lines: 1, lines: 0, col: 0 };
 
-    /// Asks for line `p / NEXT_A_EVERY` at every [`NEXT_A_EVERY`]-th depth step `p`.
+    /// Asks for the next line at every [`NEXT_A_EVERY`]-th depth step `p`, until `lines` are
+    /// asked (a running address, no division in the kernel's loop).
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    fn step(&self, p: usize) {
-        let l = p / NEXT_A_EVERY;
-        if p.is_multiple_of(NEXT_A_EVERY) && l < self.lines {
-            let at = self.at.wrapping_add(l / self.row_lines * self.ld + l % self.row_lines * 16);
+    fn step(&mut self, p: usize) {
+        if p.is_multiple_of(NEXT_A_EVERY) && self.lines > 0 {
             // SAFETY: a prefetch never faults, wherever it points.
-            unsafe { _mm_prefetch::<_MM_HINT_T1>(at as *const i8) };
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(self.at as *const i8) };
+            self.lines -= 1;
+            self.col += 1;
+            self.at = if self.col == self.row_lines {
+                self.col = 0;
+                self.at.wrapping_add(self.ld - (self.row_lines - 1) * 16)
+            } else {
+                self.at.wrapping_add(16)
+            };
         }
     }
 }
@@ -293,6 +302,7 @@ unsafe fn avx512<const A: u8, const NV: usize, const B_IN_PLACE: bool>(t: &Tile)
     let mut acc = [_mm512_setzero_ps(); 24];
     let mut b = t.b;
     let mut ap = [0, 3, 6, 9].map(|r| t.a.wrapping_add(r * t.lda));
+    let mut next_a = t.next_a;
     // One depth step: 12 broadcasts of `A`, `NV` vectors of `B`, `12·NV` FMAs.
     let mut step = |p: usize| {
         // Operands read in place along a stride (A's columns, B's rows) are asked for `AHEAD`
@@ -305,7 +315,7 @@ unsafe fn avx512<const A: u8, const NV: usize, const B_IN_PLACE: bool>(t: &Tile)
             prefetch_span(b.wrapping_add(AHEAD * t.ldb), t.cols);
         }
         if A == A_PACKED {
-            t.next_a.step(p);
+            next_a.step(p);
         }
         let bv = if B_IN_PLACE {
             [_mm512_maskz_loadu_ps(masks[0], b), _mm512_maskz_loadu_ps(masks[NV - 1], b.wrapping_add(16 * (NV - 1)))]
@@ -887,7 +897,7 @@ pub(crate) unsafe fn run_block(
                         let (r0, r1) = (t * share / tiles, (t + 1) * share / tiles);
                         let next_a = if isa == Isa::Avx512 && a_layout == A_PACKED && a.cs == 1 && r1 > r0 {
                             let (at, row_lines) = (a.data[(next + r0) * a.rs + pc..].as_ptr(), kc / 16 + 1);
-                            NextA { at, ld: a.rs, row_lines, lines: (r1 - r0) * row_lines }
+                            NextA { at, ld: a.rs, row_lines, lines: (r1 - r0) * row_lines, col: 0 }
                         } else {
                             NextA::NONE
                         };
