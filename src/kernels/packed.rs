@@ -168,7 +168,8 @@ impl NextA {
             self.col += 1;
             self.at = if self.col == self.row_lines {
                 self.col = 0;
-                self.at.wrapping_add(self.ld - (self.row_lines - 1) * 16)
+                // Wrapping: a view may overlap its rows (`ld` < a row's lines).
+                self.at.wrapping_add(self.ld).wrapping_sub((self.row_lines - 1) * 16)
             } else {
                 self.at.wrapping_add(16)
             };
