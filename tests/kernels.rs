@@ -539,6 +539,25 @@ fn gemm_empty_and_k_zero() {
     gemm(1.0, MatRef::new(&[], 0, 3), MatRef::new(&a, 3, 2), 0.0, &mut [], 2);
 }
 
+/// Views whose rows overlap (a row stride shorter than a row, or 0: one row repeated) are legal
+/// `MatRef`s; tall and wide enough that `A` is packed and the next row tile asked for ahead.
+#[test]
+fn gemm_on_views_whose_rows_overlap() {
+    let (m, k, n) = (40, 400, 200);
+    let b = vals(k * n, -1.0, 1.0, 5);
+    for rs in [0, 3, 17] {
+        let data = vals((m - 1) * rs + k, -1.0, 1.0, 7);
+        let a = MatRef::strided(&data, m, k, rs, 1);
+        let bv = MatRef::new(&b, k, n);
+        let mut c = vec![f32::NAN; m * n];
+        gemm(1.0, a, bv, 0.0, &mut c, n);
+        let (want, scale) = gemm_f64(1.0, a, bv, 0.0, &c, n);
+        for (j, (&got, (&w, &s))) in c.iter().zip(want.iter().zip(&scale)).enumerate() {
+            assert!((got as f64 - w).abs() <= 1e-5 * s + 1e-30, "rs {rs}: C[{j}] = {got} vs {w}");
+        }
+    }
+}
+
 #[test]
 fn gemm_batched_matches_per_batch_reference() {
     let (batch, m, k, n) = (5, 13, 37, 11);
