@@ -27,7 +27,7 @@
 //! packed too, the kernels then run four depth steps per turn of their loop.
 //!
 //! **Blocking.** For each depth block of `KC` (the first block writes `α·acc + β·C + bias`,
-//! later ones add `α·acc`), for each block of `NC` columns (its panels stay in L2), for each
+//! later ones add `α·acc`), for each block of columns (its panels stay in L2; [`BLOCK_VALUES`]), for each
 //! row tile (its `A` stays in L1), for each column tile: one kernel call. Every output value is
 //! therefore accumulated in the same order (its depth blocks in turn, `p` increasing within
 //! each) wherever its tile sits and whichever worker computes it: the results do not depend on
@@ -39,9 +39,10 @@ use std::arch::x86_64::*;
 /// Depth of a block: a 12-row tile of `A` (12·384·4 B = 18 KiB) stays in L1 while the column
 /// tiles pass.
 pub(crate) const KC: usize = 384;
-/// Columns of `B` packed at a time, at most (wider products take blocks of near-equal width):
-/// `KC × NC` values (768 KiB) stay in L2.
-const NC: usize = 512;
+/// Values of `B` packed at a time, at most: a block of `kc` rows takes as many whole column
+/// tiles as fit (576 at full depth, 1,152 at 192), and wider products take blocks of near-equal
+/// width. Its 864 KiB stay in a core's 2 MB L2 beside the row tiles of `A` and the output.
+const BLOCK_VALUES: usize = KC * 576;
 
 /// A micro-kernel: the SIMD kernels and their scalar twins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -827,7 +828,8 @@ pub(crate) unsafe fn run_block(
             while jc < cols.end {
                 // Blocks of near-equal width (whole column tiles): no narrow last block, whose
                 // row tiles would read `A` in place one step per turn (N = 576 and 768: 1.03×).
-                let blocks = cols.len().div_ceil(NC);
+                let widest = (BLOCK_VALUES / kc / nr).max(1) * nr;
+                let blocks = cols.len().div_ceil(widest);
                 let jn = cols.len().div_ceil(blocks).div_ceil(nr).saturating_mul(nr).min(cols.end - jc);
                 // B's first value, the distance between its depth steps and between its column
                 // tiles. Contiguous rows of B are read in place when packing would not pay for
