@@ -475,10 +475,10 @@ proptest! {
 
     /// Tile edges of both kernels (12 × 32 and 6 × 16: m, n over 1..3 tiles and one more),
     /// depths around the block of 384 and its double, two blocks of columns (a block holds 576
-    /// at full depth), transposed and strided operands (the
-    /// in-place and packed paths for A — rows 1 KiB apart are packed when n spans several
-    /// column tiles — the copying and transposing packers for B, and B's rows read in place
-    /// with masked loads when n spans one or two column tiles of the 12 × 32 kernel).
+    /// at full depth), transposed and strided operands (the in-place and packed paths for A —
+    /// rows 1 KiB apart are packed when n spans several column tiles — the copying and
+    /// transposing packers for B, and B's rows read in place with masked loads when n spans
+    /// one or two column tiles of the 12 × 32 kernel).
     #[test]
     fn simd_kernels_equal_their_scalar_twins(m in prop_oneof![1usize..38, 60usize..75],
                                             n in prop_oneof![1usize..100, 578usize..610],

@@ -27,11 +27,11 @@
 //! packed too, the kernels then run four depth steps per turn of their loop.
 //!
 //! **Blocking.** For each depth block of `KC` (the first block writes `α·acc + β·C + bias`,
-//! later ones add `α·acc`), for each block of columns (its panels stay in L2; [`BLOCK_VALUES`]), for each
-//! row tile (its `A` stays in L1), for each column tile: one kernel call. Every output value is
-//! therefore accumulated in the same order (its depth blocks in turn, `p` increasing within
-//! each) wherever its tile sits and whichever worker computes it: the results do not depend on
-//! how the output is split among workers.
+//! later ones add `α·acc`), for each block of columns (its panels stay in L2: `BLOCK_VALUES`),
+//! for each row tile (its `A` stays in L1), for each column tile: one kernel call. Every output
+//! value is therefore accumulated in the same order (its depth blocks in turn, `p` increasing
+//! within each) wherever its tile sits and whichever worker computes it: the results do not
+//! depend on how the output is split among workers or among blocks of columns.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
