@@ -1,22 +1,27 @@
-//! General matrix multiply: `C = α·A·B + β·C`, on top of `matrixmultiply::sgemm`.
+//! General matrix multiply: `C = α·A·B + β·C`, on the crate's own packed micro-kernels
+//! ([`super::packed`]: AVX-512 or AVX2 + FMA, chosen at run time) and on `matrixmultiply::sgemm`
+//! where the CPU has neither (the portable fallback).
 //!
 //! Operands are [`MatRef`]s: a slice plus row and column strides, so a transposed operand is just
 //! a view (`W.t()` for `x·Wᵀ` with `W: [out, in]`): no transpose copy, ever. The output is
-//! row-major with a leading dimension. Work is split by output rows (or columns, when the output
-//! is short and wide) across [`crate::par::threads`] workers; every output value is computed by one
-//! worker with the same reduction order, so results do not depend on the thread count.
+//! row-major with a leading dimension. `tiled` cuts the output into blocks of whole row tiles or
+//! whole column tiles among [`crate::par::threads`] workers (`split` weighs each worker's share of
+//! the multiply-adds against the operand values it must read and pack: tall outputs go by rows,
+//! short and wide ones, as one image at inference, by columns); every output value is computed
+//! by one worker with the same reduction order, so results do not depend on the thread count.
 //!
 //! [`gemm_naive`] is the slow twin: a triple loop accumulating in `f64`, the test oracle.
 //!
-//! ## The parallel split, measured
+//! ## The fallback's split, measured
 //!
-//! `matrixmultiply` picks its micro-kernel at run time: 16×16 with AVX-512 where the CPU has it,
-//! 8×8 with AVX2 + FMA otherwise, blocking `mc = 64`, `nc = 1024` and `kc = 256` — 512 in builds
-//! from this repository (`.cargo/config.toml`, through its `constconf` feature). Each worker calls
-//! it on one contiguous block of output rows (or columns), so each worker packs the whole of the
-//! other operand once; on the ViT shapes that costs `1/m_chunk` of the work and is cheap. On a
-//! 2-core Xeon (AVX-512), shared with other jobs, interleaved best-of runs of the split into
-//! 2, 4, 6 and 8 row blocks and 2 column blocks gave (GFLOP/s):
+//! Without our kernels, each worker calls `matrixmultiply` on one contiguous block of output rows
+//! (or columns), so each worker packs the whole of the other operand once; on the ViT shapes
+//! that costs `1/m_chunk` of the work and is cheap. `matrixmultiply` picks its own micro-kernel
+//! at run time (16×16 with AVX-512, 8×8 with AVX2 + FMA), blocking `mc = 64`, `nc = 1024` and
+//! `kc = 256` — 512 in builds from this repository (`.cargo/config.toml`, through its
+//! `constconf` feature). On a 2-core Xeon (AVX-512), shared with other jobs, interleaved best-of
+//! runs of the split into 2, 4, 6 and 8 row blocks and 2 column blocks gave (GFLOP/s, measured
+//! when this was the only path):
 //!
 //! | M×K×N          | rows/2 | rows/4 | rows/8 | cols/2 |
 //! |----------------|-------:|-------:|-------:|-------:|
@@ -25,14 +30,12 @@
 //! | 1576×384×1536  | 132    | 130    | 121    | 139    |
 //! | 2048×2048×2048 | 231    | 219    | 223    | 240    |
 //!
-//! One block per thread is best or within noise of the best, so that is what [`gemm`] does.
+//! One block per thread is best or within noise of the best, so that is what the fallback does.
 //! For short outputs (M = 197, one ViT image) splitting the columns beat splitting the rows on
 //! every ViT-Tiny/Small shape (e.g. 197×192×576: 106–111 against 97–107 GFLOP/s; 197×384×1152:
 //! 126–136 against 113–116), since the weight operand is then packed once in total, not once
-//! per worker; from 512 rows on, rows.
-//! Against the AVX2 (8-lane) FMA peak of the same two threads (`bench::peak`, ~150 GFLOP/s
-//! when the machine is quiet) these rates are ~85% to ~190% of it (above 100% because the
-//! AVX-512 kernel can go twice as high); `consolidator bench gemm` reports the ratio per shape.
+//! per worker; from 512 rows on, rows. Our kernels run the same shapes at 350–420 GFLOP/s on
+//! that machine (`consolidator bench gemm` reports each against the FMA peak).
 //!
 //! ```
 //! use consolidator::kernels::{gemm, gemm_naive, MatRef};
