@@ -44,9 +44,10 @@ def torch_round(budget_s):
     return out
 
 
-def ours_round(binary):
-    """Our best GFLOP/s of each shape, from one `bench gemm --json` run."""
-    run = subprocess.run([binary, "bench", "gemm", "--json"], capture_output=True, text=True, check=True)
+def ours_round(binary, threads):
+    """Our best GFLOP/s of each shape, from one `bench gemm --json` run on `threads` threads."""
+    env = dict(os.environ, CONSOLIDATOR_THREADS=str(threads))
+    run = subprocess.run([binary, "bench", "gemm", "--json"], capture_output=True, text=True, check=True, env=env)
     rows = json.loads(run.stdout)["gemm"]["rows"]
     return {(r["m"], r["k"], r["n"]): r["gflops"] for r in rows}
 
@@ -54,7 +55,7 @@ def ours_round(binary):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=2, help="PyTorch's threads (ours: CONSOLIDATOR_THREADS)")
+    ap.add_argument("--threads", type=int, default=2, help="threads on both sides")
     ap.add_argument("--bin", default="target/release/consolidator")
     ap.add_argument("--out", default="bench/sgemm_pairs.md")
     args = ap.parse_args()
@@ -65,9 +66,9 @@ def main():
     pairs = {s: [] for s in SGEMM_SHAPES}
     for r in range(args.rounds):
         if r % 2 == 0:
-            ours, theirs = ours_round(args.bin), torch_round(0.5)
+            ours, theirs = ours_round(args.bin, args.threads), torch_round(0.5)
         else:
-            theirs, ours = torch_round(0.5), ours_round(args.bin)
+            theirs, ours = torch_round(0.5), ours_round(args.bin, args.threads)
         for s in SGEMM_SHAPES:
             pairs[s].append((ours[s], theirs[s]))
         print(f"round {r + 1}/{args.rounds}: " + " ".join(f"{o / t:.3f}" for o, t in (pairs[s][-1] for s in SGEMM_SHAPES)),
@@ -75,7 +76,7 @@ def main():
     lines = [
         f"# sgemm, ours / PyTorch in pairs, {time.strftime('%Y-%m-%dT%H:%MZ', time.gmtime())}, {args.rounds} rounds",
         "",
-        f"Machine: {os.cpu_count()} CPUs, torch {torch.__version__} ({args.threads} threads), "
+        f"Machine: {os.cpu_count()} CPUs, torch {torch.__version__} ({args.threads} thread(s) a side), "
         f"load before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}. Each round times every shape "
         "on both sides back to back (best GFLOP/s of about half a second each); a ratio is one round's.",
         "",
