@@ -24,22 +24,15 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_torch import SGEMM_SHAPES  # noqa: E402
+from bench_torch import SGEMM_SHAPES, timeit  # noqa: E402
 
 
 def torch_round(budget_s):
-    """Best GFLOP/s of each shape within `budget_s` seconds (after two warm-up products)."""
+    """Best GFLOP/s of each shape within about `budget_s` seconds (after two warm-up products)."""
     out = {}
     for m, k, n in SGEMM_SHAPES:
         a, w, c = torch.randn(m, k), torch.randn(n, k), torch.empty(m, n)
-        for _ in range(2):
-            torch.mm(a, w.t(), out=c)
-        best, start, reps = float("inf"), time.perf_counter(), 0
-        while reps < 3 or time.perf_counter() - start < budget_s:
-            t = time.perf_counter()
-            torch.mm(a, w.t(), out=c)
-            best = min(best, time.perf_counter() - t)
-            reps += 1
+        _, best, _ = timeit(lambda: torch.mm(a, w.t(), out=c), min_time=budget_s, min_reps=3, max_reps=1000)
         out[(m, k, n)] = 2.0 * m * k * n / best / 1e9
     return out
 
